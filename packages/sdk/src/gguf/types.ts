@@ -21,6 +21,13 @@ export type GGUFValue =
   | BigInt64Array | BigUint64Array
   | string[] | boolean[] | unknown[];
 
+/** The stored GGUF type of a metadata value (kept so values can be written back verbatim). */
+export interface GGUFMetadataType {
+  type: GGUFValueType;
+  /** element type when type is ARRAY */
+  arrayType?: GGUFValueType;
+}
+
 export interface GGUFTensorInfo {
   name: string;
   /** ggml order: dims[0] is the row length (contiguous), dims[1] the number of rows, ... */
@@ -41,6 +48,12 @@ export interface GGUFFile {
   alignment: number;
   /** absolute offset where tensor data begins */
   dataOffset: number;
+  /**
+   * Metadata values. 64-bit integer scalars are `number` when |v| <= 2^53 - 1, else `bigint`; arrays of 64-bit
+   * integers are always BigInt64Array/BigUint64Array.
+   */
   metadata: Record<string, GGUFValue>;
+  /** the stored type of every metadata value (set by readGGUF) */
+  metadataTypes?: Record<string, GGUFMetadataType>;
   tensors: GGUFTensorInfo[];
 }
