@@ -14,15 +14,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 #if defined(__EMSCRIPTEN__)
 #include <emscripten/emscripten.h>
 #define TW_API EMSCRIPTEN_KEEPALIVE
 #else
 #define TW_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
 #endif
 
 /* GGUF tensor type ids (ggml_type numbering, so the file's id is used as is). */

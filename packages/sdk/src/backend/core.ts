@@ -74,7 +74,7 @@ export interface CoreModule {
   name: 'wasm' | 'cuda';
   /** Whether this core can run here, and if not, why (e.g. "no CUDA device: cudaGetDeviceCount error 35"). */
   probe(): { available: boolean; reason: string; devices?: CoreDeviceInfo[] };
-  createEngine(hp: CoreHParams, rc: CoreRuntimeConfig): CoreEngine;
+  createEngine(hp: CoreHParams, rc: CoreRuntimeConfig): CoreEngine | Promise<CoreEngine>;
   typeRowSize(type: number, n: number): number;
   typeSupported(type: number): boolean;
   dequantize(type: number, src: Uint8Array, n: number): Float32Array;

@@ -1,0 +1,208 @@
+// The CPU backend: memory is plain host (WASM linear) memory, ops run on a persistent thread pool, matrix
+// products read quantized blocks directly (dot.h).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "../include/twinfer.h"
+#include "../model/backend.h"
+#include "dot.h"
+#include "thread_pool.h"
+
+namespace tw {
+
+namespace {
+
+// Rows of W handled by one task. Small enough to balance two to sixteen threads, large enough that the
+// scheduling cost (one atomic increment) disappears next to a row chunk's work.
+constexpr int kRowsPerTask = 16;
+// Tokens processed against one chunk of rows while the rows are hot in cache (prefill).
+constexpr int kTokenTile = 8;
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+  const char* name() const override { return "cpu"; }
+
+  void* alloc(size_t bytes) override {
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return nullptr;
+    return p;
+  }
+  void release(void* p) override { free(p); }
+  void* host_view(void* p) override { return p; }
+  void upload(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
+  void download(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
+  void copy(void* dst, const void* src, size_t n) override { std::memmove(dst, src, n); }
+
+  void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
+    const size_t rb = row_bytes(table.type, table.ne0);
+    for (int t = 0; t < n; ++t)
+      dequantize_row(table.type, (const char*)table.data + rb * ids[t], out + (size_t)t * table.ne0, table.ne0);
+  }
+
+  void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) override {
+    const float* g = (const float*)w.data;
+    for (int t = 0; t < n; ++t) {
+      const float* xr = x + (size_t)t * dim;
+      float* yr = out + (size_t)t * dim;
+      double sum = 0;  // ggml accumulates the mean square in double
+      for (int i = 0; i < dim; ++i) sum += (double)(xr[i] * xr[i]);
+      const float scale = 1.0f / std::sqrt((float)(sum / dim) + eps);
+      for (int i = 0; i < dim; ++i) yr[i] = xr[i] * scale * g[i];
+    }
+  }
+
+  void matmul(const Tensor& W, const float* x, int n, float* y) override {
+    const int64_t K = W.ne0, R = W.ne1;
+    const size_t rb = row_bytes(W.type, K);
+    const char* base = (const char*)W.data;
+    const int n_tasks = (int)((R + kRowsPerTask - 1) / kRowsPerTask);
+    pool_.run(n_tasks, [&](int task, int) {
+      const int64_t r0 = (int64_t)task * kRowsPerTask, r1 = std::min<int64_t>(R, r0 + kRowsPerTask);
+      for (int t0 = 0; t0 < n; t0 += kTokenTile) {
+        const int t1 = std::min(n, t0 + kTokenTile);
+        for (int64_t r = r0; r < r1; ++r) {
+          const void* row = base + rb * r;
+          for (int t = t0; t < t1; ++t) y[(size_t)t * R + r] = dot_row(W.type, row, x + (size_t)t * K, K);
+        }
+      }
+    });
+  }
+
+  void add_bias(float* y, const Tensor& b, int n) override {
+    const float* bias = (const float*)b.data;
+    for (int t = 0; t < n; ++t)
+      for (int64_t i = 0; i < b.ne0; ++i) y[(size_t)t * b.ne0 + i] += bias[i];
+  }
+
+  void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
+                     const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
+    const int hd = s.head_dim, half = hd / 2;
+    const size_t kv_dim = (size_t)s.n_head_kv * hd;
+    std::vector<float> cs(hd);  // cos, sin pairs for one position
+    for (int t = 0; t < b.n_tokens; ++t) {
+      // theta_i = pos * freq_scale * base^(-2i/hd), built by repeated multiplication as ggml does.
+      const float theta_scale = std::pow(theta, -2.0f / hd);
+      float th = (float)b.host_pos[t];
+      for (int i = 0; i < half; ++i) {
+        const float a = th * freq_scale;
+        cs[2 * i] = std::cos(a);
+        cs[2 * i + 1] = std::sin(a);
+        th *= theta_scale;
+      }
+      auto rotate = [&](float* head) {
+        for (int i = 0; i < half; ++i) {
+          const int i0 = rope_mode == TW_ROPE_NEOX ? i : 2 * i;
+          const int i1 = rope_mode == TW_ROPE_NEOX ? i + half : 2 * i + 1;
+          const float c = cs[2 * i], sn = cs[2 * i + 1];
+          const float x0 = head[i0], x1 = head[i1];
+          head[i0] = x0 * c - x1 * sn;
+          head[i1] = x0 * sn + x1 * c;
+        }
+      };
+      for (int h = 0; h < s.n_head; ++h) rotate(q + ((size_t)t * s.n_head + h) * hd);
+      for (int h = 0; h < s.n_head_kv; ++h) rotate(k + ((size_t)t * s.n_head_kv + h) * hd);
+      const size_t slot = (size_t)b.slot[t];
+      const float* kt = k + t * kv_dim;
+      const float* vt = v + t * kv_dim;
+      if (s.kv_type == TW_TYPE_F32) {
+        std::memcpy((float*)kv.k + slot * kv_dim, kt, kv_dim * 4);
+        std::memcpy((float*)kv.v + slot * kv_dim, vt, kv_dim * 4);
+      } else {
+        uint16_t* kd = (uint16_t*)kv.k + slot * kv_dim;
+        uint16_t* vd = (uint16_t*)kv.v + slot * kv_dim;
+        for (size_t i = 0; i < kv_dim; ++i) {
+          kd[i] = f32_to_fp16(kt[i]);
+          vd[i] = f32_to_fp16(vt[i]);
+        }
+      }
+    }
+  }
+
+  void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
+                 float* out) override {
+    const int hd = s.head_dim;
+    const int group = s.n_head / s.n_head_kv;
+    const size_t kv_dim = (size_t)s.n_head_kv * hd;
+    const int n_tasks = b.n_tokens * s.n_head;
+    if ((int)scores_.size() < pool_.size()) scores_.resize(pool_.size());
+    if ((int)vbuf_.size() < pool_.size()) vbuf_.resize(pool_.size());
+    pool_.run(n_tasks, [&](int task, int thread) {
+      const int t = task / s.n_head, h = task % s.n_head, hk = h / group;
+      const int n_ctx = b.host_pos[t] + 1;
+      const int32_t* table = b.host_block_tables + (size_t)b.host_seq_idx[t] * b.blocks_per_seq;
+      std::vector<float>& sc = scores_[thread];
+      std::vector<float>& vb = vbuf_[thread];
+      if ((int)sc.size() < n_ctx) sc.resize(n_ctx);
+      if ((int)vb.size() < hd) vb.resize(hd);
+      const float* qh = q + ((size_t)t * s.n_head + h) * hd;
+      float mx = -INFINITY;
+      for (int p = 0; p < n_ctx; ++p) {
+        const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
+        float dot;
+        if (s.kv_type == TW_TYPE_F32)
+          dot = dot_f32((const float*)kv.k + slot * kv_dim + (size_t)hk * hd, qh, hd);
+        else
+          dot = dot_f16((const uint16_t*)kv.k + slot * kv_dim + (size_t)hk * hd, qh, hd);
+        sc[p] = dot * s.scale;
+        mx = std::max(mx, sc[p]);
+      }
+      double sum = 0;
+      for (int p = 0; p < n_ctx; ++p) {
+        sc[p] = std::exp(sc[p] - mx);
+        sum += sc[p];
+      }
+      const float inv = (float)(1.0 / sum);
+      float* o = out + ((size_t)t * s.n_head + h) * hd;
+      std::fill(o, o + hd, 0.0f);
+      for (int p = 0; p < n_ctx; ++p) {
+        const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
+        const float wgt = sc[p] * inv;
+        if (s.kv_type == TW_TYPE_F32) {
+          const float* vr = (const float*)kv.v + slot * kv_dim + (size_t)hk * hd;
+          for (int i = 0; i < hd; ++i) o[i] += wgt * vr[i];
+        } else {
+          const uint16_t* vr = (const uint16_t*)kv.v + slot * kv_dim + (size_t)hk * hd;
+          for (int i = 0; i < hd; ++i) o[i] += wgt * fp16_to_f32(vr[i]);
+        }
+      }
+    });
+  }
+
+  void swiglu(const float* gate, const float* up, float* out, size_t n) override {
+    for (size_t i = 0; i < n; ++i) {
+      const float g = gate[i];
+      out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  }
+
+  void add(float* x, const float* y, size_t n) override {
+    for (size_t i = 0; i < n; ++i) x[i] += y[i];
+  }
+
+  void gather_rows(const float* x, const int32_t* rows, int n, int width, float* out) override {
+    for (int i = 0; i < n; ++i) std::memmove(out + (size_t)i * width, x + (size_t)rows[i] * width, (size_t)width * 4);
+  }
+
+ private:
+  ThreadPool pool_;
+  std::vector<std::vector<float>> scores_, vbuf_;
+};
+
+}  // namespace
+
+Backend* make_backend(int32_t n_threads, int32_t /*device*/, int32_t /*flags*/, char* err, size_t err_len) {
+  if (n_threads <= 0) n_threads = (int32_t)std::max(1u, std::thread::hardware_concurrency());
+  CpuBackend* be = new (std::nothrow) CpuBackend(n_threads);
+  if (!be && err && err_len) std::snprintf(err, err_len, "out of memory creating the CPU backend");
+  return be;
+}
+
+}  // namespace tw
+
+extern "C" const char* tw_backend_name(void) { return "cpu"; }

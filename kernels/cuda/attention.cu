@@ -1,0 +1,303 @@
+// RoPE fused with the KV-cache write, and attention over the paged KV cache.
+//
+// Attention is one kernel for decode and prefill: a CTA owns (query token, KV head, split of the context) and all
+// the query heads that share that KV head (grouped-query attention reads each K/V row once per group). Long contexts
+// are split across CTAs (flash-decoding): each split keeps a running max / sum / weighted V (online softmax) over
+// tiles of positions and a small combine kernel merges the splits. K/V rows are gathered through the block table.
+#include <algorithm>
+#include <cmath>
+
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+
+namespace tw {
+namespace cuda {
+
+namespace {
+
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+
+// One CTA per token. NORMAL rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + d/2]). theta_i = pos * freq_scale *
+// base^(-2i/d), as ggml's rope (ext_factor 0, attn_factor 1).
+template <typename KV>
+__global__ void rope_store_kernel(float* q, float* k, const float* v, const int32_t* pos, const int32_t* slot,
+                                  KV* kc, KV* vc, int n_head, int n_head_kv, int hd, int neox, float theta_scale,
+                                  float freq_scale) {
+  const int t = blockIdx.x;
+  const float p = (float)pos[t];
+  const int half = hd / 2;
+  const int kv_dim = n_head_kv * hd;
+  const size_t sl = (size_t)slot[t] * kv_dim;
+  const int total = (n_head + n_head_kv) * half;
+  for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
+    const int hh = idx / half, i = idx - hh * half;
+    const float theta = p * powf(theta_scale, (float)i) * freq_scale;
+    float sn, cs;
+    sincosf(theta, &sn, &cs);
+    const int i0 = neox ? i : 2 * i;
+    const int i1 = neox ? i + half : 2 * i + 1;
+    if (hh < n_head) {
+      float* x = q + ((size_t)t * n_head + hh) * hd;
+      const float a = x[i0], b = x[i1];
+      x[i0] = a * cs - b * sn;
+      x[i1] = a * sn + b * cs;
+    } else {
+      const int kh = hh - n_head;
+      float* x = k + ((size_t)t * n_head_kv + kh) * hd;
+      const float a = x[i0], b = x[i1];
+      const float r0 = a * cs - b * sn, r1 = a * sn + b * cs;
+      x[i0] = r0;
+      x[i1] = r1;
+      kc[sl + kh * hd + i0] = from_f<KV>(r0);
+      kc[sl + kh * hd + i1] = from_f<KV>(r1);
+    }
+  }
+  for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) vc[sl + j] = from_f<KV>(v[(size_t)t * kv_dim + j]);
+}
+
+constexpr int ATHREADS = 128;
+constexpr int TILE = 32;
+constexpr int MAXACC = 16;  // (heads per KV head) * head_dim / ATHREADS accumulators per thread
+
+struct AttnArgs {
+  const float* q;
+  const int32_t* pos;
+  const int32_t* seq_idx;
+  const int32_t* block_tables;
+  int blocks_per_seq;
+  int block_size;
+  int n_head, n_head_kv, hd;
+  float scale;
+  int chunk;   // positions per split
+  int splits;
+  float* out;  // [T][n_head*hd] when splits == 1
+  float* pm;   // [splits][T][n_head] running max
+  float* pl;   // [splits][T][n_head] running sum
+  float* pacc; // [splits][T][n_head][hd] unnormalized output
+};
+
+template <typename KV>
+__global__ void __launch_bounds__(ATHREADS) attn_kernel(AttnArgs a, const KV* __restrict__ kc,
+                                                        const KV* __restrict__ vc) {
+  extern __shared__ float sm[];
+  const int G = a.n_head / a.n_head_kv;
+  const int hd = a.hd;
+  const int T = gridDim.x;
+  const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+  float* qs = sm;                      // [G][hd]
+  float* ks = qs + G * hd;             // [TILE][hd+1]
+  float* vs = ks + TILE * (hd + 1);    // [TILE][hd]
+  float* ps = vs + TILE * hd;          // [G][TILE]
+  float* mrow = ps + G * TILE;         // [G]
+  float* lrow = mrow + G;              // [G]
+  float* corr = lrow + G;              // [G]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int kv_dim = a.n_head_kv * hd;
+  const int p_end = a.pos[t] + 1;
+  const int begin = split * a.chunk;
+  const int end = min(p_end, begin + a.chunk);
+  const int32_t* table = a.block_tables + (size_t)a.seq_idx[t] * a.blocks_per_seq;
+
+  for (int i = tid; i < G * hd; i += ATHREADS) qs[i] = a.q[((size_t)t * a.n_head + kvh * G) * hd + i] * a.scale;
+  if (tid < G) {
+    mrow[tid] = -INFINITY;
+    lrow[tid] = 0.0f;
+  }
+  float acc[MAXACC];
+#pragma unroll
+  for (int i = 0; i < MAXACC; ++i) acc[i] = 0.0f;
+  const int npairs = G * hd;
+  __syncthreads();
+
+  for (int p0 = begin; p0 < end; p0 += TILE) {
+    const int tl = min(TILE, end - p0);
+    for (int r = warp; r < tl; r += ATHREADS / 32) {
+      const int p = p0 + r;
+      const size_t base = ((size_t)table[p / a.block_size] * a.block_size + p % a.block_size) * kv_dim + kvh * hd;
+      for (int d = lane; d < hd; d += 32) {
+        ks[r * (hd + 1) + d] = to_f(kc[base + d]);
+        vs[r * hd + d] = to_f(vc[base + d]);
+      }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < G * tl; idx += ATHREADS) {
+      const int hh = idx / tl, pi = idx - hh * tl;
+      const float* qv = qs + hh * hd;
+      const float* kv = ks + pi * (hd + 1);
+      float s = 0.0f;
+      for (int d = 0; d < hd; ++d) s += qv[d] * kv[d];
+      ps[hh * TILE + pi] = s;
+    }
+    __syncthreads();
+    for (int hh = warp; hh < G; hh += ATHREADS / 32) {
+      float mx = -INFINITY;
+      for (int pi = lane; pi < tl; pi += 32) mx = fmaxf(mx, ps[hh * TILE + pi]);
+      mx = warp_max(mx);
+      const float m_old = mrow[hh];
+      const float m_new = fmaxf(m_old, mx);
+      float sum = 0.0f;
+      for (int pi = lane; pi < tl; pi += 32) {
+        const float e = expf(ps[hh * TILE + pi] - m_new);
+        ps[hh * TILE + pi] = e;
+        sum += e;
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) {
+        const float c = expf(m_old - m_new);  // 0 on the first tile (m_old = -inf)
+        corr[hh] = c;
+        lrow[hh] = lrow[hh] * c + sum;
+        mrow[hh] = m_new;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < MAXACC; ++i) {
+      const int pidx = tid + i * ATHREADS;
+      if (pidx < npairs) {
+        const int hh = pidx / hd, d = pidx - hh * hd;
+        float s = acc[i] * corr[hh];
+        const float* pr = ps + hh * TILE;
+        for (int pi = 0; pi < tl; ++pi) s += pr[pi] * vs[pi * hd + d];
+        acc[i] = s;
+      }
+    }
+    __syncthreads();
+  }
+
+  const int h0 = kvh * G;
+#pragma unroll
+  for (int i = 0; i < MAXACC; ++i) {
+    const int pidx = tid + i * ATHREADS;
+    if (pidx < npairs) {
+      const int hh = pidx / hd, d = pidx - hh * hd;
+      if (a.splits == 1) {
+        a.out[((size_t)t * a.n_head + h0 + hh) * hd + d] = acc[i] / lrow[hh];
+      } else {
+        a.pacc[(((size_t)split * T + t) * a.n_head + h0 + hh) * hd + d] = acc[i];
+      }
+    }
+  }
+  if (a.splits > 1 && tid < G) {
+    a.pm[((size_t)split * T + t) * a.n_head + h0 + tid] = mrow[tid];
+    a.pl[((size_t)split * T + t) * a.n_head + h0 + tid] = lrow[tid];
+  }
+}
+
+__global__ void attn_combine(const float* __restrict__ pm, const float* __restrict__ pl,
+                             const float* __restrict__ pacc, int splits, int T, int n_head, int hd,
+                             float* __restrict__ out) {
+  const int t = blockIdx.x, h = blockIdx.y;
+  float M = -INFINITY;
+  for (int s = 0; s < splits; ++s) M = fmaxf(M, pm[((size_t)s * T + t) * n_head + h]);
+  float L = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float m = pm[((size_t)s * T + t) * n_head + h];
+    if (m != -INFINITY) L += pl[((size_t)s * T + t) * n_head + h] * expf(m - M);
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float o = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      const float m = pm[((size_t)s * T + t) * n_head + h];
+      if (m != -INFINITY) o += pacc[(((size_t)s * T + t) * n_head + h) * hd + d] * expf(m - M);
+    }
+    out[((size_t)t * n_head + h) * hd + d] = o / L;
+  }
+}
+
+size_t attn_smem(int G, int hd) {
+  return sizeof(float) * ((size_t)G * hd + TILE * (hd + 1) + TILE * hd + G * TILE + 3 * G);
+}
+
+}  // namespace
+
+void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
+                   const AttentionShape& sh, int rope_mode, float theta, float freq_scale) {
+  if (b.n_tokens <= 0) return;
+  const float theta_scale = powf(theta, -2.0f / sh.head_dim);
+  const int neox = rope_mode == 2 ? 1 : 0;
+  if (sh.kv_type == 1)
+    rope_store_kernel<__half><<<b.n_tokens, 128, 0, s>>>(q, k, v, b.pos, b.slot, (__half*)kv.k, (__half*)kv.v,
+                                                          sh.n_head, sh.n_head_kv, sh.head_dim, neox, theta_scale,
+                                                          freq_scale);
+  else
+    rope_store_kernel<float><<<b.n_tokens, 128, 0, s>>>(q, k, v, b.pos, b.slot, (float*)kv.k, (float*)kv.v,
+                                                         sh.n_head, sh.n_head_kv, sh.head_dim, neox, theta_scale,
+                                                         freq_scale);
+  TWC_LAUNCHED("rope_store_kv");
+}
+
+bool attention_supported(const AttentionShape& sh) {
+  const int G = sh.n_head / sh.n_head_kv;
+  return sh.n_head % sh.n_head_kv == 0 && G * sh.head_dim <= MAXACC * ATHREADS && sh.head_dim % 2 == 0;
+}
+
+void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const float* q, const BatchView& b,
+               const KVLayer& kv, const AttentionShape& sh, float* out) {
+  const int T = b.n_tokens;
+  if (T <= 0) return;
+  const int G = sh.n_head / sh.n_head_kv;
+  const int max_len = b.max_pos + 1;
+  const int tiles = ceil_div(max_len, TILE);
+  const int ctas = T * sh.n_head_kv;
+  int want = std::max(1, std::min(tiles, ceil_div(2 * std::max(dev.sm_count, 1), ctas)));
+  const int chunk = TILE * ceil_div(tiles, want);
+  int splits = ceil_div(max_len, chunk);
+
+  AttnArgs a{};
+  a.q = q;
+  a.pos = b.pos;
+  a.seq_idx = b.seq_idx;
+  a.block_tables = b.block_tables;
+  a.blocks_per_seq = b.blocks_per_seq;
+  a.block_size = sh.block_size;
+  a.n_head = sh.n_head;
+  a.n_head_kv = sh.n_head_kv;
+  a.hd = sh.head_dim;
+  a.scale = sh.scale;
+  a.chunk = chunk;
+  a.out = out;
+  if (splits > 1) {
+    const size_t per = (size_t)T * sh.n_head;
+    float* base = (float*)scratch.get(sizeof(float) * (size_t)splits * per * (2 + sh.head_dim));
+    if (!base) {
+      splits = 1;
+      a.chunk = tiles * TILE;
+    } else {
+      a.pm = base;
+      a.pl = base + (size_t)splits * per;
+      a.pacc = base + 2 * (size_t)splits * per;
+    }
+  }
+  a.splits = splits;
+  const size_t smem = attn_smem(G, sh.head_dim);
+  dim3 grid(T, sh.n_head_kv, splits);
+  if (sh.kv_type == 1) {
+    static size_t configured = 0;
+    if (smem > configured) {
+      TWC_CHECK(cudaFuncSetAttribute(attn_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      configured = smem;
+    }
+    attn_kernel<__half><<<grid, ATHREADS, smem, s>>>(a, (const __half*)kv.k, (const __half*)kv.v);
+  } else {
+    static size_t configured = 0;
+    if (smem > configured) {
+      TWC_CHECK(cudaFuncSetAttribute(attn_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      configured = smem;
+    }
+    attn_kernel<float><<<grid, ATHREADS, smem, s>>>(a, (const float*)kv.k, (const float*)kv.v);
+  }
+  TWC_LAUNCHED("attention");
+  if (splits > 1) {
+    attn_combine<<<dim3(T, sh.n_head), 128, 0, s>>>(a.pm, a.pl, a.pacc, splits, T, sh.n_head, sh.head_dim, out);
+    TWC_LAUNCHED("attn_combine");
+  }
+}
+
+}  // namespace cuda
+}  // namespace tw

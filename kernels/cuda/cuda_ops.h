@@ -1,0 +1,50 @@
+// Host-side launchers of the CUDA kernels (one .cu file per concept); the backend class calls these on its stream.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../model/backend.h"
+
+namespace tw {
+namespace cuda {
+
+// Growable device scratch owned by the backend (split-K partials, f16 activations, attention partials).
+struct Scratch {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  // Returns nullptr if the allocation fails. Grows synchronously (never during graph capture).
+  void* get(size_t need);
+  void free_all();
+};
+
+struct DeviceInfo {
+  int sm_count = 0;
+  size_t max_smem_optin = 0;
+};
+
+// ---- elementwise.cu ----
+void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, float* out);
+void rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps);
+void add_bias(cudaStream_t s, float* y, const float* b, int n, int width);
+void swiglu(cudaStream_t s, const float* gate, const float* up, float* out, size_t n);
+void add(cudaStream_t s, float* x, const float* y, size_t n);
+void gather_rows(cudaStream_t s, const float* x, const int32_t* rows, int n, int width, float* out);
+void f32_to_f16(cudaStream_t s, const float* x, __half* out, size_t n);
+
+// ---- matmul.cu ----
+// y[t][r] = sum_k W[r][k] x[t][k]. Picks the fused dequant tensor-core kernels where the shape allows, else the
+// exact F32 SIMT kernel (always used for F32 weights).
+void matmul(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, Scratch& xh, const Tensor& W, const float* x,
+            int n, float* y);
+
+// ---- attention.cu ----
+void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
+                   const AttentionShape& sh, int rope_mode, float theta, float freq_scale);
+bool attention_supported(const AttentionShape& sh);
+void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const float* q, const BatchView& b,
+               const KVLayer& kv, const AttentionShape& sh, float* out);
+
+}  // namespace cuda
+}  // namespace tw

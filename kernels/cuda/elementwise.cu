@@ -1,0 +1,122 @@
+// Row-wise and elementwise ops: embedding lookup, RMSNorm, bias, SwiGLU, residual add, row gather.
+// All are memory-bound one-pass kernels; what matters is one read and one write per element.
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+
+namespace tw {
+namespace cuda {
+
+namespace {
+
+__global__ void get_rows_kernel(int32_t type, const uint8_t* table, size_t row_bytes, const int32_t* ids, int64_t ne0,
+                                float* out) {
+  const int t = blockIdx.x;
+  const uint8_t* row = table + (size_t)ids[t] * row_bytes;
+  float* o = out + (size_t)t * ne0;
+  for (int64_t j = threadIdx.x; j < ne0; j += blockDim.x) o[j] = load_elem(type, row, j);
+}
+
+// One block per row: sum of squares in float (ggml sums in float too, then divides by dim).
+__global__ void rms_norm_kernel(const float* x, const float* w, float* out, int dim, float eps) {
+  const float* xr = x + (size_t)blockIdx.x * dim;
+  float* o = out + (size_t)blockIdx.x * dim;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  __shared__ float red[32];
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.0f;
+    v = warp_sum(v);
+    if (threadIdx.x == 0) red[0] = v;
+  }
+  __syncthreads();
+  const float scale = 1.0f / sqrtf(red[0] / dim + eps);
+  // out may alias x: each element is read and written by the same thread after the reduction.
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+}
+
+__global__ void add_bias_kernel(float* y, const float* b, size_t total, int width) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+    y[i] += b[i % width];
+}
+
+__global__ void swiglu_kernel(const float* g, const float* u, float* out, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const float x = g[i];
+    out[i] = x / (1.0f + expf(-x)) * u[i];  // ggml_silu_f32 * up
+  }
+}
+
+__global__ void add_kernel(float* x, const float* y, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    x[i] += y[i];
+}
+
+__global__ void gather_rows_kernel(const float* x, const int32_t* rows, int width, float* out) {
+  const float* src = x + (size_t)rows[blockIdx.x] * width;
+  float* dst = out + (size_t)blockIdx.x * width;
+  for (int i = threadIdx.x; i < width; i += blockDim.x) dst[i] = src[i];
+}
+
+__global__ void f32_to_f16_kernel(const float* x, __half* out, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    out[i] = __float2half_rn(x[i]);
+}
+
+int grid_for(size_t n, int threads) {
+  size_t g = (n + threads - 1) / threads;
+  if (g > 65535) g = 65535;
+  return g < 1 ? 1 : (int)g;
+}
+
+}  // namespace
+
+void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, float* out) {
+  if (n <= 0) return;
+  get_rows_kernel<<<n, 256, 0, s>>>(table.type, (const uint8_t*)table.data, row_bytes(table.type, table.ne0), ids,
+                                    table.ne0, out);
+  TWC_LAUNCHED("get_rows");
+}
+
+void rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps) {
+  if (n <= 0) return;
+  const int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
+  rms_norm_kernel<<<n, threads, 0, s>>>(x, w, out, dim, eps);
+  TWC_LAUNCHED("rms_norm");
+}
+
+void add_bias(cudaStream_t s, float* y, const float* b, int n, int width) {
+  const size_t total = (size_t)n * width;
+  if (total == 0) return;
+  add_bias_kernel<<<grid_for(total, 256), 256, 0, s>>>(y, b, total, width);
+  TWC_LAUNCHED("add_bias");
+}
+
+void swiglu(cudaStream_t s, const float* gate, const float* up, float* out, size_t n) {
+  if (n == 0) return;
+  swiglu_kernel<<<grid_for(n, 256), 256, 0, s>>>(gate, up, out, n);
+  TWC_LAUNCHED("swiglu");
+}
+
+void add(cudaStream_t s, float* x, const float* y, size_t n) {
+  if (n == 0) return;
+  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, y, n);
+  TWC_LAUNCHED("add");
+}
+
+void gather_rows(cudaStream_t s, const float* x, const int32_t* rows, int n, int width, float* out) {
+  if (n <= 0) return;
+  gather_rows_kernel<<<n, 256, 0, s>>>(x, rows, width, out);
+  TWC_LAUNCHED("gather_rows");
+}
+
+void f32_to_f16(cudaStream_t s, const float* x, __half* out, size_t n) {
+  if (n == 0) return;
+  f32_to_f16_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, out, n);
+  TWC_LAUNCHED("f32_to_f16");
+}
+
+}  // namespace cuda
+}  // namespace tw

@@ -1,0 +1,390 @@
+// Weight x activation products, y[t][r] = sum_k W[r][k] x[t][k], with W in GGUF block layout.
+//
+// Two kernels:
+//  * mm_tc: the fast path for F16, BF16, Q8_0 and Q4_0. A CTA of 4 warps owns 64 weight rows and streams their raw
+//    blocks (never a dequantized copy) through shared memory with 16-byte cp.async loads, double-buffered. Each warp
+//    dequantizes its 16 rows to FP16 fragments in registers and multiplies with mma.sync m16n8k16 (FP32 accumulate).
+//    NT = 1 n-tile (n <= 8, decode): the activations are converted from F32 inside the CTA, so a decode matmul is one
+//    launch that reads each weight byte once; rows are few for K/V, so K is split across CTAs (deterministic
+//    partial sums + a reduce) until there are enough CTAs to keep the memory system busy.
+//    NT = 8 n-tiles (n > 8, prefill and batched decode): 64 tokens per CTA from an FP16 copy of x (converted once
+//    per distinct input), both operands through cp.async.
+//  * mm_simt: exact F32 arithmetic, used for F32 weights (small models where the tests compare text byte for byte)
+//    and for shapes whose rows are not 16-byte aligned.
+#include <algorithm>
+#include <cstdlib>
+
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+
+namespace tw {
+namespace cuda {
+
+namespace {
+
+constexpr int BM = 64;        // weight rows per CTA (4 warps x 16)
+constexpr int THREADS = 128;
+
+// Per-type geometry of a "unit": 32 elements (one quant block; for F16/BF16, 32 plain values).
+template <int TYPE> struct TC;
+template <> struct TC<2> { static constexpr int UB = 18, KU = 8; };   // Q4_0
+template <> struct TC<8> { static constexpr int UB = 34, KU = 8; };   // Q8_0
+template <> struct TC<1> { static constexpr int UB = 64, KU = 4; };   // F16
+template <> struct TC<30> { static constexpr int UB = 64, KU = 4; };  // BF16
+
+template <int TYPE> struct Geo {
+  static constexpr int CB = TC<TYPE>::UB * TC<TYPE>::KU;               // bytes of one row in one stage
+  static constexpr int WP = ((CB / 16) % 2 == 0) ? CB + 16 : CB;       // padded pitch: odd multiple of 16 bytes
+  static constexpr int KE = 32 * TC<TYPE>::KU;                         // elements of K per stage
+  static constexpr int XP = KE + 8;                                    // x tile pitch in halves (odd x 16 bytes)
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;  // src-size 0 zero-fills the destination
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x2(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+
+// Two consecutive elements (e, e+1) of sub-tile `h` (elements 16h..16h+15) of a unit, as FP16x2.
+// `u` points at the unit's bytes in shared memory; e is even, 0..14.
+template <int TYPE> __device__ __forceinline__ uint32_t pair(const uint8_t* u, int h, int e);
+
+template <> __device__ __forceinline__ uint32_t pair<2>(const uint8_t* u, int h, int e) {
+  // Q4_0: element i < 16 is the low nibble of qs[i], element 16 + i the high nibble.
+  const uint32_t w = *reinterpret_cast<const uint16_t*>(u + 2 + e);
+  const uint32_t sh = 4 * h;
+  const uint32_t v = ((w >> sh) & 0x0Fu) | (((w >> (8 + sh)) & 0x0Fu) << 16);
+  // 0x6400 | q is the half 1024 + q exactly; subtracting 1032 gives q - 8 exactly.
+  uint32_t bits = v | 0x64006400u;
+  const __half2 q = __hsub2(*reinterpret_cast<const __half2*>(&bits), __half2half2(__ushort_as_half((unsigned short)0x6408)));
+  const __half d = __ushort_as_half(*reinterpret_cast<const uint16_t*>(u));
+  return h2_bits(__hmul2(q, __half2half2(d)));
+}
+template <> __device__ __forceinline__ uint32_t pair<8>(const uint8_t* u, int h, int e) {
+  const uint16_t w = *reinterpret_cast<const uint16_t*>(u + 2 + 16 * h + e);
+  const int8_t q0 = (int8_t)(w & 0xFF), q1 = (int8_t)(w >> 8);
+  const __half d = __ushort_as_half(*reinterpret_cast<const uint16_t*>(u));
+  return h2_bits(__hmul2(__halves2half2(__short2half_rn(q0), __short2half_rn(q1)), __half2half2(d)));
+}
+template <> __device__ __forceinline__ uint32_t pair<1>(const uint8_t* u, int h, int e) {
+  return *reinterpret_cast<const uint32_t*>(u + 2 * (16 * h + e));
+}
+template <> __device__ __forceinline__ uint32_t pair<30>(const uint8_t* u, int h, int e) {
+  const uint32_t w = *reinterpret_cast<const uint32_t*>(u + 2 * (16 * h + e));
+  return h2_bits(__floats2half2_rn(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u)));
+}
+
+// W: M rows of row_bytes; x: F32 [n][K] (NT == 1) or F16 [n][K] (NT == 8). Stages [st0, st1) of this split.
+template <int TYPE, int NT>
+__global__ void __launch_bounds__(THREADS) mm_tc(const uint8_t* __restrict__ W, size_t row_bytes, int M, int K,
+                                                 const void* __restrict__ xin, int n, float* __restrict__ y,
+                                                 int stages_per_split, float* __restrict__ partial) {
+  using G = Geo<TYPE>;
+  constexpr int KU = TC<TYPE>::KU, UB = TC<TYPE>::UB;
+  constexpr int C16 = G::CB / 16;
+  constexpr int BN = NT * 8;
+  extern __shared__ __align__(16) uint8_t smem[];
+  uint8_t* ws = smem;                                                      // [2][BM][WP]
+  __half* xs = reinterpret_cast<__half*>(smem + 2 * BM * G::WP);           // [2][BN][XP]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int m0 = blockIdx.y * BM;
+  const int n0 = blockIdx.x * BN;
+  const int nunits = K / 32;
+  const int S = (nunits + KU - 1) / KU;
+  const int st0 = blockIdx.z * stages_per_split;
+  const int st1 = min(S, st0 + stages_per_split);
+
+  auto load_w = [&](int st, int buf) {
+    uint8_t* dst = ws + buf * BM * G::WP;
+    const size_t off = (size_t)st * G::CB;
+    for (int i = tid; i < BM * C16; i += THREADS) {
+      const int r = i / C16, c = i - r * C16;
+      const int rr = min(m0 + r, M - 1);
+      cp_async16(dst + r * G::WP + c * 16, W + (size_t)rr * row_bytes + off + c * 16, true);
+    }
+  };
+  // NT == 8: FP16 activations through cp.async (zero-filled past n and past K).
+  auto load_x16 = [&](int st, int buf) {
+    __half* dst = xs + buf * BN * G::XP;
+    const __half* x = reinterpret_cast<const __half*>(xin);
+    constexpr int CX = G::KE / 8;  // 16-byte chunks per token row
+    for (int i = tid; i < BN * CX; i += THREADS) {
+      const int r = i / CX, c = i - r * CX;
+      const int k = st * G::KE + c * 8;
+      const bool ok = (n0 + r < n) && (k < K);
+      const __half* src = ok ? x + (size_t)(n0 + r) * K + k : x;
+      cp_async16(dst + r * G::XP + c * 8, src, ok);
+    }
+  };
+  // NT == 1: F32 activations through registers (prefetched one stage ahead), converted when stored.
+  constexpr int XF4 = (NT == 1) ? (8 * G::KE / 4) / THREADS : 1;  // float4 per thread per stage
+  float4 xr[XF4];
+  auto fetch_x32 = [&](int st) {
+    const float* x = reinterpret_cast<const float*>(xin);
+#pragma unroll
+    for (int i = 0; i < XF4; ++i) {
+      const int idx = tid + i * THREADS;
+      const int r = idx / (G::KE / 4), c = idx - r * (G::KE / 4);
+      const int k = st * G::KE + c * 4;
+      xr[i] = (r < n && k < K) ? *reinterpret_cast<const float4*>(x + (size_t)r * K + k) : make_float4(0, 0, 0, 0);
+    }
+  };
+  auto store_x32 = [&](int buf) {
+    __half* dst = xs + buf * BN * G::XP;
+#pragma unroll
+    for (int i = 0; i < XF4; ++i) {
+      const int idx = tid + i * THREADS;
+      const int r = idx / (G::KE / 4), c = idx - r * (G::KE / 4);
+      __half2* d2 = reinterpret_cast<__half2*>(dst + r * G::XP + c * 4);
+      d2[0] = __floats2half2_rn(xr[i].x, xr[i].y);
+      d2[1] = __floats2half2_rn(xr[i].z, xr[i].w);
+    }
+  };
+
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+
+  if (st0 < st1) {
+    load_w(st0, 0);
+    if constexpr (NT == 8) load_x16(st0, 0);
+    cp_async_commit();
+    if constexpr (NT == 1) {
+      fetch_x32(st0);
+      store_x32(0);
+    }
+  }
+  for (int st = st0; st < st1; ++st) {
+    const int buf = (st - st0) & 1;
+    const bool more = st + 1 < st1;
+    if (more) {
+      load_w(st + 1, buf ^ 1);
+      if constexpr (NT == 8) load_x16(st + 1, buf ^ 1);
+      cp_async_commit();
+      if constexpr (NT == 1) fetch_x32(st + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+
+    const uint8_t* wrow0 = ws + buf * BM * G::WP + (warp * 16 + g) * G::WP;
+    const uint8_t* wrow1 = wrow0 + 8 * G::WP;
+    const __half* xb = xs + buf * BN * G::XP;
+    const int uvalid = min(KU, nunits - st * KU);
+#pragma unroll
+    for (int u = 0; u < KU; ++u) {
+      if (u < uvalid) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          uint32_t a[4];
+          a[0] = pair<TYPE>(wrow0 + u * UB, h, 2 * t);
+          a[1] = pair<TYPE>(wrow1 + u * UB, h, 2 * t);
+          a[2] = pair<TYPE>(wrow0 + u * UB, h, 2 * t + 8);
+          a[3] = pair<TYPE>(wrow1 + u * UB, h, 2 * t + 8);
+          const int kb = u * 32 + h * 16;
+          if constexpr (NT == 1) {
+            uint32_t b[2];
+            ldmatrix_x2(b, xb + (lane & 7) * G::XP + kb + ((lane >> 3) & 1) * 8);
+            mma16816(acc[0], a, b[0], b[1]);
+          } else {
+#pragma unroll
+            for (int j = 0; j < NT; j += 2) {
+              uint32_t b[4];
+              const int which = lane >> 3;
+              ldmatrix_x4(b, xb + ((j + (which >> 1)) * 8 + (lane & 7)) * G::XP + kb + (which & 1) * 8);
+              mma16816(acc[j], a, b[0], b[1]);
+              mma16816(acc[j + 1], a, b[2], b[3]);
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();
+    if constexpr (NT == 1) {
+      if (more) store_x32(buf ^ 1);
+    }
+  }
+
+  // Epilogue: c0,c1 -> row g, tokens 2t, 2t+1; c2,c3 -> row g+8.
+  float* out = partial ? partial + (size_t)blockIdx.z * n * M : y;
+  const int r0 = m0 + warp * 16 + g;
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int tk = n0 + j * 8 + 2 * t;
+    if (tk < n) {
+      if (r0 < M) out[(size_t)tk * M + r0] = acc[j][0];
+      if (r0 + 8 < M) out[(size_t)tk * M + r0 + 8] = acc[j][2];
+    }
+    if (tk + 1 < n) {
+      if (r0 < M) out[(size_t)(tk + 1) * M + r0] = acc[j][1];
+      if (r0 + 8 < M) out[(size_t)(tk + 1) * M + r0 + 8] = acc[j][3];
+    }
+  }
+}
+
+__global__ void reduce_splits(const float* __restrict__ partial, int splits, size_t count, float* __restrict__ y) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+    float s = 0.0f;
+    for (int z = 0; z < splits; ++z) s += partial[(size_t)z * count + i];
+    y[i] = s;
+  }
+}
+
+// Exact F32 product, one warp per weight row, tokens in chunks of 8 held in registers.
+__global__ void mm_simt(int32_t type, const uint8_t* __restrict__ W, size_t row_bytes, int M, int K,
+                        const float* __restrict__ x, int n, float* __restrict__ y) {
+  const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= M) return;
+  const uint8_t* wr = W + (size_t)row * row_bytes;
+  const bool vec = type == 0 && (K % 4) == 0;
+  for (int t0 = 0; t0 < n; t0 += 8) {
+    const int nt = min(8, n - t0);
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (vec) {
+      const float4* w4 = reinterpret_cast<const float4*>(wr);
+      for (int k4 = lane; k4 < K / 4; k4 += 32) {
+        const float4 w = w4[k4];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          if (j < nt) {
+            const float4 xv = reinterpret_cast<const float4*>(x + (size_t)(t0 + j) * K)[k4];
+            acc[j] += w.x * xv.x + w.y * xv.y + w.z * xv.z + w.w * xv.w;
+          }
+        }
+      }
+    } else {
+      for (int k = lane; k < K; k += 32) {
+        const float w = load_elem(type, wr, k);
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+          if (j < nt) acc[j] += w * x[(size_t)(t0 + j) * K + k];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float s = warp_sum(acc[j]);
+      if (lane == 0 && j < nt) y[(size_t)(t0 + j) * M + row] = s;
+    }
+  }
+}
+
+template <int TYPE, int NT> size_t tc_smem() {
+  using G = Geo<TYPE>;
+  return 2 * BM * G::WP + 2 * (NT * 8) * G::XP * sizeof(__half);
+}
+
+template <int TYPE, int NT>
+void launch_tc(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const Tensor& W, const void* x, int n,
+               float* y) {
+  using G = Geo<TYPE>;
+  const int M = (int)W.ne1, K = (int)W.ne0;
+  const size_t smem = tc_smem<TYPE, NT>();
+  static bool configured = false;  // per template instance; one device per process in practice
+  if (!configured) {
+    TWC_CHECK(cudaFuncSetAttribute(mm_tc<TYPE, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    configured = true;
+  }
+  const int row_tiles = ceil_div(M, BM);
+  const int n_tiles = ceil_div(n, NT * 8);
+  const int S = ceil_div(K / 32, TC<TYPE>::KU);
+  // Enough CTAs to keep every SM streaming: split K when rows x token tiles are too few.
+  const int target = 4 * std::max(dev.sm_count, 1);
+  int splits = 1;
+  if (row_tiles * n_tiles < target) splits = std::min(S, ceil_div(target, row_tiles * n_tiles));
+  const int sps = ceil_div(S, splits);
+  splits = ceil_div(S, sps);
+  float* partial = nullptr;
+  if (splits > 1) {
+    partial = (float*)scratch.get((size_t)splits * n * M * sizeof(float));
+    if (!partial) splits = 1;
+  }
+  dim3 grid(n_tiles, row_tiles, splits);
+  mm_tc<TYPE, NT><<<grid, THREADS, smem, s>>>((const uint8_t*)W.data, row_bytes(W.type, W.ne0), M, K, x, n, y,
+                                              splits > 1 ? sps : S, partial);
+  TWC_LAUNCHED("mm_tc");
+  if (splits > 1) {
+    const size_t count = (size_t)n * M;
+    const int blocks = (int)std::min<size_t>((count + 255) / 256, 4096);
+    reduce_splits<<<blocks, 256, 0, s>>>(partial, splits, count, y);
+    TWC_LAUNCHED("reduce_splits");
+  }
+}
+
+template <int TYPE>
+void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, Scratch& xh, const Tensor& W,
+                 const float* x, int n, float* y) {
+  if (n <= 8) {
+    launch_tc<TYPE, 1>(s, dev, scratch, W, x, n, y);
+    return;
+  }
+  __half* x16 = (__half*)xh.get((size_t)n * W.ne0 * sizeof(__half));
+  if (!x16) {  // no room for the FP16 copy: fall back to 8-token slices
+    for (int t0 = 0; t0 < n; t0 += 8)
+      launch_tc<TYPE, 1>(s, dev, scratch, W, x + (size_t)t0 * W.ne0, std::min(8, n - t0), y + (size_t)t0 * W.ne1);
+    return;
+  }
+  f32_to_f16(s, x, x16, (size_t)n * W.ne0);
+  launch_tc<TYPE, 8>(s, dev, scratch, W, x16, n, y);
+}
+
+// TWINFER_CUDA_SIMT=1 forces the exact F32 kernel for every type (a debugging and testing switch).
+bool getenv_simt() {
+  static const bool v = std::getenv("TWINFER_CUDA_SIMT") != nullptr;
+  return v;
+}
+
+}  // namespace
+
+void matmul(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, Scratch& xh, const Tensor& W, const float* x,
+            int n, float* y) {
+  if (n <= 0 || W.ne1 <= 0) return;
+  const size_t rb = row_bytes(W.type, W.ne0);
+  // The tensor-core path needs whole 32-element units and 16-byte aligned rows.
+  const bool tc_shape = W.ne0 % 32 == 0 && rb % 16 == 0 && W.ne1 < (1ll << 31) && W.ne0 < (1ll << 31);
+  if (tc_shape && !getenv_simt()) {
+    switch (W.type) {
+      case 2: dispatch_tc<2>(s, dev, scratch, xh, W, x, n, y); return;
+      case 8: dispatch_tc<8>(s, dev, scratch, xh, W, x, n, y); return;
+      case 1: dispatch_tc<1>(s, dev, scratch, xh, W, x, n, y); return;
+      case 30: dispatch_tc<30>(s, dev, scratch, xh, W, x, n, y); return;
+      default: break;
+    }
+  }
+  const int rows_per_block = 8;
+  mm_simt<<<ceil_div(W.ne1, rows_per_block), rows_per_block * 32, 0, s>>>(W.type, (const uint8_t*)W.data, rb,
+                                                                          (int)W.ne1, (int)W.ne0, x, n, y);
+  TWC_LAUNCHED("mm_simt");
+}
+
+}  // namespace cuda
+}  // namespace tw

@@ -1,0 +1,152 @@
+// Device memory of the CUDA backend: plain cudaMalloc allocations (never managed memory), growable scratch, and the
+// bounded pinned staging ring through which weights stream from the file to the GPU without a full host copy.
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+#include "memory.h"
+#include "twinfer_cuda.h"
+
+namespace tw {
+namespace cuda {
+
+namespace {
+std::mutex g_err_mu;
+std::string g_err;        // first error since the last twcuda_take_error
+std::string g_err_taken;  // storage for the returned pointer
+}  // namespace
+
+void note_error(cudaError_t e, const char* where) {
+  if (e == cudaSuccess) return;
+  std::lock_guard<std::mutex> lk(g_err_mu);
+  if (g_err.empty()) g_err = std::string(where) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+}
+
+void* Scratch::get(size_t need) {
+  if (need <= bytes && ptr) return ptr;
+  if (ptr) cudaFree(ptr);  // synchronizes the device: nothing in flight still reads the old buffer
+  ptr = nullptr;
+  bytes = 0;
+  size_t want = need + need / 4;  // grow with headroom so steps of slowly rising size do not reallocate each time
+  if (cudaMalloc(&ptr, want) != cudaSuccess) {
+    cudaGetLastError();
+    ptr = nullptr;
+    if (cudaMalloc(&ptr, need) != cudaSuccess) {
+      cudaGetLastError();
+      ptr = nullptr;
+      return nullptr;
+    }
+    want = need;
+  }
+  bytes = want;
+  return ptr;
+}
+
+void Scratch::free_all() {
+  if (ptr) cudaFree(ptr);
+  ptr = nullptr;
+  bytes = 0;
+}
+
+bool Staging::init(size_t chunk_bytes) {
+  chunk = chunk_bytes;
+  for (int i = 0; i < 2; ++i) {
+    if (cudaHostAlloc(&buf[i], chunk, cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      buf[i] = nullptr;
+      return false;
+    }
+    if (cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming) != cudaSuccess) return false;
+  }
+  return true;
+}
+
+void Staging::destroy() {
+  for (int i = 0; i < 2; ++i) {
+    if (done[i]) cudaEventSynchronize(done[i]), cudaEventDestroy(done[i]);
+    if (buf[i]) cudaFreeHost(buf[i]);
+    done[i] = nullptr;
+    buf[i] = nullptr;
+  }
+}
+
+// Double-buffered: while the GPU copies chunk i out of one pinned buffer, the CPU fills the other. The caller's
+// memory may be reused as soon as this returns (every byte has been copied into pinned memory by then).
+void Staging::upload(cudaStream_t s, void* dst, const void* src, size_t n) {
+  const uint8_t* in = (const uint8_t*)src;
+  uint8_t* out = (uint8_t*)dst;
+  size_t off = 0;
+  while (off < n) {
+    const size_t len = n - off < chunk ? n - off : chunk;
+    TWC_CHECK(cudaEventSynchronize(done[next]));
+    std::memcpy(buf[next], in + off, len);
+    TWC_CHECK(cudaMemcpyAsync(out + off, buf[next], len, cudaMemcpyHostToDevice, s));
+    TWC_CHECK(cudaEventRecord(done[next], s));
+    next ^= 1;
+    off += len;
+  }
+}
+
+}  // namespace cuda
+}  // namespace tw
+
+extern "C" {
+
+int twcuda_probe(int* count, char* msg, size_t msg_len) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (count) *count = e == cudaSuccess ? n : 0;
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    const char* what = e == cudaErrorInsufficientDriver ? "CUDA driver not found"
+                       : e == cudaErrorNoDevice         ? "no CUDA device"
+                                                        : "CUDA not usable";
+    if (msg && msg_len) std::snprintf(msg, msg_len, "%s (cudaGetDeviceCount error %d: %s)", what, (int)e,
+                                      cudaGetErrorString(e));
+    return (int)e;
+  }
+  if (n == 0 && msg && msg_len) std::snprintf(msg, msg_len, "no CUDA device (cudaGetDeviceCount returned 0)");
+  return 0;
+}
+
+int twcuda_device_info(int i, char* name, size_t name_len, size_t* total, size_t* free_bytes, int* major,
+                       int* minor) {
+  cudaDeviceProp p;
+  cudaError_t e = cudaGetDeviceProperties(&p, i);
+  if (e != cudaSuccess) return cudaGetLastError(), (int)e;
+  if (name && name_len) std::snprintf(name, name_len, "%s", p.name);
+  if (major) *major = p.major;
+  if (minor) *minor = p.minor;
+  if (total) *total = p.totalGlobalMem;
+  if (free_bytes) {
+    *free_bytes = 0;
+    size_t f = 0, t = 0;
+    int prev = 0;
+    cudaGetDevice(&prev);
+    if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&f, &t) == cudaSuccess) *free_bytes = f;
+    cudaGetLastError();
+    cudaSetDevice(prev);
+  }
+  return 0;
+}
+
+int twcuda_mem_info(int i, size_t* free_bytes, size_t* total) {
+  int prev = 0;
+  cudaGetDevice(&prev);
+  cudaError_t e = cudaSetDevice(i);
+  if (e == cudaSuccess) e = cudaMemGetInfo(free_bytes, total);
+  cudaGetLastError();
+  cudaSetDevice(prev);
+  return (int)e;
+}
+
+const char* twcuda_take_error(void) {
+  std::lock_guard<std::mutex> lk(tw::cuda::g_err_mu);
+  tw::cuda::g_err_taken.swap(tw::cuda::g_err);
+  tw::cuda::g_err.clear();
+  return tw::cuda::g_err_taken.c_str();
+}
+
+}  // extern "C"

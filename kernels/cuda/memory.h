@@ -1,0 +1,21 @@
+// Pinned staging ring for host-to-device uploads (see memory.cu).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+namespace tw {
+namespace cuda {
+
+struct Staging {
+  void* buf[2] = {nullptr, nullptr};
+  cudaEvent_t done[2] = {nullptr, nullptr};
+  size_t chunk = 0;
+  int next = 0;
+  bool init(size_t chunk_bytes);
+  void destroy();
+  void upload(cudaStream_t s, void* dst, const void* src, size_t n);
+};
+
+}  // namespace cuda
+}  // namespace tw

@@ -1,0 +1,54 @@
+// The engine object behind the C ABI: hyperparameters, the weights by role, the paged KV cache, scratch buffers.
+#pragma once
+#include <array>
+#include <string>
+#include <vector>
+
+#include "../include/twinfer.h"
+#include "backend.h"
+
+struct tw_engine {
+  tw_hparams hp{};
+  tw_runtime_config rc{};
+  tw::Backend* be = nullptr;
+
+  // Weights: globals (token embedding, output norm, output) and per-layer, indexed by tw_role.
+  std::array<tw::Tensor, TW_ROLE_COUNT> globals{};
+  std::vector<std::array<tw::Tensor, TW_ROLE_COUNT>> layers;
+
+  // Paged KV cache: one K and one V buffer per layer, kv_n_blocks * kv_block_size slots each.
+  std::vector<tw::KVLayer> kv;
+  size_t kv_slot_bytes = 0;  // bytes of one slot (kv_dim values) in one of K or V
+
+  // Activation scratch (backend memory), sized for max_batch_tokens.
+  float* x = nullptr;       // residual stream [T][n_embd]
+  float* h = nullptr;       // normed input [T][n_embd]
+  float* q = nullptr;       // [T][n_head*head_dim]
+  float* k = nullptr;       // [T][n_head_kv*head_dim]
+  float* v = nullptr;       // [T][n_head_kv*head_dim]
+  float* attn = nullptr;    // [T][n_head*head_dim]
+  float* gate = nullptr;    // [T][n_ff]
+  float* up = nullptr;      // [T][n_ff]
+  float* rows = nullptr;    // gathered output rows [max_outputs][n_embd]
+  float* logits = nullptr;  // [max_outputs][n_vocab]
+  int32_t* d_tokens = nullptr;
+  int32_t* d_pos = nullptr;
+  int32_t* d_seq = nullptr;
+  int32_t* d_slot = nullptr;
+  int32_t* d_out_rows = nullptr;
+  int32_t* d_block_tables = nullptr;
+  size_t block_table_capacity = 0;  // int32 entries
+
+  // Host staging of per-step metadata.
+  std::vector<int32_t> h_slot, h_out_rows;
+
+  std::vector<void*> scratch_allocs;
+  size_t bytes_weights = 0, bytes_kv = 0, bytes_scratch = 0;
+};
+
+namespace tw {
+// The transformer step, written once against the op interface (forward.cpp).
+int forward(tw_engine* e, const tw_batch* b);
+// Sets the thread-local error message returned by tw_last_error; returns code.
+int fail(int code, const std::string& message);
+}  // namespace tw

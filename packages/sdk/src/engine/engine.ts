@@ -1,0 +1,161 @@
+/**
+ * The inference engine: sequences, their KV blocks, and forward steps over a batch of sequences.
+ *
+ * A forward step takes any mix of sequences, each with its own new tokens (a prompt chunk, one decode token);
+ * every token carries its own position and the block table of its sequence. This is the unit a continuous-batching
+ * scheduler builds on: it decides which sequences advance in a step; the engine only executes.
+ */
+import { TwinferError } from '../errors.js';
+import type { CoreEngine, CoreHParams } from '../backend/core.js';
+import { BlockAllocator } from './block-allocator.js';
+
+export type OutputMode = 'none' | 'last' | 'all';
+
+export interface EngineLimits {
+  blockSize: number;
+  nBlocks: number;
+  maxBatchTokens: number;
+  maxOutputs: number;
+  contextSize: number;
+}
+
+/** A sequence resident in the KV cache: the tokens already evaluated and the blocks holding their K/V. */
+export class Sequence {
+  readonly tokens: number[] = [];
+  readonly blocks: number[] = [];
+  released = false;
+  constructor(readonly id: number) {}
+  get length(): number {
+    return this.tokens.length;
+  }
+}
+
+export interface StepItem {
+  seq: Sequence;
+  tokens: readonly number[];
+  outputs: OutputMode;
+}
+
+export class InferenceEngine {
+  readonly allocator: BlockAllocator;
+  private nextId = 0;
+
+  constructor(readonly core: CoreEngine, readonly hp: CoreHParams, readonly limits: EngineLimits) {
+    this.allocator = new BlockAllocator(limits.nBlocks);
+  }
+
+  createSequence(): Sequence {
+    return new Sequence(this.nextId++);
+  }
+
+  releaseSequence(seq: Sequence): void {
+    if (seq.released) return;
+    seq.released = true;
+    for (const b of seq.blocks) this.allocator.release(b);
+    seq.blocks.length = 0;
+    seq.tokens.length = 0;
+  }
+
+  /** Drops the sequence's tokens after `length` (e.g. to re-evaluate from a shared prefix). */
+  truncate(seq: Sequence, length: number): void {
+    if (length < 0 || length > seq.length) throw new TwinferError('E_INVALID_ARGUMENT', `cannot truncate to ${length}`);
+    seq.tokens.length = length;
+    const keep = Math.ceil(length / this.limits.blockSize);
+    while (seq.blocks.length > keep) this.allocator.release(seq.blocks.pop()!);
+  }
+
+  private ensureBlocks(seq: Sequence, newLength: number): void {
+    if (newLength > this.limits.contextSize) {
+      throw new TwinferError('E_CONTEXT_OVERFLOW', `sequence of ${newLength} tokens exceeds the context size of ${this.limits.contextSize}`, {
+        length: newLength, contextSize: this.limits.contextSize,
+      });
+    }
+    const need = Math.ceil(newLength / this.limits.blockSize);
+    const added: number[] = [];
+    try {
+      while (seq.blocks.length < need) {
+        const b = this.allocator.allocate();
+        added.push(b);
+        seq.blocks.push(b);
+      }
+    } catch (e) {
+      for (const b of added) {
+        seq.blocks.pop();
+        this.allocator.release(b);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * One forward step. Items must fit the step limits (use `evaluate` for arbitrary lengths). Returns, per item,
+   * the logits rows asked for (views into one buffer).
+   */
+  step(items: readonly StepItem[]): Float32Array[][] {
+    let nTokens = 0;
+    let nOutputs = 0;
+    for (const it of items) {
+      if (it.seq.released) throw new TwinferError('E_INVALID_ARGUMENT', 'sequence was released');
+      nTokens += it.tokens.length;
+      nOutputs += it.outputs === 'all' ? it.tokens.length : it.outputs === 'last' && it.tokens.length > 0 ? 1 : 0;
+    }
+    if (nTokens === 0) return items.map(() => []);
+    if (nTokens > this.limits.maxBatchTokens || nOutputs > this.limits.maxOutputs) {
+      throw new TwinferError('E_INTERNAL', `step of ${nTokens} tokens / ${nOutputs} outputs exceeds the engine limits`);
+    }
+    for (const it of items) {
+      for (const t of it.tokens) {
+        if (!Number.isInteger(t) || t < 0 || t >= this.hp.nVocab) {
+          throw new TwinferError('E_INVALID_ARGUMENT', `token id ${t} is outside the vocabulary (0..${this.hp.nVocab - 1})`);
+        }
+      }
+      this.ensureBlocks(it.seq, it.seq.length + it.tokens.length);
+    }
+    const blocksPerSeq = Math.max(1, ...items.map((it) => it.seq.blocks.length));
+    const tokens = new Int32Array(nTokens);
+    const pos = new Int32Array(nTokens);
+    const seqIdx = new Int32Array(nTokens);
+    const outIdx = new Int32Array(nTokens).fill(-1);
+    const blockTables = new Int32Array(items.length * blocksPerSeq).fill(-1);
+    let k = 0;
+    let o = 0;
+    items.forEach((it, row) => {
+      blockTables.set(it.seq.blocks, row * blocksPerSeq);
+      const n = it.tokens.length;
+      for (let i = 0; i < n; i++, k++) {
+        tokens[k] = it.tokens[i];
+        pos[k] = it.seq.length + i;
+        seqIdx[k] = row;
+        if (it.outputs === 'all' || (it.outputs === 'last' && i === n - 1)) outIdx[k] = o++;
+      }
+    });
+    const logits = this.core.forward({ tokens, pos, seqIdx, outIdx, nOutputs, nSeqs: items.length, blocksPerSeq, blockTables });
+    const V = this.hp.nVocab;
+    let row = 0;
+    return items.map((it) => {
+      for (const t of it.tokens) it.seq.tokens.push(t);
+      const count = it.outputs === 'all' ? it.tokens.length : it.outputs === 'last' && it.tokens.length > 0 ? 1 : 0;
+      const rows: Float32Array[] = [];
+      for (let i = 0; i < count; i++, row++) rows.push(logits.subarray(row * V, (row + 1) * V));
+      return rows;
+    });
+  }
+
+  /** Evaluates any number of tokens for one sequence, in chunks that fit a step. */
+  evaluate(seq: Sequence, tokens: readonly number[], outputs: OutputMode): Float32Array[] {
+    if (seq.length + tokens.length > this.limits.contextSize) {
+      throw new TwinferError('E_CONTEXT_OVERFLOW', `${seq.length + tokens.length} tokens exceed the context size of ${this.limits.contextSize}`, {
+        length: seq.length + tokens.length, contextSize: this.limits.contextSize,
+      });
+    }
+    const chunk = outputs === 'all' ? Math.min(this.limits.maxBatchTokens, this.limits.maxOutputs) : this.limits.maxBatchTokens;
+    const result: Float32Array[] = [];
+    for (let i = 0; i < tokens.length; i += chunk) {
+      const part = tokens.slice(i, i + chunk);
+      const last = i + chunk >= tokens.length;
+      const mode: OutputMode = outputs === 'all' ? 'all' : outputs === 'last' && last ? 'last' : 'none';
+      result.push(...this.step([{ seq, tokens: part, outputs: mode }])[0]);
+    }
+    return result;
+  }
+}
