@@ -13,6 +13,7 @@ import { splitSpecial } from './special-split.js';
 import { SpmTokenizer } from './spm.js';
 import { type DecodeOptions, type StreamDecoder, TokenStreamDecoder } from './stream-decoder.js';
 import { TokenAttr } from './token-attr.js';
+import { newUtf8Decoder } from './utf8.js';
 import { type TokenizerModel, Vocab } from './vocab.js';
 
 export type { DecodeOptions, StreamDecoder } from './stream-decoder.js';
@@ -123,7 +124,7 @@ export class Tokenizer {
       removeSpace = false;
     }
     const n = this.vocab.cleanSpaces ? cleanSpaces(buf.data, buf.length) : buf.length;
-    return new TextDecoder('utf-8').decode(buf.data.subarray(0, n));
+    return newUtf8Decoder().decode(buf.data.subarray(0, n));
   }
 
   /** A decoder that turns ids pushed one by one into text, holding back incomplete characters. */
@@ -140,7 +141,7 @@ export class Tokenizer {
   /** tokenBytes as a string (an incomplete UTF-8 sequence shows as U+FFFD; use a stream decoder to join pieces). */
   tokenToPiece(id: number): string {
     this.checkId(id);
-    return new TextDecoder('utf-8').decode(this.pieces.bytes(id, true));
+    return newUtf8Decoder().decode(this.pieces.bytes(id, true));
   }
 
   /** The token's text as stored in the vocabulary (e.g. 'Ġworld', '▁world', '<0x0A>'). */

@@ -13,6 +13,7 @@
 import { TwinferError } from '../errors.js';
 import { ByteBuffer } from './byte-buffer.js';
 import { cleanSpaces, type PieceTable } from './detokenize.js';
+import { newUtf8Decoder } from './utf8.js';
 import type { Vocab } from './vocab.js';
 
 export interface DecodeOptions {
@@ -39,7 +40,7 @@ const holdsBack = (b: number): boolean => b === SPACE || b === APOS;
 
 export class TokenStreamDecoder implements StreamDecoder {
   private readonly pending = new ByteBuffer();
-  private utf8 = new TextDecoder('utf-8');
+  private utf8 = newUtf8Decoder();
   /** the raw byte just before pending[0], or -1 */
   private prevByte = -1;
   private first = true;
@@ -78,7 +79,7 @@ export class TokenStreamDecoder implements StreamDecoder {
 
   flush(): string {
     const text = this.release(true);
-    this.utf8 = new TextDecoder('utf-8');
+    this.utf8 = newUtf8Decoder();
     this.prevByte = -1;
     this.first = true;
     this.removeSpace = this.initialRemoveSpace();
