@@ -166,15 +166,18 @@ function badMetadata(path: string, message: string, details: Record<string, unkn
   return new TwinferError('E_BAD_METADATA', `GGUF file ${path}: ${message}`, { path, ...details });
 }
 
+/** No GGUF file (or shard) comes near 1 TiB: a count implying more is garbage, not a cut-off download. */
+const IMPLAUSIBLE_BYTES = 2n ** 40n;
+
 /**
  * Validate a 64-bit count read from the file: `count * minBytesEach` must fit in what is left of the file.
- * A count larger than the whole file could ever hold is bad metadata; one that merely runs past the end is a
- * truncated file.
+ * A count implying a terabyte or more is bad metadata; a plausible one that runs past the end means the file was
+ * cut short (the usual case for an interrupted download), so it is reported as truncation.
  */
 function checkCount(c: Cursor, count: bigint, minBytesEach: number, what: string): number {
   const need = count * BigInt(minBytesEach);
-  if (need > BigInt(c.fileSize)) {
-    throw badMetadata(c.path, `${what} is ${count}, more than a ${c.fileSize}-byte file can hold`, { what, count: count.toString() });
+  if (need >= IMPLAUSIBLE_BYTES) {
+    throw badMetadata(c.path, `${what} is ${count}, implausibly large (the file has ${c.fileSize} bytes)`, { what, count: count.toString() });
   }
   if (need > BigInt(c.remaining)) {
     throw new TwinferError(
