@@ -1,5 +1,6 @@
 // Device memory of the CUDA backend: plain cudaMalloc allocations (never managed memory), growable scratch, and the
 // bounded pinned staging ring through which weights stream from the file to the GPU without a full host copy.
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <string>

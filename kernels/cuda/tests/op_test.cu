@@ -1,0 +1,429 @@
+// Standalone check of every CUDA op against a plain CPU reference (double accumulation), plus timings of the
+// matmul kernels on Llama-3-8B shapes. Run on a GPU machine: prints one line per case and exits non-zero on failure.
+//   op_test            all correctness cases, then timings
+//   op_test --quick    correctness only
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../common/quants.h"
+#include "../../model/backend.h"
+#include "../twinfer_cuda.h"
+
+using namespace tw;
+
+static int g_fail = 0;
+static std::mt19937 rng(1234);
+
+static void report(const std::string& name, double err, double tol) {
+  const bool ok = std::isfinite(err) && err <= tol;
+  if (!ok) ++g_fail;
+  std::printf("%-4s %-58s rel_err=%.3e (tol %.1e)\n", ok ? "ok" : "FAIL", name.c_str(), err, tol);
+}
+
+static double rel_err(const std::vector<float>& a, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    num += (a[i] - ref[i]) * (a[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+static std::vector<float> randn(size_t n, float s) {
+  std::normal_distribution<float> d(0.0f, s);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Random weight bytes of a type: plain values from a normal distribution, quant blocks with random codes and scales.
+static std::vector<uint8_t> random_weights(int32_t type, int64_t ne0, int64_t ne1) {
+  const size_t rb = row_bytes(type, ne0);
+  std::vector<uint8_t> w(rb * ne1);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::uniform_real_distribution<float> ud(0.002f, 0.02f);
+  std::uniform_int_distribution<int> bd(0, 255);
+  const int64_t n = ne0 * ne1;
+  switch (type) {
+    case 0: for (int64_t i = 0; i < n; ++i) ((float*)w.data())[i] = nd(rng); break;
+    case 1: for (int64_t i = 0; i < n; ++i) ((uint16_t*)w.data())[i] = f32_to_fp16(nd(rng)); break;
+    case 30: for (int64_t i = 0; i < n; ++i) ((uint16_t*)w.data())[i] = (uint16_t)(f32_to_bits(nd(rng)) >> 16); break;
+    case 2: {
+      auto* b = (block_q4_0*)w.data();
+      for (int64_t i = 0; i < n / 32; ++i) {
+        b[i].d = f32_to_fp16(ud(rng));
+        for (auto& q : b[i].qs) q = (uint8_t)bd(rng);
+      }
+      break;
+    }
+    case 8: {
+      auto* b = (block_q8_0*)w.data();
+      for (int64_t i = 0; i < n / 32; ++i) {
+        b[i].d = f32_to_fp16(ud(rng) / 16);
+        for (auto& q : b[i].qs) q = (int8_t)(bd(rng) - 128);
+      }
+      break;
+    }
+  }
+  return w;
+}
+
+struct Dev {
+  Backend* be;
+  template <typename T> T* put(const std::vector<T>& v) {
+    T* p = (T*)be->alloc(v.size() * sizeof(T));
+    be->upload(p, v.data(), v.size() * sizeof(T));
+    return p;
+  }
+  std::vector<float> get(const float* p, size_t n) {
+    std::vector<float> v(n);
+    be->download(v.data(), p, n * 4);
+    return v;
+  }
+};
+
+static const char* tname(int32_t t) { return type_traits(t).name; }
+
+static void test_matmul(Dev& d, int32_t type, int M, int K, int n) {
+  auto wb = random_weights(type, K, M);
+  std::vector<float> wf((size_t)M * K);
+  for (int r = 0; r < M; ++r) dequantize_row(type, wb.data() + r * row_bytes(type, K), wf.data() + (size_t)r * K, K);
+  auto x = randn((size_t)n * K, 1.0f);
+  std::vector<double> ref((size_t)n * M);
+  for (int t = 0; t < n; ++t)
+    for (int r = 0; r < M; ++r) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += (double)wf[(size_t)r * K + k] * x[(size_t)t * K + k];
+      ref[(size_t)t * M + r] = s;
+    }
+  Tensor W;
+  W.type = type;
+  W.ne0 = K;
+  W.ne1 = M;
+  W.nbytes = wb.size();
+  W.data = d.put(wb);
+  float* dx = d.put(x);
+  std::vector<float> poison((size_t)n * M, NAN);
+  float* dy = d.put(poison);
+  d.be->matmul(W, dx, n, dy);
+  auto y = d.get(dy, (size_t)n * M);
+  // F32 weights take the exact path; the others multiply FP16 fragments (activations rounded to FP16).
+  const double tol = type == 0 ? 1e-5 : 3e-3;
+  char name[128];
+  std::snprintf(name, sizeof name, "matmul %-4s M=%d K=%d n=%d", tname(type), M, K, n);
+  report(name, rel_err(y, ref), tol);
+  d.be->release(W.data);
+  d.be->release(dx);
+  d.be->release(dy);
+}
+
+static void test_get_rows(Dev& d, int32_t type) {
+  const int K = 256, M = 50, n = 7;
+  auto wb = random_weights(type, K, M);
+  std::vector<int32_t> ids = {3, 0, 49, 17, 17, 8, 22};
+  std::vector<double> ref((size_t)n * K);
+  std::vector<float> row(K);
+  for (int t = 0; t < n; ++t) {
+    dequantize_row(type, wb.data() + ids[t] * row_bytes(type, K), row.data(), K);
+    for (int k = 0; k < K; ++k) ref[(size_t)t * K + k] = row[k];
+  }
+  Tensor W;
+  W.type = type;
+  W.ne0 = K;
+  W.ne1 = M;
+  W.data = d.put(wb);
+  int32_t* dids = d.put(ids);
+  float* out = (float*)d.be->alloc((size_t)n * K * 4);
+  d.be->get_rows(W, dids, n, out);
+  auto y = d.get(out, (size_t)n * K);
+  report(std::string("get_rows ") + tname(type) + " (exact)", rel_err(y, ref), 0.0);
+  d.be->release(W.data);
+  d.be->release(dids);
+  d.be->release(out);
+}
+
+static void test_elementwise(Dev& d) {
+  const int n = 5, dim = 4096 + 64;
+  auto x = randn((size_t)n * dim, 2.0f), w = randn(dim, 1.0f), y = randn((size_t)n * dim, 1.0f);
+  float* dx = d.put(x);
+  float* dy = d.put(y);
+  Tensor W;
+  W.type = 0;
+  W.ne0 = dim;
+  W.ne1 = 1;
+  W.data = d.put(w);
+  float* out = (float*)d.be->alloc((size_t)n * dim * 4);
+  d.be->rms_norm(dx, W, out, n, dim, 1e-5f);
+  std::vector<double> ref((size_t)n * dim);
+  for (int t = 0; t < n; ++t) {
+    double ss = 0;
+    for (int i = 0; i < dim; ++i) ss += (double)x[t * dim + i] * x[t * dim + i];
+    const double sc = 1.0 / std::sqrt(ss / dim + 1e-5);
+    for (int i = 0; i < dim; ++i) ref[t * dim + i] = x[t * dim + i] * sc * w[i];
+  }
+  report("rms_norm", rel_err(d.get(out, ref.size()), ref), 1e-6);
+  d.be->swiglu(dx, dy, out, (size_t)n * dim);
+  for (size_t i = 0; i < ref.size(); ++i) ref[i] = x[i] / (1.0 + std::exp(-(double)x[i])) * y[i];
+  report("swiglu", rel_err(d.get(out, ref.size()), ref), 1e-6);
+  d.be->add_bias(dx, W, n);
+  for (size_t i = 0; i < ref.size(); ++i) ref[i] = (double)x[i] + w[i % dim];
+  report("add_bias", rel_err(d.get(dx, ref.size()), ref), 1e-7);
+  d.be->add(dx, dy, (size_t)n * dim);
+  for (size_t i = 0; i < ref.size(); ++i) ref[i] = (double)x[i] + w[i % dim] + y[i];
+  report("add", rel_err(d.get(dx, ref.size()), ref), 1e-7);
+  std::vector<int32_t> rows = {4, 1, 1};
+  int32_t* drows = d.put(rows);
+  d.be->gather_rows(dy, drows, 3, dim, out);
+  std::vector<double> gref((size_t)3 * dim);
+  for (int r = 0; r < 3; ++r)
+    for (int i = 0; i < dim; ++i) gref[r * dim + i] = y[rows[r] * dim + i];
+  report("gather_rows", rel_err(d.get(out, gref.size()), gref), 0.0);
+  for (void* p : {(void*)dx, (void*)dy, W.data, (void*)out, (void*)drows}) d.be->release(p);
+}
+
+// Paged attention: sequences of different lengths in shuffled physical blocks, RoPE + cache write, then attention
+// for every token (prefill-like), then for one token of the longest sequence alone (decode: the context is split).
+static void test_attention(Dev& d, int n_head, int n_head_kv, int hd, int kv_type, int rope_mode) {
+  const int B = 16;
+  const std::vector<int> lens = {600, 37, 5};
+  int T = 0, max_blocks = 0;
+  for (int L : lens) T += L, max_blocks = std::max(max_blocks, (L + B - 1) / B);
+  const int n_seqs = (int)lens.size(), bps = max_blocks;
+  const int n_blocks = n_seqs * bps + 3;
+  std::vector<int32_t> perm(n_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> tables((size_t)n_seqs * bps, -1);
+  int next = 0;
+  for (int s = 0; s < n_seqs; ++s)
+    for (int j = 0; j < (lens[s] + B - 1) / B; ++j) tables[s * bps + j] = perm[next++];
+  std::vector<int32_t> pos, seq, slot;
+  for (int s = 0; s < n_seqs; ++s)
+    for (int p = 0; p < lens[s]; ++p) {
+      pos.push_back(p);
+      seq.push_back(s);
+      slot.push_back(tables[s * bps + p / B] * B + p % B);
+    }
+  const int qd = n_head * hd, kvd = n_head_kv * hd;
+  auto q = randn((size_t)T * qd, 1.0f), k = randn((size_t)T * kvd, 1.0f), v = randn((size_t)T * kvd, 1.0f);
+  const float theta = 10000.0f, fs = 1.0f, scale = 1.0f / std::sqrt((float)hd);
+
+  // CPU reference: rotate, round K/V to the cache type, attend.
+  auto rot = [&](std::vector<float>& x, int t, int h, int nh) {
+    float* r = &x[((size_t)t * nh + h) * hd];
+    for (int i = 0; i < hd / 2; ++i) {
+      const double th = pos[t] * std::pow((double)theta, -2.0 * i / hd) * fs;
+      const int i0 = rope_mode == 2 ? i : 2 * i, i1 = rope_mode == 2 ? i + hd / 2 : 2 * i + 1;
+      const double a = r[i0], b = r[i1];
+      r[i0] = (float)(a * std::cos(th) - b * std::sin(th));
+      r[i1] = (float)(a * std::sin(th) + b * std::cos(th));
+    }
+  };
+  auto qr = q, kr = k;
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < n_head; ++h) rot(qr, t, h, n_head);
+    for (int h = 0; h < n_head_kv; ++h) rot(kr, t, h, n_head_kv);
+  }
+  auto cache_round = [&](float f) { return kv_type == 1 ? fp16_to_f32(f32_to_fp16(f)) : f; };
+  std::vector<int> first(n_seqs, 0);
+  for (int s = 1; s < n_seqs; ++s) first[s] = first[s - 1] + lens[s - 1];
+  std::vector<double> ref((size_t)T * qd);
+  std::vector<double> sc;
+  for (int t = 0; t < T; ++t) {
+    const int s = seq[t];
+    for (int h = 0; h < n_head; ++h) {
+      const int g = h / (n_head / n_head_kv);
+      sc.assign(pos[t] + 1, 0.0);
+      double mx = -1e300;
+      for (int p = 0; p <= pos[t]; ++p) {
+        const int tt = first[s] + p;
+        double dot = 0;
+        for (int i = 0; i < hd; ++i) dot += (double)qr[((size_t)t * n_head + h) * hd + i] * cache_round(kr[((size_t)tt * n_head_kv + g) * hd + i]);
+        sc[p] = dot * scale;
+        mx = std::max(mx, sc[p]);
+      }
+      double sum = 0;
+      for (auto& e : sc) sum += (e = std::exp(e - mx));
+      for (int i = 0; i < hd; ++i) {
+        double o = 0;
+        for (int p = 0; p <= pos[t]; ++p) o += sc[p] * cache_round(v[((size_t)(first[s] + p) * n_head_kv + g) * hd + i]);
+        ref[((size_t)t * n_head + h) * hd + i] = o / sum;
+      }
+    }
+  }
+
+  float *dq = d.put(q), *dk = d.put(k), *dv = d.put(v);
+  int32_t *dpos = d.put(pos), *dseq = d.put(seq), *dslot = d.put(slot), *dtab = d.put(tables);
+  const size_t esz = kv_type == 1 ? 2 : 4;
+  KVLayer kv;
+  kv.k = d.be->alloc((size_t)n_blocks * B * kvd * esz);
+  kv.v = d.be->alloc((size_t)n_blocks * B * kvd * esz);
+  float* out = (float*)d.be->alloc((size_t)T * qd * 4);
+  BatchView bv;
+  bv.n_tokens = T;
+  bv.pos = dpos;
+  bv.seq_idx = dseq;
+  bv.slot = dslot;
+  bv.block_tables = dtab;
+  bv.n_seqs = n_seqs;
+  bv.blocks_per_seq = bps;
+  bv.max_pos = *std::max_element(pos.begin(), pos.end());
+  AttentionShape sh{n_head, n_head_kv, hd, B, kv_type, scale};
+  d.be->rope_store_kv(dq, dk, dv, bv, kv, sh, rope_mode, theta, fs);
+  std::vector<double> qref(qr.begin(), qr.end());
+  char name[160];
+  std::snprintf(name, sizeof name, "rope %s h=%d/%d hd=%d", rope_mode == 2 ? "neox" : "norm", n_head, n_head_kv, hd);
+  report(name, rel_err(d.get(dq, qr.size()), qref), 1e-5);
+  d.be->attention(dq, bv, kv, sh, out);
+  std::snprintf(name, sizeof name, "attention all %d tokens h=%d/%d hd=%d kv=%s %s", T, n_head, n_head_kv, hd,
+                kv_type == 1 ? "F16" : "F32", rope_mode == 2 ? "neox" : "norm");
+  report(name, rel_err(d.get(out, ref.size()), ref), kv_type == 1 ? 2e-3 : 1e-5);
+
+  // Decode: the last token of sequence 0 alone (its K/V are already in the cache), split across CTAs.
+  const int t_last = lens[0] - 1;
+  bv.n_tokens = 1;
+  bv.pos = dpos + t_last;
+  bv.seq_idx = dseq + t_last;
+  bv.slot = dslot + t_last;
+  bv.max_pos = pos[t_last];
+  d.be->attention(dq + (size_t)t_last * qd, bv, kv, sh, out);
+  std::vector<double> r1(ref.begin() + (size_t)t_last * qd, ref.begin() + (size_t)(t_last + 1) * qd);
+  std::snprintf(name, sizeof name, "attention decode pos=%d (split) hd=%d kv=%s", pos[t_last], hd,
+                kv_type == 1 ? "F16" : "F32");
+  report(name, rel_err(d.get(out, qd), r1), kv_type == 1 ? 2e-3 : 1e-5);
+  for (void* p : {(void*)dq, (void*)dk, (void*)dv, (void*)dpos, (void*)dseq, (void*)dslot, (void*)dtab, kv.k, kv.v,
+                  (void*)out})
+    d.be->release(p);
+}
+
+static double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+static void time_matmul(Dev& d, int32_t type, int n) {
+  // One Llama-3-8B layer's matrices plus the output matrix: the bytes a decode step streams.
+  const int shapes[][2] = {{4096, 4096}, {1024, 4096}, {1024, 4096}, {4096, 4096}, {14336, 4096}, {14336, 4096},
+                           {4096, 14336}};
+  std::vector<Tensor> ws;
+  size_t bytes = 0;
+  double flops = 0;
+  for (auto& s : shapes) {
+    Tensor W;
+    W.type = type;
+    W.ne1 = s[0];
+    W.ne0 = s[1];
+    W.nbytes = row_bytes(type, s[1]) * s[0];
+    W.data = d.be->alloc(W.nbytes);
+    cudaMemset(W.data, 0x11, W.nbytes);  // not zeros: arbitrary finite codes
+    bytes += W.nbytes;
+    flops += 2.0 * s[0] * s[1] * n;
+    ws.push_back(W);
+  }
+  auto x = randn((size_t)n * 14336, 1.0f);
+  float* dx = d.put(x);
+  float* dy = (float*)d.be->alloc((size_t)n * 14336 * 4);
+  // 8 copies of the layer so the weights do not sit in L2 between repetitions.
+  const int reps = 8;
+  std::vector<std::vector<Tensor>> layers(reps, ws);
+  for (int r = 1; r < reps; ++r)
+    for (auto& W : layers[r]) {
+      W.data = d.be->alloc(W.nbytes);
+      cudaMemset(W.data, 0x11, W.nbytes);
+    }
+  cudaDeviceSynchronize();
+  auto run = [&]() {
+    for (auto& L : layers)
+      for (auto& W : L) d.be->matmul(W, dx, n, dy);
+  };
+  run();
+  d.be->synchronize();
+  const int iters = n <= 8 ? 10 : 3;
+  const double t0 = now();
+  for (int i = 0; i < iters; ++i) run();
+  d.be->synchronize();
+  const double dt = (now() - t0) / (iters * reps);
+  std::printf("time matmul %-4s n=%-4d layer: %8.1f us  %7.1f GB/s  %6.1f TFLOP/s\n", tname(type), n, dt * 1e6,
+              bytes / dt / 1e9, flops / dt / 1e12);
+  for (auto& L : layers)
+    for (auto& W : L) d.be->release(W.data);
+  d.be->release(dx);
+  d.be->release(dy);
+}
+
+static void time_copy() {
+  const size_t n = (size_t)4 << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) {
+    cudaGetLastError();
+    std::printf("time copy: skipped (no memory)\n");
+    if (a) cudaFree(a);
+    return;
+  }
+  cudaMemset(a, 1, n);
+  cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+  cudaDeviceSynchronize();
+  const double t0 = now();
+  for (int i = 0; i < 5; ++i) cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+  cudaDeviceSynchronize();
+  const double dt = (now() - t0) / 5;
+  std::printf("time device-to-device copy: %.1f GB/s (read+write)\n", 2.0 * n / dt / 1e9);
+  cudaFree(a);
+  cudaFree(b);
+}
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  char err[256] = {0};
+  Backend* be = make_backend(0, 0, 0, err, sizeof err);
+  if (!be) {
+    std::printf("SKIP: %s\n", err);
+    return 0;
+  }
+  int count = 0;
+  twcuda_probe(&count, nullptr, 0);
+  char name[256];
+  size_t total = 0, freeb = 0;
+  int ma = 0, mi = 0;
+  twcuda_device_info(0, name, sizeof name, &total, &freeb, &ma, &mi);
+  std::printf("device: %s, %.1f GiB, sm_%d%d\n", name, total / 1073741824.0, ma, mi);
+  Dev d{be};
+  for (int32_t t : {0, 1, 30, 8, 2}) test_get_rows(d, t);
+  test_elementwise(d);
+  for (int32_t t : {0, 1, 30, 8, 2}) {
+    for (int n : {1, 3, 8, 9, 64, 100}) test_matmul(d, t, 200, 512, n);
+    test_matmul(d, t, 1000, 4096, 1);
+    test_matmul(d, t, 1000, 4096, 64);
+    test_matmul(d, t, 72, 320, 5);    // partial last stage / unaligned rows: fallback paths
+    test_matmul(d, t, 72, 320, 33);
+  }
+  test_matmul(d, 1, 40, 172, 3);  // F16 FFN-down of stories260K: 344-byte rows
+  test_attention(d, 8, 4, 8, 0, 0);     // stories260K shape
+  test_attention(d, 32, 8, 128, 1, 0);  // Llama-3-8B shape, F16 cache
+  test_attention(d, 32, 8, 128, 0, 2);  // F32 cache, NEOX
+  test_attention(d, 14, 2, 64, 1, 2);   // Qwen2-0.5B shape
+  const char* e = twcuda_take_error();
+  if (e[0]) {
+    std::printf("FAIL cuda error: %s\n", e);
+    ++g_fail;
+  }
+  std::printf("%s: %d failure(s)\n", g_fail ? "FAILED" : "PASSED", g_fail);
+  if (!quick) {
+    time_copy();
+    for (int32_t t : {2, 8, 1})
+      for (int n : {1, 8, 64, 512}) time_matmul(d, t, n);
+    e = twcuda_take_error();
+    if (e[0]) std::printf("cuda error during timing: %s\n", e);
+  }
+  delete be;
+  return g_fail ? 1 : 0;
+}
