@@ -15,7 +15,16 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
+import {
+  getLlama,
+  LlamaLogLevel,
+  type ControlledEvaluateInputItem,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaModel,
+  type Token,
+} from 'node-llama-cpp';
 import { TwinferError } from '../../packages/sdk/src/errors.js';
 
 /** Threads for the oracle's evaluations (1 or 2 keeps it comparable and leaves the machine usable). */
@@ -133,8 +142,10 @@ function checkIds(ids: readonly number[], what: string, vocabSize?: number): voi
   }
 }
 
+/** Vocabulary size from the GGUF token list (node-llama-cpp has no n_vocab accessor); llama.cpp re-checks ids anyway. */
 function vocabSizeOf(model: LlamaModel): number {
-  return model.fileInsights.vocabularySize ?? Number.MAX_SAFE_INTEGER;
+  const tokens = (model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: unknown[] } } }).tokenizer?.ggml?.tokens;
+  return Array.isArray(tokens) && tokens.length > 0 ? tokens.length : Number.MAX_SAFE_INTEGER;
 }
 
 export interface OracleVocabInfo {
@@ -202,7 +213,8 @@ export async function oracleTeacherForcedTopK(modelPath: string, ids: readonly n
   if (!Number.isInteger(k) || k < 1) throw new TwinferError('E_INVALID_ARGUMENT', `oracle: k must be a positive integer, got ${k}`);
   return withSequence(modelPath, ids.length, async (seq, model) => {
     checkIds(ids, 'ids', vocabSizeOf(model));
-    const out = await seq.controlledEvaluate(ids.map((t) => [t, { generateNext: { probabilities: true, options: { temperature: 0 } } }]));
+    const want = { generateNext: { probabilities: true, options: { temperature: 0 } } };
+    const out = await seq.controlledEvaluate(ids.map((t): ControlledEvaluateInputItem => [t as Token, want]));
     const topk: TopK[] = [];
     const targetLogprobs: number[] = [];
     let lastProbs: Map<Token, number> | undefined;
@@ -240,8 +252,8 @@ export async function oracleGreedy(modelPath: string, promptIds: readonly number
     checkIds(promptIds, 'promptIds', vocabSizeOf(model));
     const result: number[] = [];
     if (n === 0) return result;
-    const gen = { generateNext: { token: true, options: { temperature: 0 } } } as const;
-    let input: Array<Token | [Token, typeof gen]> = promptIds.map((t, i) => (i === promptIds.length - 1 ? [t as Token, gen] : (t as Token)));
+    const gen = { generateNext: { token: true, options: { temperature: 0 } } };
+    let input: ControlledEvaluateInputItem[] = promptIds.map((t, i) => (i === promptIds.length - 1 ? [t as Token, gen] : (t as Token)));
     while (result.length < n) {
       const out = await seq.controlledEvaluate(input);
       const next = out[input.length - 1]?.next.token;
@@ -288,8 +300,10 @@ export async function oraclePerplexity(modelPath: string, ids: readonly number[]
     nll += await withSequence(modelPath, ctx, async (seq, model) => {
       checkIds(window, 'ids', vocabSizeOf(model));
       // Only positions first..ctx-2 need a distribution (llama.cpp asks for logits from `first` on; the last is unused).
-      const want = { generateNext: { probabilities: true, options: { temperature: 0 } } } as const;
-      const out = await seq.controlledEvaluate(window.map((t, j) => (j >= first && j <= ctx - 2 ? [t as Token, want] : (t as Token))));
+      const want = { generateNext: { probabilities: true, options: { temperature: 0 } } };
+      const out = await seq.controlledEvaluate(
+        window.map((t, j): ControlledEvaluateInputItem => (j >= first && j <= ctx - 2 ? [t as Token, want] : (t as Token))),
+      );
       let chunkNll = 0;
       for (let j = first; j <= ctx - 2; j++) {
         const probs = out[j]?.next.probabilities;
