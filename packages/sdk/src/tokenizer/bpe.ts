@@ -51,7 +51,7 @@ export class BpeTokenizer {
     const { tokenToId, mergeRanks, ignoreMerges } = this.vocab;
     if (ignoreMerges) {
       const whole = tokenToId.get(word);
-      if (whole !== undefined) return [whole];
+      if (whole >= 0) return [whole];
     }
     // every GPT-2 character is one UTF-16 unit: one symbol per unit
     const count = word.length;
@@ -71,8 +71,8 @@ export class BpeTokenizer {
       if (left < 0 || right < 0) return;
       const l = sym(left);
       const r = sym(right);
-      const rank = mergeRanks.get(l + ' ' + r);
-      if (rank === undefined) return;
+      const rank = mergeRanks.getJoined(l, r);
+      if (rank < 0) return;
       queue.push({ left, right, rank, text: l + r });
     };
     for (let i = 1; i < count; i++) tryAdd(i - 1, i);
@@ -93,7 +93,7 @@ export class BpeTokenizer {
     for (let i = 0; i !== -1; i = next[i]) {
       const piece = sym(i);
       const id = tokenToId.get(piece);
-      if (id !== undefined) {
+      if (id >= 0) {
         ids.push(id);
         continue;
       }
@@ -101,7 +101,7 @@ export class BpeTokenizer {
       for (const byte of encoder.encode(piece)) {
         if (byte >= 0x80) continue;
         const b = tokenToId.get(String.fromCharCode(byte));
-        if (b !== undefined) ids.push(b);
+        if (b >= 0) ids.push(b);
       }
     }
     return ids;

@@ -152,7 +152,7 @@ export class Tokenizer {
 
   /** The id of the token whose stored text is `text`, if any. */
   tokenId(text: string): number | undefined {
-    return this.vocab.tokenToId.get(text);
+    return this.vocab.id(text);
   }
 
   /** True for tokens that end generation (EOS, EOT, EOM and the others llama.cpp recognises). */

@@ -30,8 +30,7 @@ export class SpmTokenizer {
   constructor(private readonly vocab: Vocab) {
     for (let b = 0; b < 256; b++) {
       // llama.cpp's byte_to_token: "<0xXX>", else the byte itself as a one-character token
-      const id = vocab.tokenToId.get(`<0x${HEX[b >> 4]}${HEX[b & 15]}>`) ??
-        (b < 0x80 ? vocab.tokenToId.get(String.fromCharCode(b)) : undefined);
+      const id = vocab.id(`<0x${HEX[b >> 4]}${HEX[b & 15]}>`) ?? (b < 0x80 ? vocab.id(String.fromCharCode(b)) : undefined);
       if (id !== undefined) this.byteTokens[b] = id;
     }
   }
@@ -63,7 +62,7 @@ export class SpmTokenizer {
       if (left < 0 || right < 0) return;
       const size = len[left] + len[right];
       const id = tokenToId.get(text.substr(start[left], size));
-      if (id === undefined) return;
+      if (id < 0) return;
       queue.push({ left, right, score: scores[id], size });
     };
     for (let i = 1; i < count; i++) tryAdd(i - 1, i);
@@ -82,7 +81,7 @@ export class SpmTokenizer {
     for (let i = 0; i !== -1; i = next[i]) {
       const piece = text.substr(start[i], len[i]);
       const id = tokenToId.get(piece);
-      if (id !== undefined) {
+      if (id >= 0) {
         out.push(id);
         continue;
       }

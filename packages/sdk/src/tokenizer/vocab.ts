@@ -10,6 +10,7 @@ import {
   type Metadata, optBool, optNumberArray, optString, optStringArray, optUint,
 } from './metadata-values.js';
 import { type PreTokenizerConfig, SUPPORTED_PRE, resolvePreTokenizer } from './pre-tokenizer.js';
+import { StringIndex } from './string-index.js';
 import { TokenAttr, attrFromTokenType } from './token-attr.js';
 
 export type TokenizerModel = 'llama' | 'gpt2';
@@ -59,9 +60,10 @@ export class Vocab {
   readonly scores: Float32Array;
   /** TokenAttr bits per token */
   readonly attrs: Uint16Array;
-  readonly tokenToId: ReadonlyMap<string, number>;
-  /** BPE merge ranks keyed by the merge line "left right" (byte-level BPE only) */
-  readonly mergeRanks: ReadonlyMap<string, number>;
+  /** token text -> id */
+  readonly tokenToId: StringIndex;
+  /** BPE merge line "left right" -> rank (byte-level BPE only; empty for SPM) */
+  readonly mergeRanks: StringIndex;
 
   readonly ids: Readonly<Record<SpecialIdName, number | undefined>>;
   readonly addBos: boolean;
@@ -132,37 +134,38 @@ export class Vocab {
     const texts: string[] = new Array(n);
     const scores = new Float32Array(n);
     const attrs = new Uint16Array(n);
-    const tokenToId = new Map<string, number>();
     for (let i = 0; i < n; i++) {
       // llama.cpp renames empty tokens so that every text stays a unique key
-      const text = tokens[i].length > 0 ? tokens[i] : `[EMPTY_${i}]`;
-      if (tokenToId.has(text)) {
-        throw new TwinferError('E_TOKENIZER', `tokenizer.ggml.tokens holds '${text}' twice (ids ${tokenToId.get(text)} and ${i})`, { text, ids: [tokenToId.get(text), i] });
-      }
-      tokenToId.set(text, i);
-      texts[i] = text;
+      texts[i] = tokens[i].length > 0 ? tokens[i] : `[EMPTY_${i}]`;
       if (rawScores) scores[i] = rawScores[i];
       attrs[i] = rawTypes ? attrFromTokenType(rawTypes[i]) : TokenAttr.NORMAL;
     }
+    const tokenToId = new StringIndex(texts);
+    if (tokenToId.firstDuplicate) {
+      // llama.cpp refuses such a vocabulary too (its id <-> text maps would disagree)
+      const [a, b] = tokenToId.firstDuplicate;
+      throw new TwinferError('E_TOKENIZER', `tokenizer.ggml.tokens holds '${texts[a]}' twice (ids ${a} and ${b})`, { text: texts[a], ids: [a, b] });
+    }
+    const idOf = (text: string): number | undefined => {
+      const id = tokenToId.get(text);
+      return id < 0 ? undefined : id;
+    };
     this.tokens = texts;
     this.scores = scores;
     this.attrs = attrs;
     this.tokenToId = tokenToId;
 
     // merges
-    const ranks = new Map<string, number>();
+    let merges: string[] = [];
     if (model === 'gpt2') {
-      const merges = optStringArray(md, KEY + 'merges');
-      if (!merges) throw new TwinferError('E_TOKENIZER', 'GGUF metadata has no tokenizer.ggml.merges for the gpt2 tokenizer', { key: KEY + 'merges' });
-      for (let r = 0; r < merges.length; r++) {
-        const line = merges[r];
-        // llama.cpp splits at the first space after the first character; a line without one can never match.
-        // Symbols of byte-level BPE never contain a space, so the line itself is an exact key for (left, right).
-        if (line.indexOf(' ', 1) < 0) continue;
-        if (!ranks.has(line)) ranks.set(line, r); // the first occurrence wins, as with llama.cpp's emplace
-      }
+      const stored = optStringArray(md, KEY + 'merges');
+      if (!stored) throw new TwinferError('E_TOKENIZER', 'GGUF metadata has no tokenizer.ggml.merges for the gpt2 tokenizer', { key: KEY + 'merges' });
+      merges = stored;
     }
-    this.mergeRanks = ranks;
+    // llama.cpp splits a line at its first space after the first character; a line without one never matches.
+    // Keying by the whole line is then exact, because byte-level symbols never contain a space ('Ġ' stands for it).
+    // A repeated line keeps its first rank, like llama.cpp's emplace.
+    this.mergeRanks = new StringIndex(merges, (line) => line.indexOf(' ', 1) >= 0);
 
     // special ids: a default out of range is disabled; a stored id out of range is ignored (llama.cpp warns)
     for (const name of Object.keys(ids) as SpecialIdName[]) {
@@ -181,7 +184,7 @@ export class Vocab {
     const detect = (name: SpecialIdName, candidates: readonly string[]): void => {
       if (ids[name] !== undefined) return;
       for (const text of candidates) {
-        const id = tokenToId.get(text);
+        const id = idOf(text);
         if (id !== undefined) {
           ids[name] = id;
           attrs[id] |= TokenAttr.CONTROL;
@@ -204,14 +207,14 @@ export class Vocab {
       if (id !== undefined) eog.add(id);
     }
     for (const text of EOG_TEXTS) {
-      const id = tokenToId.get(text);
+      const id = idOf(text);
       if (id !== undefined) {
         eog.add(id);
         attrs[id] |= TokenAttr.CONTROL;
       }
     }
     for (const text of ALWAYS_RENDERED_TEXTS) {
-      const id = tokenToId.get(text);
+      const id = idOf(text);
       if (id !== undefined) attrs[id] = TokenAttr.USER_DEFINED;
     }
     for (const name of ['eos', 'eot', 'eom'] as const) {
@@ -220,10 +223,10 @@ export class Vocab {
     }
     // o200k_harmony / solar-open: "<|end|>" ends a message there, not the generation
     const eogText = (t: string): boolean => {
-      const id = tokenToId.get(t);
+      const id = idOf(t);
       return id !== undefined && eog.has(id);
     };
-    const endId = tokenToId.get('<|end|>');
+    const endId = idOf('<|end|>');
     if (endId !== undefined && eog.has(endId) &&
         ((eogText('<|return|>') && (eogText('<|call|>') || eogText('<|calls|>'))) ||
          ((eogText('<|call|>') || eogText('<|calls|>')) && eogText('<|flush|>')))) {
@@ -231,7 +234,7 @@ export class Vocab {
       attrs[endId] = TokenAttr.USER_DEFINED;
     }
     // gemma4 / paddleocr: "</s>" is ordinary text where "<|tool_response>" exists
-    const sId = tokenToId.get('</s>');
+    const sId = idOf('</s>');
     if (sId !== undefined && eog.has(sId) && eogText('<|tool_response>')) {
       eog.delete(sId);
       attrs[sId] = TokenAttr.NORMAL;
@@ -257,13 +260,19 @@ export class Vocab {
     if (name.includes('phi-3') || name.includes('phi3')) {
       for (const id of special) attrs[id] |= TokenAttr.RSTRIP;
       const set = (text: string, on: boolean): void => {
-        const id = tokenToId.get(text);
+        const id = idOf(text);
         if (id === undefined) return;
         attrs[id] = on ? attrs[id] | TokenAttr.RSTRIP : attrs[id] & ~TokenAttr.RSTRIP;
       };
       set('</s>', true);
       for (const t of ['<unk>', '<s>', '<|endoftext|>']) set(t, false);
     }
+  }
+
+  /** The id of the token with this text, if any. */
+  id(text: string): number | undefined {
+    const id = this.tokenToId.get(text);
+    return id < 0 ? undefined : id;
   }
 
   get size(): number {
