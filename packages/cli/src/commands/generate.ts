@@ -35,7 +35,7 @@ export function generateCommand(): Command {
     .description('generate text from a prompt (no prompt: start from BOS alone); greedy unless --temperature > 0')
     .addOption(modelOption())
     .addOption(new Option('-p, --prompt <text>', 'prompt text (default: none, BOS alone)').conflicts('promptFile'))
-    .option('-f, --prompt-file <file>', 'read the prompt from a file')
+    .option('-f, --prompt-file <file>', 'read the prompt from a file (- for stdin)')
     .addOption(new Option('-n, --max-tokens <n>', 'tokens to generate at most').argParser(intParser('--max-tokens', 0)).default(256))
     .addOption(new Option('-t, --temperature <t>', 'sampling temperature; 0 = greedy (default: 0, or 0.8 when --top-p/--top-k/--min-p/--seed is given)').argParser(floatParser('--temperature', { min: 0, rule: 'a number >= 0' })))
     .addOption(new Option('--top-p <p>', 'nucleus sampling: keep the smallest set with probability >= p (1 = off)').argParser(floatParser('--top-p', { min: 0, minExclusive: true, max: 1, rule: 'in (0, 1]' })))
@@ -62,7 +62,7 @@ async function runGenerate(flags: GenerateFlags): Promise<number> {
   if (flags.logprobs !== undefined && flags.logprobs > 0 && !flags.json) {
     throw new UsageError('E_USAGE', '--logprobs needs --json (log-probabilities are part of the JSON output)');
   }
-  const prompt = flags.promptFile !== undefined ? readFileSync(flags.promptFile, 'utf8') : flags.prompt;
+  const prompt = flags.promptFile !== undefined ? readFileSync(flags.promptFile === '-' ? 0 : flags.promptFile, 'utf8') : flags.prompt;
   // Greedy by default; a sampling option given without --temperature means sampling at the SDK's default
   // temperature (0.8, as llama.cpp), since asking for top-p etc. under greedy decoding would silently do nothing.
   const impliesSampling = [flags.topP, flags.topK, flags.minP].some((v) => v !== undefined) || (flags.seed ?? -1) >= 0;

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { inspectModel } from '@twinfer/sdk';
+import { inspectModel, loadTokenizer } from '@twinfer/sdk';
 import { openModel } from '../load.js';
 import { backendOption, ctxOption, modelOption, threadsOption, type ModelOptions } from '../options.js';
 import { info, printJson, writeOut } from '../output.js';
@@ -22,23 +22,25 @@ export function perplexityCommand(): Command {
   return new Command('perplexity')
     .description("perplexity of a text file (llama.cpp's method: windows of --ctx tokens, second half of each scored)")
     .addOption(modelOption())
-    .addOption(new Option('-f, --file <file>', 'text file to score').makeOptionMandatory())
+    .addOption(new Option('-f, --file <file>', 'text file to score (- for stdin)').makeOptionMandatory())
     .addOption(ctxOption(`window size in tokens (default: ${DEFAULT_CTX}, or the trained context if smaller)`, 4))
     .addOption(backendOption())
     .addOption(threadsOption())
     .option('--json', 'print { ppl, tokens, nll, windows, ctx, textTokens, ms }')
     .option('-v, --verbose', 'print backend and timing to stderr')
     .action(async (flags: PerplexityFlags) => {
-      const text = readFileSync(flags.file, 'utf8');
+      const text = readFileSync(flags.file === '-' ? 0 : flags.file, 'utf8');
       const ctx = flags.ctx ?? Math.min(DEFAULT_CTX, (await inspectModel(flags.model)).trainedContext);
+      // Tokenize first (header only, no weights) so a text too short for the window fails before a big load.
+      // llama.cpp tokenizes the whole text with the model's BOS policy; the SDK then starts each window with BOS.
+      const tok = await loadTokenizer(flags.model);
+      const ids = tok.encode(text, { addBos: tok.addBosDefault });
+      const windows = Math.floor(ids.length / ctx);
+      if (windows < 1) {
+        throw new CliError('E_INVALID_ARGUMENT', `${flags.file} has ${ids.length} tokens; --ctx ${ctx} needs at least ${ctx} (use a smaller --ctx)`);
+      }
       const model = await openModel({ ...flags, ctx });
       try {
-        // llama.cpp tokenizes the whole text with the model's BOS policy; each window then starts with BOS.
-        const ids = model.tokenize(text, { bos: model.tokenizer.addBosDefault });
-        const windows = Math.floor(ids.length / ctx);
-        if (windows < 1) {
-          throw new CliError('E_INVALID_ARGUMENT', `${flags.file} has ${ids.length} tokens; --ctx ${ctx} needs at least ${ctx} (use a smaller --ctx)`);
-        }
         const t0 = performance.now();
         const r = await model.perplexity(ids, { ctx });
         const ms = performance.now() - t0;
