@@ -77,6 +77,9 @@ export function createSampler(cfg: SamplerConfig | undefined, vocabSize: number)
           vocabSize: n,
         });
       }
+      const penalize = s.repetitionPenalty !== 1 && s.repetitionLastN !== 0 && history.length > 0;
+      // Plain greedy needs no working copy: NaN compares false, so argmax never picks it.
+      if (s.greedy && !penalize) return checked(argmax(logits, n));
       for (let i = 0; i < n; i++) {
         const v = logits[i]!;
         work[i] = v !== v ? -Infinity : v; // a NaN logit can never be chosen
