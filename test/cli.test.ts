@@ -223,6 +223,17 @@ describe.skipIf(!haveShared)('stories260K', () => {
     for (const o of others) expect(o).not.toEqual(a.ids);
   });
 
+  it('--stop ends before the stop text; --repeat-penalty changes greedy output', async () => {
+    const base = ['generate', '--model', stories, '--max-tokens', '64', '--json', '--prompt', 'Once upon a time'];
+    const stop = JSON.parse((await twinfer([...base, '--stop', ' Lily'])).stdout);
+    expect(stop.finishReason).toBe('stop');
+    expect(stop.text).toBe(', there was a little girl named');
+    const plain = JSON.parse((await twinfer(base)).stdout);
+    const penalized = JSON.parse((await twinfer([...base, '--repeat-penalty', '1.5'])).stdout);
+    expect(penalized.ids).not.toEqual(plain.ids);
+    expect(penalized.seed).toBeUndefined(); // still greedy: no seed involved
+  });
+
   it('tokenize', async () => {
     const bos = await twinfer(['tokenize', '--model', stories, '--bos', 'Once upon a time']);
     expect(bos.code).toBe(0);
