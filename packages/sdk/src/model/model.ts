@@ -254,8 +254,11 @@ export class Model {
     if (ctx > this.info.contextSize) {
       throw new TwinferError('E_CONTEXT_OVERFLOW', `ctx ${ctx} exceeds the model's context size ${this.info.contextSize}`);
     }
+    // Like llama.cpp's perplexity tool: at least two windows' worth of tokens.
+    if (ids.length < 2 * ctx) {
+      throw new TwinferError('E_INVALID_ARGUMENT', `text has ${ids.length} tokens; perplexity with ctx ${ctx} needs at least ${2 * ctx}`);
+    }
     const nChunks = Math.floor(ids.length / ctx);
-    if (nChunks < 1) throw new TwinferError('E_INVALID_ARGUMENT', `text has ${ids.length} tokens; perplexity with ctx ${ctx} needs at least ${ctx}`);
     const first = Math.floor(ctx / 2);
     let nll = 0;
     let count = 0;
