@@ -11,7 +11,7 @@ import { perplexityCommand } from './commands/perplexity.js';
 import { tokenizeCommand } from './commands/tokenize.js';
 import { EXIT_OK, EXIT_USAGE, UsageError, errorLine, exitCodeOf } from './errors.js';
 
-const COMMANDS = 'generate, tokenize, perplexity, info, bench';
+const COMMANDS = ['generate', 'tokenize', 'perplexity', 'info', 'bench'];
 
 function buildProgram(): Command {
   const program = new Command('twinfer')
@@ -37,16 +37,17 @@ function buildProgram(): Command {
 }
 
 /** Commander's errors are command-line mistakes: translate them to one usage line. */
-function fromCommander(e: CommanderError): UsageError {
+function fromCommander(e: CommanderError, argv: string[]): UsageError {
   const message = e.message.replace(/^error:\s*/i, '').replace(/\s*\n\s*/g, ' ');
   const code = e.code === 'commander.invalidArgument' ? 'E_INVALID_ARGUMENT' : 'E_USAGE';
-  return new UsageError(code, `${message} (see 'twinfer --help')`);
+  const cmd = COMMANDS.includes(argv[0] ?? '') ? `${argv[0]} ` : '';
+  return new UsageError(code, `${message} (see 'twinfer ${cmd}--help')`);
 }
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
-    if (argv.length === 0) throw new UsageError('E_USAGE', `missing command (one of: ${COMMANDS}); see 'twinfer --help'`);
+    if (argv.length === 0) throw new UsageError('E_USAGE', `missing command (one of: ${COMMANDS.join(', ')}); see 'twinfer --help'`);
     await program.parseAsync(argv, { from: 'user' });
     // actions set process.exitCode when they end other than plainly (130 after Ctrl-C)
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
@@ -54,7 +55,7 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) {
       // --help and --version end parsing through an exception with exit code 0
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return e.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
-      return report(fromCommander(e));
+      return report(fromCommander(e, argv));
     }
     return report(e);
   }
