@@ -317,7 +317,7 @@ export class Model {
       let logits = this.forward(seq, promptIds);
       tPrompt = performance.now();
       const history = [...promptIds];
-      while (ids.length < maxNew) {
+      while (ids.length < maxNew && promptIds.length < this.info.contextSize) {
         if (cfg.signal?.aborted) {
           finishReason = 'abort';
           break;
@@ -344,11 +344,8 @@ export class Model {
           finishReason = 'stop';
           break;
         }
-        if (ids.length >= maxNew) break;
-        if (seq.length >= this.info.contextSize) {
-          finishReason = 'length';
-          break;
-        }
+        // prompt + generated never exceeds the context: every returned token had (or could have had) a KV slot.
+        if (ids.length >= maxNew || seq.length + 1 >= this.info.contextSize) break;
         logits = this.forward(seq, [id]);
         await yieldToEventLoop();
       }
