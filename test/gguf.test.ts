@@ -173,7 +173,8 @@ describe.skipIf(!haveVocab)('synthetic models load in llama.cpp', () => {
           for (const c of vocabCases(p.vocabFrom, 24)) {
             expect([c.text, Array.from(model.tokenize(c.text, false))]).toEqual([c.text, c.ids]);
           }
-          const ctx = await model.createContext({ contextSize: 128, flashAttention: false });
+          // one thread: llama.cpp's spinning thread pool is very slow when the test runner shares the cores
+          const ctx = await model.createContext({ contextSize: 128, flashAttention: false, threads: 1 });
           try {
             const seq = ctx.getSequence();
             const prompt: number[] = Array.from(model.tokenize('Once upon a time, there was', false));

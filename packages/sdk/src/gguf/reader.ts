@@ -154,6 +154,21 @@ class Cursor {
     this.pos += n;
     return out;
   }
+  /**
+   * Synchronous fast path for the common case of a short string already in the window (vocabularies hold 100k+
+   * of them): returns undefined when the length prefix or the bytes are not buffered or the length is suspect,
+   * and the caller falls back to the checked async path.
+   */
+  strSync(): string | undefined {
+    const at = this.pos - this.bufStart;
+    if (at + 8 > this.buf.length) return undefined;
+    const hi = this.buf.readUInt32LE(at + 4);
+    const len = this.buf.readUInt32LE(at);
+    if (hi !== 0 || at + 8 + len > this.buf.length) return undefined;
+    const s = this.buf.toString('utf8', at + 8, at + 8 + len);
+    this.pos += 8 + len;
+    return s;
+  }
   async utf8(n: number, what: string): Promise<string> {
     await this.need(n, what);
     const s = this.buf.toString('utf8', this.at(), this.at() + n);
@@ -289,7 +304,7 @@ async function readValue(c: Cursor, type: GGUFValueType, what: string, depth: nu
     // Each string takes at least its 8-byte length.
     const n = checkCount(c, countRaw, 8, `${what} array length`);
     const out: string[] = new Array(n);
-    for (let i = 0; i < n; i++) out[i] = await readString(c, `${what}[${i}]`);
+    for (let i = 0; i < n; i++) out[i] = c.strSync() ?? (await readString(c, `${what}[${i}]`));
     return { value: out, meta: { type, arrayType: elemType } };
   }
   if (elemType === GGUFValueType.ARRAY) {
