@@ -153,6 +153,15 @@ describe.skipIf(!haveFixtures)('tokenizer on llama.cpp vocabularies', () => {
     });
   });
 
+  it('tokenizes the prompt of the stories260K model as its README gives it', async () => {
+    const modelFile = path.resolve(vocabDir, '..', 'models', 'stories260K.gguf');
+    const tok = Tokenizer.fromGGUF((await readGGUF(modelFile)).metadata);
+    expect(tok.addBosDefault).toBe(true);
+    expect(tok.encode('Once upon a time', { addBos: tok.addBosDefault })).toEqual([1, 403, 407, 261, 378]);
+    const story = fs.readFileSync(path.resolve(vocabDir, '..', 'models', 'stories260K.expected.txt'), 'utf8');
+    expect(tok.decode(tok.encode(story))).toBe(story);
+  });
+
   it('loads the 128k-token llama-bpe vocabulary in well under a second', async () => {
     const file = await readGGUF(path.join(vocabDir, 'ggml-vocab-llama-bpe.gguf'));
     const t0 = performance.now();
