@@ -323,15 +323,15 @@ export class Model {
           break;
         }
         const id = sampler.sample(logits, history);
+        if (!cfg.ignoreEos && this.tokenizer.isEog(id)) {
+          finishReason = 'eos';
+          break;
+        }
         let step: StepLogprobs | undefined;
         if (topLogprobs > 0) {
           const top = logSoftmaxTopK(logits, topLogprobs).map((t) => ({ id: t.id, token: this.tokenizer.tokenToPiece(t.id), logprob: t.logprob }));
           step = { id, logprob: logprobOf(logits, id), top };
           steps.push(step);
-        }
-        if (!cfg.ignoreEos && this.tokenizer.isEog(id)) {
-          finishReason = 'eos';
-          break;
         }
         ids.push(id);
         history.push(id);
