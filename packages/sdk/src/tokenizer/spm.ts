@@ -61,7 +61,7 @@ export class SpmTokenizer {
     const tryAdd = (left: number, right: number): void => {
       if (left < 0 || right < 0) return;
       const size = len[left] + len[right];
-      const id = tokenToId.get(text.substr(start[left], size));
+      const id = tokenToId.getRange(text, start[left], start[left] + size);
       if (id < 0) return;
       queue.push({ left, right, score: scores[id], size });
     };
@@ -79,12 +79,12 @@ export class SpmTokenizer {
     }
 
     for (let i = 0; i !== -1; i = next[i]) {
-      const piece = text.substr(start[i], len[i]);
-      const id = tokenToId.get(piece);
+      const id = tokenToId.getRange(text, start[i], start[i] + len[i]);
       if (id >= 0) {
         out.push(id);
         continue;
       }
+      const piece = text.substr(start[i], len[i]);
       // Every merged symbol is a token by construction, so only a single code point can be missing: emit its bytes.
       for (const byte of encoder.encode(piece)) out.push(this.byteToken(byte, piece));
     }

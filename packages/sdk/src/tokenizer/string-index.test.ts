@@ -8,6 +8,8 @@ describe('StringIndex', () => {
     expect(idx.size).toBe(5000);
     keys.forEach((k, i) => expect(idx.get(k)).toBe(i));
     expect(idx.get('k1')).toBe(-1);
+    expect(idx.getRange('xxk14yy', 2, 5)).toBe(2);
+    expect(idx.getRange('xxk14yy', 2, 4)).toBe(-1);
     expect(idx.get('')).toBe(-1);
   });
 

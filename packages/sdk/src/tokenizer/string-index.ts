@@ -65,6 +65,19 @@ export class StringIndex {
     }
   }
 
+  /** Index of the key `text.slice(start, end)`, or -1 (without building that string). */
+  getRange(text: string, start: number, end: number): number {
+    let h = FNV_OFFSET;
+    for (let i = start; i < end; i++) h = Math.imul(h ^ text.charCodeAt(i), FNV_PRIME);
+    const len = end - start;
+    for (let i = h & this.mask; ; i = (i + 1) & this.mask) {
+      const slot = this.slots[i];
+      if (slot === 0) return -1;
+      const key = this.keys[slot - 1];
+      if (key.length === len && text.startsWith(key, start)) return slot - 1;
+    }
+  }
+
   /** Index of the key `left + ' ' + right`, or -1 (without building that string). */
   getJoined(left: string, right: string): number {
     const h = hashInto(Math.imul(hashInto(FNV_OFFSET, left) ^ SPACE, FNV_PRIME), right);
