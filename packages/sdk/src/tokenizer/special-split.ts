@@ -32,11 +32,10 @@ export function splitSpecial(vocab: Vocab, text: string, parseSpecial: boolean):
       touched = true;
       const s = frag.text;
       let from = 0;
-      let end = s.length;
-      for (;;) {
+      while (from < s.length) {
         const at = s.indexOf(needle, from);
-        if (at < 0 || at >= end) {
-          if (from < end) out.push({ text: s.slice(from, end) });
+        if (at < 0) {
+          out.push({ text: s.slice(from) });
           break;
         }
         let leftEnd = at;
@@ -44,8 +43,7 @@ export function splitSpecial(vocab: Vocab, text: string, parseSpecial: boolean):
         if (leftEnd > from) out.push({ text: s.slice(from, leftEnd) });
         out.push({ id });
         from = at + needle.length;
-        if (attr & TokenAttr.RSTRIP) while (from < end && isCSpace(s.charCodeAt(from))) from++;
-        if (from >= end) break;
+        if (attr & TokenAttr.RSTRIP) while (from < s.length && isCSpace(s.charCodeAt(from))) from++;
       }
     }
     if (touched) fragments = out;

@@ -9,6 +9,8 @@
  *   ' ? ! . , and looks at most two bytes ahead, so text is released up to the last point preceded by two bytes that
  *   are neither space nor apostrophe. Cleaning the released chunks one by one then gives exactly the result of
  *   cleaning the whole text at once (no rule reads or writes across such a point).
+ * With skipSpecial, decode also drops a trailing EOS when the vocabulary adds one; a stream cannot know which token
+ * is last, but EOS is a control token in every vocabulary we know of and renders as nothing there anyway.
  */
 import { TwinferError } from '../errors.js';
 import { ByteBuffer } from './byte-buffer.js';
