@@ -1,0 +1,208 @@
+/**
+ * GPU checks and benchmark through the SDK with the CUDA core, runnable without node_modules: scripts/device/pack.sh
+ * bundles it (esbuild) to one .mjs that runs on the GPU machine with a carried Node binary. Each command prints
+ * human-readable lines and one `RESULT {json}` line per measurement, which summarize.mjs turns into tables.
+ *
+ *   check   --shared DIR                 probe; stories260K 200 greedy tokens == expected text; OOM then recovery
+ *   logits  --model F --out F.json       teacher-forced logits of a fixed 64-token prompt + 16 greedy steps
+ *   compare --ref A.json --test B.json   max |logit difference| and greedy agreement (tolerance 5e-2)
+ *   bench   --model F --label L          prefill 512, decode 128, batched decode 8/32/64 sequences
+ */
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+import { listBackends, loadModel, type Model } from '../../packages/sdk/src/index.js';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    shared: { type: 'string' },
+    model: { type: 'string' },
+    out: { type: 'string' },
+    ref: { type: 'string' },
+    test: { type: 'string' },
+    label: { type: 'string' },
+    big: { type: 'string' },
+  },
+});
+
+let failures = 0;
+function result(obj: Record<string, unknown>): void {
+  console.log(`RESULT ${JSON.stringify(obj)}`);
+}
+function check(name: string, ok: boolean, detail: string): void {
+  if (!ok) failures++;
+  console.log(`${ok ? 'PASS' : 'FAIL'} ${name}: ${detail}`);
+  result({ kind: 'check', name, ok, detail });
+}
+
+// A fixed prompt: BOS then pseudo-random ids (an LCG, so every run and every backend sees the same tokens).
+function promptIds(n: number, bos: number, vocab: number, seed = 7): number[] {
+  const ids = [bos];
+  let s = seed >>> 0;
+  while (ids.length < n) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    ids.push(s % Math.min(vocab, 128000));
+  }
+  return ids;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function cmdCheck(shared: string, big?: string): Promise<void> {
+  const backends = await listBackends();
+  const cuda = backends.find((b) => b.name === 'cuda');
+  console.log(`backends: ${JSON.stringify(backends)}`);
+  check('cuda probe', !!cuda?.available, cuda?.reason ?? 'no cuda entry');
+  if (!cuda?.available) return;
+
+  const models = `${shared}/fixtures/models`;
+  const expected = readFileSync(`${models}/stories260K.expected.txt`, 'utf8');
+  const m = await loadModel(`${models}/stories260K.gguf`, { backend: 'cuda', kvCacheType: 'f32' });
+  check('backend is cuda', m.backend.name === 'cuda', `${m.backend.name} (${m.backend.reason})`);
+  const r = await m.generate(undefined, { maxNewTokens: 200, temperature: 0 });
+  const same = r.text === expected;
+  let at = 0;
+  while (at < r.text.length && r.text[at] === expected[at]) at++;
+  check('stories260K F32 200 greedy tokens == llama2.c text', same,
+    same ? `${r.ids.length} tokens, identical` : `differs at char ${at}: got ${JSON.stringify(r.text.slice(at, at + 40))}`);
+  const f32ids = r.ids.slice(0, 32);
+  m.dispose();
+  for (const q of ['Q8_0', 'Q4_0']) {
+    const mq = await loadModel(`${models}/stories260K-${q}.gguf`, { backend: 'cuda', kvCacheType: 'f32' });
+    const rq = await mq.generate(undefined, { maxNewTokens: 32, temperature: 0 });
+    let agree = 0;
+    while (agree < 32 && rq.ids[agree] === f32ids[agree]) agree++;
+    console.log(`info stories260K-${q}: first 32 greedy tokens agree with F32 for ${agree} steps`);
+    result({ kind: 'info', name: `stories260K-${q} agreement with F32 (32 steps)`, value: agree });
+    mq.dispose();
+  }
+
+  // Out of memory: a KV cache sized to leave less room than the weights need, so the load fails part-way
+  // through the weights; the error must name needed and free bytes, and the next load must work.
+  if (big) {
+    const dev = cuda.devices?.[0];
+    const free = dev?.freeBytes ?? dev?.memoryBytes ?? 0;
+    const weights = statSync(big).size;
+    const perToken = 32 * 2 * 1024 * 4; // 8B shape, F32 cache: layers x (K,V) x kv_dim x 4 bytes
+    const kvTokens = Math.floor((free - weights / 2) / perToken);
+    const maxSequences = Math.max(1, Math.floor(kvTokens / 8192));
+    let msg = '';
+    try {
+      const mb = await loadModel(big, { backend: 'cuda', kvCacheType: 'f32', contextSize: 8192, maxSequences });
+      mb.dispose();
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    check('out-of-memory load fails with needed and free bytes', /out of memory/i.test(msg) && /free/i.test(msg),
+      msg || 'no error');
+    const again = await loadModel(`${models}/stories260K.gguf`, { backend: 'cuda', kvCacheType: 'f32' });
+    const r2 = await again.generate(undefined, { maxNewTokens: 200, temperature: 0 });
+    check('process usable after OOM (stories260K again)', r2.text === expected, `${r2.ids.length} tokens`);
+    again.dispose();
+  }
+}
+
+interface LogitsFile {
+  positions: number[];
+  logits: number[][];
+  greedy: number[];
+  margins: number[];
+}
+
+async function cmdLogits(model: string, out: string): Promise<void> {
+  const m = await loadModel(model, { backend: 'cuda', kvCacheType: 'f32', contextSize: 256, maxBatchTokens: 128 });
+  const ids = promptIds(64, m.tokenizer.bosId ?? 1, m.info.vocabSize);
+  const all = await m.evaluate(ids);
+  const positions = [15, 31, 47, 63];
+  const r = await m.generate(ids, { maxNewTokens: 16, temperature: 0, logprobs: 2 });
+  const margins = (r.logprobs ?? []).map((s) => (s.top.length > 1 ? s.top[0].logprob - s.top[1].logprob : Infinity));
+  const file: LogitsFile = { positions, logits: positions.map((p) => Array.from(all[p])), greedy: r.ids, margins };
+  writeFileSync(out, JSON.stringify(file));
+  console.log(`logits of ${model} -> ${out} (greedy ${r.ids.join(' ')})`);
+  m.dispose();
+}
+
+function cmdCompare(refPath: string, testPath: string, label: string): void {
+  const a = JSON.parse(readFileSync(refPath, 'utf8')) as LogitsFile;
+  const b = JSON.parse(readFileSync(testPath, 'utf8')) as LogitsFile;
+  let maxDiff = 0;
+  for (let i = 0; i < a.positions.length; i++)
+    for (let j = 0; j < a.logits[i].length; j++) maxDiff = Math.max(maxDiff, Math.abs(a.logits[i][j] - b.logits[i][j]));
+  let agree = 0;
+  while (agree < 16 && a.greedy[agree] === b.greedy[agree]) agree++;
+  // Random weights give near-ties: a divergence only counts where the reference's top-2 margin is above tolerance.
+  const tieOk = agree === 16 || a.margins[agree] < 5e-2;
+  check(`${label} logits vs exact-F32 CUDA path`, maxDiff <= 5e-2, `max |diff| ${maxDiff.toExponential(3)} over ${a.positions.length} positions`);
+  check(`${label} greedy 16 steps`, tieOk,
+    agree === 16 ? 'identical' : `diverge at step ${agree} (reference top-2 margin ${a.margins[agree]?.toExponential(2)})`);
+}
+
+async function cmdBench(model: string, label: string): Promise<void> {
+  const t0 = performance.now();
+  const m: Model = await loadModel(model, {
+    backend: 'cuda', kvCacheType: 'f16', contextSize: 1024, maxSequences: 64, maxBatchTokens: 512,
+  });
+  const loadS = (performance.now() - t0) / 1000;
+  const bytes = statSync(model).size;
+  const mem = m.memory();
+  console.log(`${label}: loaded ${(bytes / 1e9).toFixed(2)} GB in ${loadS.toFixed(1)} s (${(bytes / 1e9 / loadS).toFixed(2)} GB/s); weights ${mem.weights}, kv ${mem.kvCache}`);
+  result({ kind: 'load', label, fileBytes: bytes, weightBytes: mem.weights, seconds: loadS });
+  const bos = m.tokenizer.bosId ?? 1;
+  const prompt = promptIds(512, bos, m.info.vocabSize, 11);
+
+  await m.generate(prompt.slice(0, 64), { maxNewTokens: 8, temperature: 0 }); // warm-up: kernels, scratch growth
+  const pp: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await m.generate(prompt, { maxNewTokens: 1, temperature: 0 });
+    pp.push((512 / r.timings.promptMs) * 1000);
+  }
+  const tg: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await m.generate([bos], { maxNewTokens: 128, temperature: 0 });
+    tg.push(r.timings.decodeTokensPerSecond);
+  }
+  console.log(`${label}: prefill 512 ${median(pp).toFixed(0)} tok/s, decode ${median(tg).toFixed(1)} tok/s`);
+  result({ kind: 'bench', label, test: 'pp512', tps: median(pp), runs: pp });
+  result({ kind: 'bench', label, test: 'tg128', tps: median(tg), runs: tg });
+
+  // Batched decode: N sequences, each with a 128-token prompt, then 128 steps of one token per sequence
+  // (llama-batched-bench -npp 128 -ntg 128 -npl N measures the same thing).
+  const engine = (m as unknown as { engine: import('../../packages/sdk/src/engine/engine.js').InferenceEngine }).engine;
+  for (const n of [8, 32, 64]) {
+    const seqs = Array.from({ length: n }, () => engine.createSequence());
+    for (const [i, s] of seqs.entries()) engine.evaluate(s, promptIds(128, bos, m.info.vocabSize, 100 + i), 'last');
+    const next = seqs.map((_, i) => (i * 7919) % 32000);
+    const step = () => engine.step(seqs.map((seq, i) => ({ seq, tokens: [next[i]], outputs: 'last' as const })));
+    step(); // warm-up at this batch size
+    const t1 = performance.now();
+    for (let k = 1; k < 128; k++) step();
+    const s = (performance.now() - t1) / 1000;
+    const tps = (n * 127) / s;
+    console.log(`${label}: batched decode ${n} seqs: ${tps.toFixed(0)} tok/s (${((s / 127) * 1000).toFixed(2)} ms/step)`);
+    result({ kind: 'bench', label, test: `batched${n}`, tps });
+    for (const seq of seqs) engine.releaseSequence(seq);
+  }
+  m.dispose();
+}
+
+async function main(): Promise<void> {
+  const cmd = positionals[0];
+  if (cmd === 'check') await cmdCheck(values.shared ?? '../shared', values.big);
+  else if (cmd === 'logits') await cmdLogits(values.model!, values.out!);
+  else if (cmd === 'compare') cmdCompare(values.ref!, values.test!, values.label ?? 'model');
+  else if (cmd === 'bench') await cmdBench(values.model!, values.label ?? values.model!);
+  else throw new Error(`unknown command ${cmd}`);
+  if (failures) {
+    console.log(`${failures} check(s) failed`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch((e) => {
+  console.error(`error: ${(e as Error).stack ?? e}`);
+  process.exitCode = 2;
+});

@@ -1,0 +1,64 @@
+// Turns the GPU run's logs into the benchmark table (markdown): ours beside llama.cpp, ratios, bandwidth floor.
+// Usage: node summarize.mjs DIR   (DIR holds ours-<type>.log, llama-bench-<type>.json, batched-<type>.jsonl,
+// op_test.txt and nvidia-smi.txt as written by scripts/device/run-on-device.sh)
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const dir = process.argv[2] ?? '.';
+const read = (f) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), 'utf8') : '');
+const types = ['f16', 'q8_0', 'q4_0'];
+const bytesPerWeight = { f16: 2, q8_0: 34 / 32, q4_0: 18 / 32 };
+
+const copy = /device-to-device copy: ([\d.]+) GB\/s/.exec(read('op_test.txt'));
+const copyGBs = copy ? Number(copy[1]) : NaN;
+const card = (read('nvidia-smi.txt').match(/NVIDIA [A-Z]\d+[^|]*?(?=\s{2,}|\|)/) ?? ['unknown GPU'])[0].trim();
+
+const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
+const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '–');
+
+const rows = [];
+for (const t of types) {
+  const ours = {};
+  let weightBytes = NaN;
+  for (const line of read(`ours-${t}.log`).split('\n')) {
+    if (!line.startsWith('RESULT ')) continue;
+    const r = JSON.parse(line.slice(7));
+    if (r.kind === 'bench') ours[r.test] = r.tps;
+    if (r.kind === 'load') weightBytes = r.weightBytes;
+  }
+  const theirs = {};
+  try {
+    for (const r of JSON.parse(read(`llama-bench-${t}.json`) || '[]')) {
+      if (r.n_prompt > 0 && r.n_gen === 0) theirs.pp512 = r.avg_ts;
+      if (r.n_gen > 0 && r.n_prompt === 0) theirs.tg128 = r.avg_ts;
+    }
+  } catch {}
+  for (const line of read(`batched-${t}.jsonl`).split('\n')) {
+    if (!line.trim().startsWith('{')) continue;
+    const r = JSON.parse(line);
+    theirs[`batched${r.pl}`] = r.speed_tg;
+  }
+  // Bytes one decode step must read: every weight except the embedding table (one row of it is read).
+  const embd = 128256 * 4096 * bytesPerWeight[t];
+  const stepBytes = weightBytes - embd;
+  const floorTps = (copyGBs * 1e9) / stepBytes;
+  rows.push({ t, ours, theirs, stepBytes, floorTps });
+}
+
+const out = [];
+out.push(`Card: ${card}; device-to-device copy ${fmt(copyGBs)} GB/s (read+write). Synthetic Llama-3-8B shape.`);
+out.push('');
+out.push('| type | test | twinfer tok/s | llama.cpp tok/s | ratio |');
+out.push('| --- | --- | ---: | ---: | ---: |');
+for (const r of rows) {
+  for (const test of ['pp512', 'tg128', 'batched8', 'batched32', 'batched64']) {
+    out.push(`| ${r.t} | ${test} | ${fmt(r.ours[test])} | ${fmt(r.theirs[test])} | ${ratio(r.ours[test], r.theirs[test])} |`);
+  }
+}
+out.push('');
+out.push('| type | bytes per decode step | floor tok/s | twinfer tg128 % of floor | llama.cpp tg128 % of floor |');
+out.push('| --- | ---: | ---: | ---: | ---: |');
+for (const r of rows) {
+  out.push(`| ${r.t} | ${fmt(r.stepBytes / 1e9, 2)} GB | ${fmt(r.floorTps)} | ${fmt((100 * r.ours.tg128) / r.floorTps)}% | ${fmt((100 * r.theirs.tg128) / r.floorTps)}% |`);
+}
+console.log(out.join('\n'));

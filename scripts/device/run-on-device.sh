@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (after scripts/device/pack.sh here, carrying .device and packages/core-cuda/dist):
+#   phase1  start background jobs (llama.cpp CUDA build, synthetic 8B models), op tests, SDK checks on stories260K,
+#           8B logits of the tensor-core path against the exact F32 path
+#   phase2  out-of-memory check, twinfer benchmark, llama.cpp llama-bench / llama-batched-bench on the same files,
+#           summary table
+#   all     both
+# The background jobs are detached (setsid) so phase2, issued while the machine is still warm, finds their results
+# under $W. Results go to $W/res and are packed into $OUT (at most a few files come back).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DEV="$ROOT/.device"
+W="${TWINFER_DEVICE_WORK:-/tmp/tw}"
+OUT="${OUT:-$W/out}"
+RES="$W/res"
+MODELS="$W/models"
+TYPES="${TYPES:-f16 q8_0 q4_0}"
+mkdir -p "$W" "$OUT" "$RES" "$MODELS"
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+
+setup_node() {
+  if [[ ! -x "$W/node/bin/node" ]]; then
+    mkdir -p "$W/node/bin" && xz -dc "$DEV/node20.xz" >"$W/node/bin/node" && chmod +x "$W/node/bin/node"
+  fi
+  export PATH="$W/node/bin:$PATH"
+  mkdir -p "$W/run/node_modules/@twinfer"
+  ln -sfn "$ROOT/packages/core-cuda" "$W/run/node_modules/@twinfer/core-cuda"
+  cp -f "$DEV"/js/*.mjs "$W/run/"
+}
+
+# The addon: the carried build, or (BUILD_ADDON=1, or none carried) a plain cmake build here.
+ensure_addon() {
+  local dist="$ROOT/packages/core-cuda/dist/twinfer_cuda.node"
+  if [[ -f "$dist" && "${BUILD_ADDON:-0}" != 1 ]]; then log "addon: carried $(du -h "$dist" | cut -f1)"; return; fi
+  log "addon: building with cmake"
+  local gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+  cmake "${gen[@]}" -S "$ROOT/packages/core-cuda" -B "$W/addon-build" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DNODE_API_HEADERS_DIR="$DEV/napi/node-api-headers" \
+    -DNODE_ADDON_API_DIR="$DEV/napi/node-addon-api" -DTWINFER_CUDA_TESTS=ON >"$RES/addon-build.log" 2>&1 &&
+    cmake --build "$W/addon-build" -j 8 >>"$RES/addon-build.log" 2>&1 || { tail -30 "$RES/addon-build.log"; return 1; }
+  mkdir -p "$(dirname "$dist")" && cp "$W/addon-build/twinfer_cuda.node" "$dist"
+  cp "$W/addon-build/twinfer_cuda_op_test" "$DEV/bin/op_test"
+}
+
+bg_build_llama() {
+  rm -rf "$W/llama" && tar -xJf "$DEV/llama-src.tar.xz" -C "$W"
+  local gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+  # Same configuration as scripts/build-llama-tools.sh --cuda (tool-only static build), sm_90.
+  cmake "${gen[@]}" -S "$W/llama" -B "$W/llama/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TOOLS=ON \
+    -DLLAMA_BUILD_COMMON=ON -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 &&
+    cmake --build "$W/llama/build" -j "${LLAMA_JOBS:-12}" --target llama-bench llama-batched-bench &&
+    touch "$W/llama.done" || touch "$W/llama.failed"
+}
+
+bg_models() {
+  local pids=()
+  for t in $TYPES; do
+    [[ -f "$MODELS/llama3-8b-$t.gguf" ]] && continue
+    (node "$W/run/make-synthetic-model.mjs" --preset llama3-8b --type "$t" --seed 1 \
+      --vocab-from "$DEV/shared/fixtures/vocab/ggml-vocab-llama-bpe.gguf" --out "$MODELS/llama3-8b-$t.tmp" &&
+      mv "$MODELS/llama3-8b-$t.tmp" "$MODELS/llama3-8b-$t.gguf") &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  touch "$W/models.done"
+}
+
+start_background() {
+  if [[ ! -f "$W/llama.started" ]]; then
+    touch "$W/llama.started"
+    setsid nohup bash "$0" _llama >"$RES/llama-build.log" 2>&1 </dev/null &
+  fi
+  if [[ ! -f "$W/models.started" ]]; then
+    touch "$W/models.started"
+    setsid nohup bash "$0" _models >"$RES/models.log" 2>&1 </dev/null &
+  fi
+}
+
+wait_for() {  # file seconds
+  local t=0
+  while [[ ! -f "$1" && $t -lt $2 ]]; do sleep 5; t=$((t + 5)); done
+  [[ -f "$1" ]]
+}
+
+pack_results() {
+  tar -czf "$OUT/results-$1.tgz" -C "$W" res 2>/dev/null
+  [[ -f "$RES/summary.md" ]] && cp "$RES/summary.md" "$OUT/"
+}
+
+phase1() {
+  nvidia-smi | tee "$RES/nvidia-smi.txt"
+  start_background
+  ensure_addon || return 1
+  log "op tests"
+  timeout 300 "$DEV/bin/op_test" 2>&1 | tee "$RES/op_test.txt"
+  log "SDK checks (stories260K)"
+  (cd "$W/run" && timeout 180 node gpu-run.mjs check --shared "$DEV/shared") 2>&1 | tee "$RES/check.txt"
+  log "waiting for the synthetic 8B models"
+  wait_for "$W/models.done" "${MODEL_WAIT:-240}" || { log "models not ready"; tail -5 "$RES/models.log"; pack_results phase1; return 0; }
+  ls -la "$MODELS"
+  for t in $TYPES; do
+    local m="$MODELS/llama3-8b-$t.gguf"
+    (cd "$W/run" && TWINFER_CUDA_SIMT=1 timeout 200 node gpu-run.mjs logits --model "$m" --out "$W/ref-$t.json" &&
+      timeout 120 node gpu-run.mjs logits --model "$m" --out "$W/test-$t.json" &&
+      node gpu-run.mjs compare --ref "$W/ref-$t.json" --test "$W/test-$t.json" --label "llama3-8b-$t") 2>&1 |
+      tee -a "$RES/compare.txt"
+  done
+  pack_results phase1
+}
+
+phase2() {
+  setup_node
+  start_background
+  ensure_addon || return 1
+  wait_for "$W/models.done" 300 || { log "models not ready"; pack_results phase2; return 1; }
+  (cd "$W/run" && timeout 120 node gpu-run.mjs check --shared "$DEV/shared" --big "$MODELS/llama3-8b-f16.gguf") 2>&1 |
+    tee "$RES/check-oom.txt"
+  for t in $TYPES; do
+    log "twinfer bench $t"
+    (cd "$W/run" && timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-$t.gguf" --label "$t") 2>&1 |
+      tee "$RES/ours-$t.log"
+  done
+  log "waiting for the llama.cpp build"
+  wait_for "$W/llama.done" 300 || { log "llama.cpp build not done"; tail -20 "$RES/llama-build.log"; }
+  local bin="$W/llama/build/bin"
+  if [[ -x "$bin/llama-bench" ]]; then
+    for t in $TYPES; do
+      log "llama.cpp bench $t"
+      timeout 150 "$bin/llama-bench" -m "$MODELS/llama3-8b-$t.gguf" -p 512 -n 128 -ngl 99 -fa on -r 3 -o json \
+        >"$RES/llama-bench-$t.json" 2>"$RES/llama-bench-$t.err"
+      timeout 150 "$bin/llama-batched-bench" -m "$MODELS/llama3-8b-$t.gguf" -c 17000 -b 2048 -ub 512 -npp 128 \
+        -ntg 128 -npl 8,32,64 -ngl 99 -fa on --output-format jsonl >"$RES/batched-$t.jsonl" 2>"$RES/batched-$t.err"
+      tail -3 "$RES/batched-$t.jsonl"
+    done
+  fi
+  node "$W/run/summarize.mjs" "$RES" | tee "$RES/summary.md"
+  pack_results phase2
+}
+
+case "${1:-all}" in
+  _llama) bg_build_llama ;;
+  _models) setup_node && bg_models ;;
+  phase1) setup_node && phase1 ;;
+  phase2) phase2 ;;
+  all) setup_node && phase1 && phase2 ;;
+  *) echo "usage: $0 phase1|phase2|all" >&2; exit 2 ;;
+esac
