@@ -9,7 +9,7 @@
 //    partial sums + a reduce) until there are enough CTAs to keep the memory system busy.
 //    NT = 8 n-tiles (n > 8, prefill and batched decode): 64 tokens per CTA from an FP16 copy of x (converted once
 //    per distinct input), both operands through cp.async.
-//  * mm_simt: exact F32 arithmetic, used for F32 weights (small models where the tests compare text byte for byte)
+//  * mm_simt / mm_simt_tiled: exact F32 arithmetic, used for F32 weights (small models where the tests compare text byte for byte)
 //    and for shapes whose rows are not 16-byte aligned.
 #include <algorithm>
 #include <cstdlib>
@@ -259,7 +259,7 @@ __global__ void reduce_splits(const float* __restrict__ partial, int splits, siz
   }
 }
 
-// Exact F32 product, one warp per weight row, tokens in chunks of 8 held in registers.
+// Exact F32 product for n <= 8, one warp per weight row, the tokens' sums held in registers.
 __global__ void mm_simt(int32_t type, const uint8_t* __restrict__ W, size_t row_bytes, int M, int K,
                         const float* __restrict__ x, int n, float* __restrict__ y) {
   const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -267,35 +267,73 @@ __global__ void mm_simt(int32_t type, const uint8_t* __restrict__ W, size_t row_
   if (row >= M) return;
   const uint8_t* wr = W + (size_t)row * row_bytes;
   const bool vec = type == 0 && (K % 4) == 0;
-  for (int t0 = 0; t0 < n; t0 += 8) {
-    const int nt = min(8, n - t0);
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (vec) {
-      const float4* w4 = reinterpret_cast<const float4*>(wr);
-      for (int k4 = lane; k4 < K / 4; k4 += 32) {
-        const float4 w = w4[k4];
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (vec) {
+    const float4* w4 = reinterpret_cast<const float4*>(wr);
+    for (int k4 = lane; k4 < K / 4; k4 += 32) {
+      const float4 w = w4[k4];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          if (j < nt) {
-            const float4 xv = reinterpret_cast<const float4*>(x + (size_t)(t0 + j) * K)[k4];
-            acc[j] += w.x * xv.x + w.y * xv.y + w.z * xv.z + w.w * xv.w;
-          }
+      for (int j = 0; j < 8; ++j) {
+        if (j < n) {
+          const float4 xv = reinterpret_cast<const float4*>(x + (size_t)j * K)[k4];
+          acc[j] += w.x * xv.x + w.y * xv.y + w.z * xv.z + w.w * xv.w;
         }
       }
-    } else {
-      for (int k = lane; k < K; k += 32) {
-        const float w = load_elem(type, wr, k);
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-          if (j < nt) acc[j] += w * x[(size_t)(t0 + j) * K + k];
-      }
     }
+  } else {
+    for (int k = lane; k < K; k += 32) {
+      const float w = load_elem(type, wr, k);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float s = warp_sum(acc[j]);
-      if (lane == 0 && j < nt) y[(size_t)(t0 + j) * M + row] = s;
+      for (int j = 0; j < 8; ++j)
+        if (j < n) acc[j] += w * x[(size_t)j * K + k];
     }
   }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float s = warp_sum(acc[j]);
+    if (lane == 0 && j < n) y[(size_t)j * M + row] = s;
+  }
+}
+
+// Exact F32 product for n > 8: a classic shared-memory tiled SGEMM (64 rows x 64 tokens per CTA, 4x4 outputs per
+// thread), the weight tile dequantized to F32 as it is staged. Also the independent reference the GPU tests compare
+// the tensor-core kernels against (TWINFER_CUDA_SIMT=1).
+constexpr int SB = 64, SK = 32;
+__global__ void __launch_bounds__(256) mm_simt_tiled(int32_t type, const uint8_t* __restrict__ W, size_t row_bytes,
+                                                     int M, int K, const float* __restrict__ x, int n,
+                                                     float* __restrict__ y) {
+  __shared__ float ws[SK][SB + 4];
+  __shared__ float xs[SK][SB + 4];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int n0 = blockIdx.x * SB, m0 = blockIdx.y * SB;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < K; k0 += SK) {
+    for (int i = tid; i < SB * SK; i += 256) {
+      const int r = i / SK, k = i - r * SK;
+      const int gk = k0 + k;
+      ws[k][r] = (m0 + r < M && gk < K) ? load_elem(type, W + (size_t)(m0 + r) * row_bytes, gk) : 0.0f;
+      xs[k][r] = (n0 + r < n && gk < K) ? x[(size_t)(n0 + r) * K + gk] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < SK; ++k) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = ws[k][ty + 16 * i], b[i] = xs[k][tx + 16 * i];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int r = m0 + ty + 16 * i, t = n0 + tx + 16 * j;
+      if (r < M && t < n) y[(size_t)t * M + r] = acc[i][j];
+    }
 }
 
 template <int TYPE, int NT> size_t tc_smem() {
@@ -380,10 +418,16 @@ void matmul(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, Scratch& xh
       default: break;
     }
   }
-  const int rows_per_block = 8;
-  mm_simt<<<ceil_div(W.ne1, rows_per_block), rows_per_block * 32, 0, s>>>(W.type, (const uint8_t*)W.data, rb,
-                                                                          (int)W.ne1, (int)W.ne0, x, n, y);
-  TWC_LAUNCHED("mm_simt");
+  if (n <= 8) {
+    const int rows_per_block = 8;
+    mm_simt<<<ceil_div(W.ne1, rows_per_block), rows_per_block * 32, 0, s>>>(W.type, (const uint8_t*)W.data, rb,
+                                                                            (int)W.ne1, (int)W.ne0, x, n, y);
+    TWC_LAUNCHED("mm_simt");
+  } else {
+    dim3 grid(ceil_div(n, SB), ceil_div(W.ne1, SB));
+    mm_simt_tiled<<<grid, 256, 0, s>>>(W.type, (const uint8_t*)W.data, rb, (int)W.ne1, (int)W.ne0, x, n, y);
+    TWC_LAUNCHED("mm_simt_tiled");
+  }
 }
 
 }  // namespace cuda
