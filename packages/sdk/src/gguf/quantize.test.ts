@@ -119,6 +119,26 @@ describe('Q8_0 / Q4_0', () => {
     expect(hex(quantize(GGMLType.Q4_0, x))).toBe(GGML_Q4_0);
   });
 
+  it('Q8_0 rounds exact ties away from zero (roundf) and Q4_0 clamps at 15', () => {
+    // amax 127 gives d = 1 exactly, so x/d is the input itself
+    const x = new Float32Array(32);
+    const vals = [127, -2.5, 2.5, -0.5, 0.5, -126.5, 1.49, -1.51, -0, 3];
+    vals.forEach((v, i) => (x[i] = v));
+    const q = quantize(GGMLType.Q8_0, x);
+    expect([q[0], q[1]]).toEqual([0x00, 0x3c]); // f16 1.0
+    expect(Array.from(new Int8Array(q.buffer, 2, vals.length))).toEqual([127, -3, 3, -1, 1, -127, 1, -2, 0, 3]);
+    // Q4_0: the first largest magnitude is -8, so d = -8 / -8 = 1 and the nibble is min(15, trunc(x + 8.5));
+    // byte j holds element j (low nibble) and element j + 16 (high nibble)
+    const y = new Float32Array(32);
+    y[0] = -8; // 0
+    y[1] = 8; // 16 -> clamped to 15
+    y[16] = 7.49; // 15
+    y[17] = -0.5; // 8
+    const q4 = quantize(GGMLType.Q4_0, y);
+    expect([q4[0], q4[1]]).toEqual([0x00, 0x3c]);
+    expect([q4[2], q4[3], q4[4]]).toEqual([0xf0, 0x8f, 0x88]);
+  });
+
   it('dequantize within half a step of the input', () => {
     const x = new Float32Array(32 * 64);
     let s = 7;

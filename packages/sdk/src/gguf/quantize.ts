@@ -132,9 +132,16 @@ function quantizeQ8_0(x: Float32Array, dst: Uint8Array, o: number): void {
     dst[o + 1] = h >>> 8;
     for (let j = 0; j < QK8_0; j++) {
       const x0 = Math.fround(x[base + j] * id);
-      // roundf: half away from zero (x0 + 0.5 is exact in double for |x0| <= 128)
-      const q = x0 >= 0 ? Math.floor(x0 + 0.5) : -Math.floor(0.5 - x0);
-      dst[o + 2 + j] = q & 0xff;
+      // roundf (half away from zero) without a sign branch, which mispredicts half the time on real data:
+      // |x0| <= 127 so y = x0 + 128.5 is positive and exact in double, and (y|0) - 128 rounds half up. Only an exact
+      // negative tie (y integral) differs from roundf; a non-finite x0 (from a subnormal scale, 1/d = inf) stores 0
+      // as x86's float->int conversion does in ggml. Both are rare, so that branch predicts well.
+      const y = x0 + 128.5;
+      const t = y | 0;
+      let q = t - 128;
+      const frac = y - t;
+      if (!(frac > 0 && frac < 1)) q = frac === 0 ? (x0 < 0 ? q - 1 : q) : 0;
+      dst[o + 2 + j] = q;
     }
   }
 }
@@ -163,8 +170,11 @@ function quantizeQ4_0(x: Float32Array, dst: Uint8Array, o: number): void {
     for (let j = 0; j < half; j++) {
       const x0 = Math.fround(x[base + j] * id);
       const x1 = Math.fround(x[base + half + j] * id);
-      const xi0 = Math.min(15, Math.trunc(Math.fround(x0 + 8.5)));
-      const xi1 = Math.min(15, Math.trunc(Math.fround(x1 + 8.5)));
+      // (int8_t) truncation; the values are in [0, 16.5] so |0 truncates the same way (and stays an int32)
+      let xi0 = Math.fround(x0 + 8.5) | 0;
+      let xi1 = Math.fround(x1 + 8.5) | 0;
+      if (xi0 > 15) xi0 = 15;
+      if (xi1 > 15) xi1 = 15;
       dst[o + 2 + j] = xi0 | (xi1 << 4);
     }
   }
@@ -194,6 +204,13 @@ export function quantizeInto(type: number, src: Float32Array, dst: Uint8Array, d
     case GGMLType.F16:
     case GGMLType.BF16: {
       const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+      if (LITTLE_ENDIAN_HOST && (dst.byteOffset + dstOffset) % 2 === 0) {
+        // aligned: store halves directly (two monomorphic loops so each conversion inlines)
+        const h = new Uint16Array(dst.buffer, dst.byteOffset + dstOffset, src.length);
+        if (type === GGMLType.F16) for (let i = 0; i < bits.length; i++) h[i] = f32BitsToF16Bits(bits[i]);
+        else for (let i = 0; i < bits.length; i++) h[i] = f32BitsToBf16Bits(bits[i]);
+        break;
+      }
       const conv = type === GGMLType.F16 ? f32BitsToF16Bits : f32BitsToBf16Bits;
       for (let i = 0, o = dstOffset; i < bits.length; i++, o += 2) {
         const h = conv(bits[i]);
