@@ -102,6 +102,7 @@ describe('readGGUF on valid input', () => {
     expect(g(GGMLType.Q6_K)).toEqual(['Q6_K', 256, 210]);
     expect(g(GGMLType.Q8_K)).toEqual(['Q8_K', 256, 292]);
     expect(typeInfo(4)).toBeUndefined(); // removed Q4_2
+    expect([typeInfo(GGMLType.Q8_1)?.typeSize, typeInfo(23)?.name, typeInfo(39)?.typeSize]).toEqual([36, 'IQ4_XS', 17]);
     expect(new Set(allTypeInfos().map((t) => t.id)).size).toBe(allTypeInfos().length);
   });
 });

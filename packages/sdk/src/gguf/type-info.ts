@@ -1,6 +1,8 @@
 /**
  * Block geometry of ggml tensor types: how many elements one block holds and how many bytes it takes.
- * Sizes follow ggml's `type_traits` table (ggml.c); a tensor's row length must be a multiple of `blockSize`.
+ * Sizes are ggml's `ggml_blck_size` / `ggml_type_size` (checked against the llama.cpp bundled with
+ * node-llama-cpp 3.21.1); a tensor's row length must be a multiple of `blockSize`. Knowing a type's geometry only
+ * lets the reader lay the file out; which types the engine computes with is decided elsewhere.
  */
 import { GGMLType } from './types.js';
 
@@ -35,12 +37,25 @@ const TABLE: readonly GGMLTypeInfo[] = [
   t(GGMLType.Q5_K, 'Q5_K', 256, 176),
   t(GGMLType.Q6_K, 'Q6_K', 256, 210),
   t(GGMLType.Q8_K, 'Q8_K', 256, 292),
+  t(16, 'IQ2_XXS', 256, 66),
+  t(17, 'IQ2_XS', 256, 74),
+  t(18, 'IQ3_XXS', 256, 98),
+  t(19, 'IQ1_S', 256, 50),
+  t(20, 'IQ4_NL', 32, 18),
+  t(21, 'IQ3_S', 256, 110),
+  t(22, 'IQ2_S', 256, 82),
+  t(23, 'IQ4_XS', 256, 136),
   t(24, 'I8', 1, 1),
   t(25, 'I16', 1, 2),
   t(26, 'I32', 1, 4),
   t(27, 'I64', 1, 8),
   t(28, 'F64', 1, 8),
+  t(29, 'IQ1_M', 256, 56),
   t(GGMLType.BF16, 'BF16', 1, 2),
+  t(34, 'TQ1_0', 256, 54),
+  t(35, 'TQ2_0', 256, 66),
+  t(39, 'MXFP4', 32, 17),
+  // 40..42 (NVFP4, Q1_0, Q2_0) are too new to rely on; files using them fail with E_UNSUPPORTED_TYPE.
 ];
 
 const BY_ID = new Map<number, GGMLTypeInfo>(TABLE.map((e) => [e.id, e]));
