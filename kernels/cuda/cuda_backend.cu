@@ -1,7 +1,10 @@
 // tw::Backend on one CUDA device: weights, KV cache and activations in device memory; every op is a kernel on the
 // backend's stream, so a forward step runs without host synchronization until its logits are downloaded.
 #include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
@@ -46,8 +49,8 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     if (stream_) cudaStreamSynchronize(stream_);
-    scratch_.free_all();
-    xh_.free_all();
+    for (auto& kv : graphs_) cudaGraphExecDestroy(kv.second.exec);
+    mm_.free_all();
     attn_.free_all();
     staging_.destroy();
     if (stream_) cudaStreamDestroy(stream_);
@@ -69,7 +72,63 @@ class CudaBackend final : public Backend {
   void* host_view(void*) override { return nullptr; }
   void upload(void* dst, const void* src, size_t n) override { staging_.upload(stream_, dst, src, n); }
   void download(void* dst, const void* src, size_t n) override {
+    if (capturing_) {  // the step is being recorded: copy once the graph has run (end_step)
+      pending_.push_back({dst, src, n});
+      return;
+    }
     TWC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+    TWC_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // CUDA graphs for small steps (decode): a step of a token count seen before is captured and replayed as one
+  // graph launch (updated in place when only kernel parameters changed, e.g. the attention split as the context
+  // grows), which removes the per-kernel launch gaps. The first step of each size runs eagerly so every kernel's
+  // attributes and scratch buffers are settled before any capture. TWINFER_CUDA_GRAPHS=0 turns it off.
+  void begin_step(const BatchView& b) override {
+    if (!graphs_enabled_ || b.n_tokens > kGraphMaxTokens) return;
+    auto it = graphs_.find(b.n_tokens);
+    if (it == graphs_.end()) {
+      graphs_[b.n_tokens] = Graph{};  // eager this time
+      return;
+    }
+    mm_.freeze();
+    attn_.frozen = true;
+    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+      cudaGetLastError();
+      mm_.thaw();
+      attn_.thaw();
+      return;
+    }
+    capturing_ = true;
+    capture_key_ = b.n_tokens;
+  }
+
+  void end_step() override {
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream_, &g);
+    mm_.thaw();
+    attn_.thaw();
+    Graph& gr = graphs_[capture_key_];
+    if (e == cudaSuccess) {
+      bool ok = false;
+      if (gr.exec) {
+        cudaGraphExecUpdateResultInfo info;
+        ok = cudaGraphExecUpdate(gr.exec, g, &info) == cudaSuccess;
+        if (!ok) {
+          cudaGetLastError();
+          cudaGraphExecDestroy(gr.exec);
+          gr.exec = nullptr;
+        }
+      }
+      if (!ok) e = cudaGraphInstantiate(&gr.exec, g, 0);
+      if (e == cudaSuccess) e = cudaGraphLaunch(gr.exec, stream_);
+    }
+    if (g) cudaGraphDestroy(g);
+    note_error(e, "CUDA graph of a forward step");
+    for (const auto& d : pending_) TWC_CHECK(cudaMemcpyAsync(d.dst, d.src, d.n, cudaMemcpyDeviceToHost, stream_));
+    pending_.clear();
     TWC_CHECK(cudaStreamSynchronize(stream_));
   }
   void copy(void* dst, const void* src, size_t n) override {
@@ -84,7 +143,7 @@ class CudaBackend final : public Backend {
     cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps);
   }
   void matmul(const Tensor& W, const float* x, int n, float* y) override {
-    cuda::matmul(stream_, dev_, scratch_, xh_, W, x, n, y);
+    cuda::matmul(stream_, dev_, mm_, W, x, n, y);
   }
   void add_bias(float* y, const Tensor& b, int n) override {
     cuda::add_bias(stream_, y, (const float*)b.data, n, (int)b.ne0);
@@ -116,12 +175,29 @@ class CudaBackend final : public Backend {
     return false;
   }
 
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+  };
+  struct PendingCopy {
+    void* dst;
+    const void* src;
+    size_t n;
+  };
+  static constexpr int kGraphMaxTokens = 64;
+  const bool graphs_enabled_ = [] {
+    const char* v = std::getenv("TWINFER_CUDA_GRAPHS");
+    return !(v && v[0] == '0');
+  }();
+  bool capturing_ = false;
+  int capture_key_ = 0;
+  std::map<int, Graph> graphs_;
+  std::vector<PendingCopy> pending_;
+
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   DeviceInfo dev_;
-  Scratch scratch_;  // split-K partial sums
-  Scratch xh_;       // FP16 copy of a matmul's activations
-  Scratch attn_;     // flash-decoding partials
+  MatmulScratch mm_;  // split-K partials and counters, FP16 activations
+  Scratch attn_;      // flash-decoding partials
   Staging staging_;
 };
 

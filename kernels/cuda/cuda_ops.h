@@ -14,9 +14,30 @@ namespace cuda {
 struct Scratch {
   void* ptr = nullptr;
   size_t bytes = 0;
+  bool frozen = false;  // set while a CUDA graph is being captured (allocation would break the capture)
+  size_t wanted = 0;    // largest size asked for while frozen
+  void thaw(bool zeroed = false);
   // Returns nullptr if the allocation fails. Grows synchronously (never during graph capture).
   void* get(size_t need);
+  // Like get, but memory added by growth is zeroed (for counters that kernels reset to zero after use).
+  void* get_zeroed(size_t need);
   void free_all();
+};
+
+// Scratch of the matmul kernels: split-K partial sums, their per-tile arrival counters, FP16 activations.
+struct MatmulScratch {
+  Scratch partial, counters, xh;
+  void freeze() { partial.frozen = counters.frozen = xh.frozen = true; }
+  void thaw() {
+    partial.thaw();
+    counters.thaw(true);
+    xh.thaw();
+  }
+  void free_all() {
+    partial.free_all();
+    counters.free_all();
+    xh.free_all();
+  }
 };
 
 struct DeviceInfo {
@@ -36,8 +57,8 @@ void f32_to_f16(cudaStream_t s, const float* x, __half* out, size_t n);
 // ---- matmul.cu ----
 // y[t][r] = sum_k W[r][k] x[t][k]. Picks the fused dequant tensor-core kernels where the shape allows, else the
 // exact F32 SIMT kernel (always used for F32 weights).
-void matmul(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, Scratch& xh, const Tensor& W, const float* x,
-            int n, float* y);
+void matmul(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x, int n,
+            float* y);
 
 // ---- attention.cu ----
 void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,

@@ -5,8 +5,8 @@
 //    blocks (never a dequantized copy) through shared memory with 16-byte cp.async loads, double-buffered. Each warp
 //    dequantizes its 16 rows to FP16 fragments in registers and multiplies with mma.sync m16n8k16 (FP32 accumulate).
 //    NT = 1 n-tile (n <= 8, decode): the activations are converted from F32 inside the CTA, so a decode matmul is one
-//    launch that reads each weight byte once; rows are few for K/V, so K is split across CTAs (deterministic
-//    partial sums + a reduce) until there are enough CTAs to keep the memory system busy.
+//    launch that reads each weight byte once; rows are few for K/V, so K is split across CTAs until there are
+//    enough to keep the memory system busy (partial sums, reduced in a fixed order by the tile's last CTA).
 //    NT = 8 n-tiles (n > 8, prefill and batched decode): 64 tokens per CTA from an FP16 copy of x (converted once
 //    per distinct input), both operands through cp.async.
 //  * mm_simt / mm_simt_tiled: exact F32 arithmetic, used for F32 weights (small models where the tests compare text byte for byte)
@@ -104,7 +104,8 @@ template <> __device__ __forceinline__ uint32_t pair<30>(const uint8_t* u, int h
 template <int TYPE, int NT>
 __global__ void __launch_bounds__(THREADS) mm_tc(const uint8_t* __restrict__ W, size_t row_bytes, int M, int K,
                                                  const void* __restrict__ xin, int n, float* __restrict__ y,
-                                                 int stages_per_split, float* __restrict__ partial) {
+                                                 int stages_per_split, float* __restrict__ partial,
+                                                 unsigned int* __restrict__ counters) {
   using G = Geo<TYPE>;
   constexpr int KU = TC<TYPE>::KU, UB = TC<TYPE>::UB;
   constexpr int C16 = G::CB / 16;
@@ -249,15 +250,27 @@ __global__ void __launch_bounds__(THREADS) mm_tc(const uint8_t* __restrict__ W, 
       if (r0 + 8 < M) out[(size_t)(tk + 1) * M + r0 + 8] = acc[j][3];
     }
   }
+  if (!partial) return;
+  // Split K: the last CTA of this tile to finish sums the splits' partials in split order (deterministic) and
+  // writes y, so a split matmul is still one launch. The counter is reset for the next launch.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  unsigned int* cnt = counters + blockIdx.y * gridDim.x + blockIdx.x;
+  if (tid == 0) last = atomicAdd(cnt, 1u) == gridDim.z - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int rows = min(BM, M - m0), toks = min(BN, n - n0);
+  for (int i = tid; i < rows * toks; i += THREADS) {
+    const int tk = n0 + i / rows, r = m0 + i % rows;
+    float sum = 0.0f;
+    for (int z = 0; z < (int)gridDim.z; ++z) sum += __ldcg(partial + ((size_t)z * n + tk) * M + r);
+    y[(size_t)tk * M + r] = sum;
+  }
+  if (tid == 0) *cnt = 0;
 }
 
-__global__ void reduce_splits(const float* __restrict__ partial, int splits, size_t count, float* __restrict__ y) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
-    float s = 0.0f;
-    for (int z = 0; z < splits; ++z) s += partial[(size_t)z * count + i];
-    y[i] = s;
-  }
-}
 
 // Exact F32 product for n <= 8, one warp per weight row, the tokens' sums held in registers.
 __global__ void mm_simt(int32_t type, const uint8_t* __restrict__ W, size_t row_bytes, int M, int K,
@@ -342,7 +355,7 @@ template <int TYPE, int NT> size_t tc_smem() {
 }
 
 template <int TYPE, int NT>
-void launch_tc(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const Tensor& W, const void* x, int n,
+void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const void* x, int n,
                float* y) {
   using G = Geo<TYPE>;
   const int M = (int)W.ne1, K = (int)W.ne0;
@@ -362,30 +375,29 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const Te
   const int sps = ceil_div(S, splits);
   splits = ceil_div(S, sps);
   float* partial = nullptr;
+  unsigned int* counters = nullptr;
   if (splits > 1) {
-    partial = (float*)scratch.get((size_t)splits * n * M * sizeof(float));
-    if (!partial) splits = 1;
+    // [partials: splits x n x M floats][one counter per (row tile, token tile)]
+    const size_t pbytes = ((size_t)splits * n * M * sizeof(float) + 255) & ~(size_t)255;
+    const size_t cbytes = (size_t)row_tiles * n_tiles * sizeof(unsigned int);
+    partial = (float*)scratch.partial.get(pbytes);
+    counters = (unsigned int*)scratch.counters.get_zeroed(cbytes);
+    if (!partial || !counters) splits = 1;
   }
   dim3 grid(n_tiles, row_tiles, splits);
   mm_tc<TYPE, NT><<<grid, THREADS, smem, s>>>((const uint8_t*)W.data, row_bytes(W.type, W.ne0), M, K, x, n, y,
-                                              splits > 1 ? sps : S, partial);
+                                              splits > 1 ? sps : S, partial, counters);
   TWC_LAUNCHED("mm_tc");
-  if (splits > 1) {
-    const size_t count = (size_t)n * M;
-    const int blocks = (int)std::min<size_t>((count + 255) / 256, 4096);
-    reduce_splits<<<blocks, 256, 0, s>>>(partial, splits, count, y);
-    TWC_LAUNCHED("reduce_splits");
-  }
 }
 
 template <int TYPE>
-void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, Scratch& xh, const Tensor& W,
+void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W,
                  const float* x, int n, float* y) {
   if (n <= 8) {
     launch_tc<TYPE, 1>(s, dev, scratch, W, x, n, y);
     return;
   }
-  __half* x16 = (__half*)xh.get((size_t)n * W.ne0 * sizeof(__half));
+  __half* x16 = (__half*)scratch.xh.get((size_t)n * W.ne0 * sizeof(__half));
   if (!x16) {  // no room for the FP16 copy: fall back to 8-token slices
     for (int t0 = 0; t0 < n; t0 += 8)
       launch_tc<TYPE, 1>(s, dev, scratch, W, x + (size_t)t0 * W.ne0, std::min(8, n - t0), y + (size_t)t0 * W.ne1);
@@ -403,18 +415,18 @@ bool getenv_simt() {
 
 }  // namespace
 
-void matmul(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, Scratch& xh, const Tensor& W, const float* x,
-            int n, float* y) {
+void matmul(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x, int n,
+            float* y) {
   if (n <= 0 || W.ne1 <= 0) return;
   const size_t rb = row_bytes(W.type, W.ne0);
   // The tensor-core path needs whole 32-element units and 16-byte aligned rows.
   const bool tc_shape = W.ne0 % 32 == 0 && rb % 16 == 0 && W.ne1 < (1ll << 31) && W.ne0 < (1ll << 31);
   if (tc_shape && !getenv_simt()) {
     switch (W.type) {
-      case 2: dispatch_tc<2>(s, dev, scratch, xh, W, x, n, y); return;
-      case 8: dispatch_tc<8>(s, dev, scratch, xh, W, x, n, y); return;
-      case 1: dispatch_tc<1>(s, dev, scratch, xh, W, x, n, y); return;
-      case 30: dispatch_tc<30>(s, dev, scratch, xh, W, x, n, y); return;
+      case 2: dispatch_tc<2>(s, dev, scratch, W, x, n, y); return;
+      case 8: dispatch_tc<8>(s, dev, scratch, W, x, n, y); return;
+      case 1: dispatch_tc<1>(s, dev, scratch, W, x, n, y); return;
+      case 30: dispatch_tc<30>(s, dev, scratch, W, x, n, y); return;
       default: break;
     }
   }

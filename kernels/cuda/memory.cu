@@ -27,6 +27,10 @@ void note_error(cudaError_t e, const char* where) {
 
 void* Scratch::get(size_t need) {
   if (need <= bytes && ptr) return ptr;
+  if (frozen) {  // capturing a graph: no allocation now; the caller takes its no-scratch path, grow afterwards
+    if (need > wanted) wanted = need;
+    return nullptr;
+  }
   if (ptr) cudaFree(ptr);  // synchronizes the device: nothing in flight still reads the old buffer
   ptr = nullptr;
   bytes = 0;
@@ -43,6 +47,26 @@ void* Scratch::get(size_t need) {
   }
   bytes = want;
   return ptr;
+}
+
+void* Scratch::get_zeroed(size_t need) {
+  if (need <= bytes && ptr) return ptr;
+  if (frozen) {
+    if (need > wanted) wanted = need;
+    return nullptr;
+  }
+  void* p = get(need);
+  if (p && cudaMemset(p, 0, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return p;
+}
+
+void Scratch::thaw(bool zeroed) {
+  frozen = false;
+  if (wanted > bytes) zeroed ? get_zeroed(wanted) : get(wanted);
+  wanted = 0;
 }
 
 void Scratch::free_all() {
