@@ -209,15 +209,18 @@ const USAGE = `usage: tsx scripts/make-synthetic-model.ts (--preset tiny-llama|t
   Options given with --preset override the preset's values.`;
 
 async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      preset: { type: 'string' }, arch: { type: 'string' }, dim: { type: 'string' }, layers: { type: 'string' },
-      heads: { type: 'string' }, 'kv-heads': { type: 'string' }, ffn: { type: 'string' }, 'vocab-from': { type: 'string' },
-      type: { type: 'string' }, ctx: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean' },
-    },
-    strict: true,
-  });
+  const OPTIONS = {
+    preset: { type: 'string' }, arch: { type: 'string' }, dim: { type: 'string' }, layers: { type: 'string' },
+    heads: { type: 'string' }, 'kv-heads': { type: 'string' }, ffn: { type: 'string' }, 'vocab-from': { type: 'string' },
+    type: { type: 'string' }, ctx: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean' },
+  } as const;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, strict: true });
+  } catch (e) {
+    throw new TwinferError('E_INVALID_ARGUMENT', `${(e as Error).message}\n${USAGE}`);
+  }
+  const { values } = parsed;
   if (values.help) {
     console.log(USAGE);
     return;

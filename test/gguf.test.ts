@@ -3,6 +3,7 @@
  * as llama-quantize did), and synthetic models written by scripts/make-synthetic-model.ts loaded by llama.cpp
  * (node-llama-cpp 3.21.1) as the reference consumer.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -126,6 +127,66 @@ function vocabCases(vocabFile: string, max: number): Array<{ text: string; ids: 
   }
   return cases;
 }
+
+describe.skipIf(!haveVocab)('make-synthetic-model', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twinfer-synth-cli-'));
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const small = { ...PRESETS['tiny-llama'], dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 96, type: 'q8_0' as const };
+
+  it('is deterministic per seed and differs across seeds', async () => {
+    const a = path.join(dir, 'a.gguf');
+    const b = path.join(dir, 'b.gguf');
+    const c = path.join(dir, 'c.gguf');
+    await makeSyntheticModel({ ...small, seed: 7, out: a });
+    await makeSyntheticModel({ ...small, seed: 7, out: b });
+    await makeSyntheticModel({ ...small, seed: 8, out: c });
+    expect(fs.readFileSync(a).equals(fs.readFileSync(b))).toBe(true);
+    const g = await readGGUF(a);
+    const h = await readGGUF(c);
+    const t = g.tensors.find((x) => x.name === 'blk.0.attn_q.weight')!;
+    expect(Buffer.from(await readTensorData(g, t)).equals(Buffer.from(await readTensorData(h, t)))).toBe(false);
+    // ffn 96 is a multiple of 32, so ffn_down is Q8_0; weights have the intended scale ±sqrt(3/fan_in)
+    const w = dequantize(GGMLType.Q8_0, await readTensorData(g, t), t.nElements);
+    const bound = Math.sqrt(3 / 64);
+    let sumSq = 0;
+    for (const v of w) {
+      expect(Math.abs(v)).toBeLessThanOrEqual(bound * 1.001);
+      sumSq += v * v;
+    }
+    expect(Math.sqrt(sumSq / w.length)).toBeCloseTo(1 / Math.sqrt(64), 2);
+    expect(g.metadata['general.file_type']).toBe(7);
+    expect(g.metadata['llama.rope.dimension_count']).toBe(16);
+  });
+
+  it('runs as a CLI', () => {
+    const out = path.join(dir, 'cli.gguf');
+    const tsx = path.join(repoRoot, 'test', 'node_modules', '.bin', 'tsx');
+    const script = path.join(repoRoot, 'scripts', 'make-synthetic-model.ts');
+    const ok = spawnSync(tsx, [script, '--preset', 'tiny-llama', '--layers', '1', '--dim', '64', '--heads', '4', '--kv-heads', '1',
+      '--ffn', '128', '--type', 'q4_0', '--seed', '5', '--out', out], { encoding: 'utf8' });
+    expect(ok.stderr).toBe('');
+    expect(ok.status).toBe(0);
+    expect(ok.stdout).toMatch(/^wrote .*cli\.gguf: llama dim 64, 1 layers, 4\/1 heads, ffn 128, vocab 32000, q4_0/);
+    expect(fs.statSync(out).size).toBeGreaterThan(0);
+    const bad = spawnSync(tsx, [script, '--preset', 'tiny-llama', '--type', 'q5_k', '--out', out], { encoding: 'utf8' });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/E_INVALID_ARGUMENT: --type must be one of/);
+  });
+
+  it('rejects bad options with stable codes', async () => {
+    const out = path.join(dir, 'x.gguf');
+    const code = (o: object) => makeSyntheticModel({ ...small, seed: 1, out, ...o }).then(() => 'ok', (e) => e.code);
+    expect(await code({ type: 'q5_k' })).toBe('E_INVALID_ARGUMENT');
+    expect(await code({ heads: 5 })).toBe('E_INVALID_ARGUMENT');
+    expect(await code({ kvHeads: 3 })).toBe('E_INVALID_ARGUMENT');
+    expect(await code({ arch: 'gpt2' })).toBe('E_UNSUPPORTED_ARCH');
+    expect(await code({ vocabFrom: path.join(dir, 'missing.gguf') })).toBe('E_FILE_NOT_FOUND');
+    expect(fs.existsSync(out)).toBe(false);
+  });
+});
 
 describe.skipIf(!haveVocab)('synthetic models load in llama.cpp', () => {
   let dir: string;

@@ -26,7 +26,10 @@ export interface GGUFWriteTensor {
   /** ggml order: dims[0] is the row length */
   dims: number[];
   type: number;
-  /** the tensor's bytes, or a callback producing them (called once, in file order, when they are written) */
+  /**
+   * The tensor's bytes, or a callback producing them (called once, in file order, when they are written). A chunk
+   * iterator may reuse one buffer: each chunk is fully written before the next is requested.
+   */
   data: Uint8Array | (() => TensorChunks | Promise<TensorChunks>);
 }
 
