@@ -52,7 +52,9 @@ log() { echo "build-llama-tools: $*" >&2; }
 # --- locate the bundle: the node-llama-cpp installed for the test or bench workspace package -----------------------
 bundle="${LLAMA_BUNDLE:-}"
 if [[ -z "$bundle" ]]; then
-  for cand in "$ROOT/test/node_modules/node-llama-cpp" "$ROOT/bench/node_modules/node-llama-cpp"; do
+  # test/ and bench/ link it; the pnpm store path is the fallback when only that was copied (e.g. to a GPU machine).
+  for cand in "$ROOT/test/node_modules/node-llama-cpp" "$ROOT/bench/node_modules/node-llama-cpp" \
+              "$ROOT"/node_modules/.pnpm/node-llama-cpp@*/node_modules/node-llama-cpp; do
     if [[ -f "$cand/llama/gitRelease.bundle" ]]; then bundle="$cand/llama/gitRelease.bundle"; break; fi
   done
 fi
@@ -137,6 +139,9 @@ log "configuring in $build_dir (cuda=$cuda, native=$native)"
 cmake "${generator[@]}" "${cmake_args[@]}" >"$CACHE/configure-$(basename "$build_dir").log" 2>&1 || {
   tail -n 40 "$CACHE/configure-$(basename "$build_dir").log" >&2
   log "cmake configure failed (full log: $CACHE/configure-$(basename "$build_dir").log)"
+  if [[ "$cuda" == 1 ]] && grep -q "CUDA::cublas" "$CACHE/configure-$(basename "$build_dir").log"; then
+    log "the CUDA toolkit here has no cuBLAS (a compiler-only install): build the CUDA tools on the GPU machine"
+  fi
   exit 1
 }
 if [[ "$configure_only" == 1 ]]; then
