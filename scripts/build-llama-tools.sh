@@ -4,7 +4,7 @@
 # same llama.cpp revision.
 #
 # Usage: scripts/build-llama-tools.sh [--cuda] [--targets "t1 t2"] [--jobs N] [--force]
-#   default (CPU):  llama-quantize llama-bench llama-perplexity  ->  .cache/llama.cpp/build-cpu/bin/
+#   default (CPU):  llama-quantize llama-bench llama-perplexity llama-debug  ->  .cache/llama.cpp/build-cpu/bin/
 #   --cuda:         llama-bench llama-batched-bench (-DGGML_CUDA=ON) ->  .cache/llama.cpp/build-cuda/bin/
 # Environment (same meaning as the flags): LLAMA_TOOLS_CUDA=1, LLAMA_TOOLS_TARGETS, LLAMA_TOOLS_JOBS,
 #   LLAMA_TOOLS_FORCE=1; also LLAMA_BUNDLE (path of the git bundle), LLAMA_CUDA_ARCHS (default 90),
@@ -43,7 +43,7 @@ if [[ "$cuda" == 1 ]]; then
   targets="${targets:-llama-bench llama-batched-bench}"
 else
   build_dir="$CACHE/build-cpu"
-  targets="${targets:-llama-quantize llama-bench llama-perplexity}"
+  targets="${targets:-llama-quantize llama-bench llama-perplexity llama-debug}"
 fi
 bin_dir="$build_dir/bin"
 
@@ -108,7 +108,8 @@ fi
 
 # --- configure -----------------------------------------------------------------------------------------------------
 # Static, tool-only build: no server/web UI (its configure step may try to download a prebuilt UI), no HTTPS,
-# no tests/examples. LLAMA_CURL no longer exists in this llama.cpp (deprecated, only warns), so it is not passed.
+# no tests. Examples are configured (llama-debug, which dumps raw logits, is one) but only named targets are built.
+# LLAMA_CURL no longer exists in this llama.cpp (deprecated, only warns), so it is not passed.
 cmake_args=(
   -S "$src" -B "$build_dir"
   -DCMAKE_BUILD_TYPE=Release
@@ -116,7 +117,7 @@ cmake_args=(
   -DGGML_NATIVE="$native"
   -DLLAMA_OPENSSL=OFF
   -DLLAMA_BUILD_TESTS=OFF
-  -DLLAMA_BUILD_EXAMPLES=OFF
+  -DLLAMA_BUILD_EXAMPLES=ON
   -DLLAMA_BUILD_SERVER=OFF
   -DLLAMA_BUILD_APP=OFF
   -DLLAMA_BUILD_UI=OFF

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { GgmlType, readGgufFileInfo, type GgufTensorInfo } from 'node-llama-cpp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { llamaDequantizeToF32 } from './oracle/dequant.js';
+import { llamaRawLastLogits } from './oracle/rawlogits.js';
 import {
   disposeOracle,
   oracleDetokenize,
@@ -135,6 +136,8 @@ describe.skipIf(!hasFixtures)('llama.cpp oracle (node-llama-cpp 3.21.1) on the s
   describe('llama.cpp tools built from the node-llama-cpp source bundle', () => {
     const perplexityTool = findLlamaTool('llama-perplexity');
     const quantizeTool = findLlamaTool('llama-quantize');
+    const debugTool = findLlamaTool('llama-debug');
+    if (!debugTool) console.warn(`oracle.test.ts: ${missingToolMessage('llama-debug')}`);
     if (!perplexityTool) console.warn(`oracle.test.ts: ${missingToolMessage('llama-perplexity')}`);
     if (!quantizeTool) console.warn(`oracle.test.ts: ${missingToolMessage('llama-quantize')}`);
 
@@ -154,6 +157,34 @@ describe.skipIf(!hasFixtures)('llama.cpp oracle (node-llama-cpp 3.21.1) on the s
         expect(Math.abs(r.ppl - Number(m![1]))).toBeLessThan(1e-4 * r.ppl + 5e-5); // the tool prints 4 decimals
       } finally {
         rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it.skipIf(!debugTool)('node-llama-cpp probabilities match llama-debug raw logits to float32 precision', async () => {
+      for (const model of [STORIES, STORIES_Q8]) {
+        const prompt = 'Once upon a time, there was a little girl named Lily. She';
+        const raw = await llamaRawLastLogits(model, prompt);
+        const ids = await oracleTokenize(model, prompt, { addBos: true });
+        expect(raw.tokens).toEqual(ids);
+        expect(raw.logits).toHaveLength(512);
+        const r = await oracleTeacherForcedTopK(model, ids, 5);
+        let max = -Infinity;
+        for (const v of raw.logits) max = Math.max(max, v);
+        let sum = 0;
+        for (const v of raw.logits) sum += Math.exp(v - max);
+        const lse = max + Math.log(sum);
+        let dLogit = 0;
+        let dLogprob = 0;
+        for (let t = 0; t < 512; t++) {
+          dLogit = Math.max(dLogit, Math.abs(r.lastLogits[t] - (raw.logits[t] - max)));
+          dLogprob = Math.max(dLogprob, Math.abs(r.lastLogprobs[t] - (raw.logits[t] - lse)));
+        }
+        // Two float32 error sources: node-llama-cpp's float32 softmax (~1e-7 relative on p) and the logits themselves,
+        // which differ by a few ulp between the prebuilt CPU-variant library and this native build (F32 dot products
+        // summed in another order): measured 4.2e-6 (F32 model) and 1.3e-6 (Q8_0) on logits of magnitude ~15-30.
+        expect(dLogit, `${path.basename(model)} max |Δ shifted logit|`).toBeLessThan(2e-5);
+        expect(dLogprob, `${path.basename(model)} max |Δ logprob|`).toBeLessThan(2e-5);
+        console.info(`oracle vs llama-debug (${path.basename(model)}): max |Δ logit-max| ${dLogit.toExponential(2)}, max |Δ logprob| ${dLogprob.toExponential(2)}`);
       }
     });
 
