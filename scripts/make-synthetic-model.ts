@@ -192,10 +192,14 @@ export async function makeSyntheticModel(o: SyntheticModelOptions): Promise<{ pa
     u32(`${a}.vocab_size`, nVocab),
     f32(`${a}.attention.layer_norm_rms_epsilon`, rmsEps),
     f32(`${a}.rope.freq_base`, ropeBase),
-    u32('general.file_type', FILE_TYPE[o.type]),
-    ...(quantized ? [u32('general.quantization_version', 2)] : []),
     ...metadataFromFile(vocabFile, (k) => k.startsWith('tokenizer.')),
+    // Last, and tensors in llama.cpp's loader order (layer, then name): this is the layout llama-quantize writes,
+    // so `llama-quantize --pure` of the f32 model reproduces the q8_0/q4_0 file byte for byte.
+    ...(quantized ? [u32('general.quantization_version', 2)] : []),
+    u32('general.file_type', FILE_TYPE[o.type]),
   ];
+  const layerOf = (name: string) => (name.startsWith('blk.') ? parseInt(name.slice(4), 10) : -1);
+  specs.sort((x, y) => layerOf(x.name) - layerOf(y.name) || (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
 
   const tensors: GGUFWriteTensor[] = specs.map((s) => ({ name: s.name, dims: s.dims, type: s.type, data: tensorData(s, o.seed) }));
   const res = await writeGGUF(o.out, { metadata, tensors, onProgress: o.onProgress });

@@ -176,6 +176,22 @@ describe.skipIf(!haveVocab)('make-synthetic-model', () => {
     expect(bad.stderr).toMatch(/E_INVALID_ARGUMENT: --type must be one of/);
   });
 
+  // llama-quantize is not shipped by node-llama-cpp; build it from node_modules/node-llama-cpp/llama/gitRelease.bundle
+  // (cmake --build build --target llama-quantize) and point LLAMA_QUANTIZE at it to run this check.
+  const llamaQuantize = process.env.LLAMA_QUANTIZE;
+  it.skipIf(!llamaQuantize)('q8_0/q4_0 files equal `llama-quantize --pure` of the f32 file, byte for byte', async () => {
+    const f32 = path.join(dir, 'lq-f32.gguf');
+    await makeSyntheticModel({ ...PRESETS['tiny-qwen2'], type: 'f32', seed: 11, out: f32 });
+    for (const type of ['q8_0', 'q4_0'] as const) {
+      const ours = path.join(dir, `lq-${type}.gguf`);
+      const theirs = path.join(dir, `lq-ref-${type}.gguf`);
+      await makeSyntheticModel({ ...PRESETS['tiny-qwen2'], type, seed: 11, out: ours });
+      const r = spawnSync(llamaQuantize!, ['--pure', f32, theirs, type.toUpperCase(), '1'], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(fs.readFileSync(ours).equals(fs.readFileSync(theirs))).toBe(true);
+    }
+  });
+
   it('rejects bad options with stable codes', async () => {
     const out = path.join(dir, 'x.gguf');
     const code = (o: object) => makeSyntheticModel({ ...small, seed: 1, out, ...o }).then(() => 'ok', (e) => e.code);
