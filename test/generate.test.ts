@@ -32,6 +32,14 @@ describe.skipIf(!hasFixtures)('generation on stories260K', () => {
     expect(r.text.startsWith(', there was a little girl named Lily. She loved to play outside')).toBe(true);
   });
 
+  it('the first generated word after a prompt keeps its leading space', async () => {
+    // "Once upon a time, there was" -> continuing after "there" must start with " was"
+    const prompt = 'Once upon a time, there';
+    const r = await model.generate(prompt, { maxNewTokens: 3 });
+    expect(r.text.startsWith(' ')).toBe(true);
+    expect(model.detokenize([...r.promptIds.slice(1), ...r.ids])).toBe(prompt + r.text);
+  });
+
   it('stream yields the same text as generate', async () => {
     const whole = await model.generate('Once upon a time', { maxNewTokens: 40 });
     let streamed = '';

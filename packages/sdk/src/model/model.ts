@@ -42,7 +42,11 @@ const CORE_CODES: Record<number, TwinferError['code']> = {
 
 /** Converts a native core failure into the SDK's typed error. */
 export function fromCoreError(e: unknown): unknown {
-  if (e instanceof CoreError) return new TwinferError(CORE_CODES[e.coreCode] ?? 'E_INTERNAL', e.message, { coreCode: e.coreCode }, { cause: e });
+  // Each core package has its own CoreError class (they must not depend on the SDK): match by shape.
+  if (e instanceof CoreError || (e instanceof Error && e.name === 'CoreError' && typeof (e as CoreError).coreCode === 'number')) {
+    const c = e as CoreError;
+    return new TwinferError(CORE_CODES[c.coreCode] ?? 'E_INTERNAL', c.message, { coreCode: c.coreCode }, { cause: e });
+  }
   return e;
 }
 
@@ -303,7 +307,10 @@ export class Model {
     }
     const sampler = createSampler(cfg, this.info.vocabSize);
     const stop = new StopMatcher(cfg.stop ?? []);
-    const decoder = this.tokenizer.createStreamDecoder();
+    // Text continues the prompt, so the first generated token keeps its leading space — unless there is no prompt
+    // text at all (BOS alone), where llama.cpp/llama2.c drop the SentencePiece space prefix.
+    const bosOnly = promptIds.length === 1 && promptIds[0] === this.tokenizer.bosId;
+    const decoder = this.tokenizer.createStreamDecoder({ stripLeadingSpace: bosOnly });
 
     const release = await this.mutex.lock();
     const seq: Sequence = this.engine.createSequence();
