@@ -1,7 +1,8 @@
 // RoPE fused with the KV-cache write, and attention over the paged KV cache.
 //
-// Attention is one kernel for decode and prefill: a CTA owns (query token, KV head, split of the context) and all
-// the query heads that share that KV head (grouped-query attention reads each K/V row once per group). Long contexts
+// Attention is one kernel for decode and prefill: a CTA owns (query tokens, KV head, split of the context) and all
+// the query heads that share that KV head (grouped-query attention reads each K/V row once per group); for prompt
+// chunks it takes 4 consecutive tokens of the sequence so each staged K/V tile serves 4 queries. Long contexts
 // are split across CTAs (flash-decoding): each split keeps a running max / sum / weighted V (online softmax) over
 // tiles of positions and a small combine kernel merges the splits. K/V rows are gathered through the block table.
 #include <algorithm>
@@ -65,6 +66,7 @@ constexpr int TILE = 32;
 constexpr int MAXACC = 16;  // (heads per KV head) * head_dim / ATHREADS accumulators per thread
 
 struct AttnArgs {
+  int n_tokens;
   const float* q;
   const int32_t* pos;
   const int32_t* seq_idx;
@@ -81,38 +83,49 @@ struct AttnArgs {
   float* pacc; // [splits][T][n_head][hd] unnormalized output
 };
 
-template <typename KV>
+// A CTA owns QG consecutive query tokens of one sequence (QG = 1 for decode batches, 4 for prompt chunks, so each
+// K/V tile staged in shared memory serves 4 tokens) and the G query heads of one KV head: R = QG * G query rows,
+// each with its own causal limit.
+template <typename KV, int QG>
 __global__ void __launch_bounds__(ATHREADS) attn_kernel(AttnArgs a, const KV* __restrict__ kc,
                                                         const KV* __restrict__ vc) {
   extern __shared__ float sm[];
   const int G = a.n_head / a.n_head_kv;
+  const int R = QG * G;
   const int hd = a.hd;
-  const int T = gridDim.x;
-  const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
-  float* qs = sm;                      // [G][hd]
-  float* ks = qs + G * hd;             // [TILE][hd+1]
+  const int T = a.n_tokens;
+  const int t0 = blockIdx.x * QG, kvh = blockIdx.y, split = blockIdx.z;
+  const int nq = min(QG, T - t0);
+  float* qs = sm;                      // [R][hd]
+  float* ks = qs + R * hd;             // [TILE][hd+1]
   float* vs = ks + TILE * (hd + 1);    // [TILE][hd]
-  float* ps = vs + TILE * hd;          // [G][TILE]
-  float* mrow = ps + G * TILE;         // [G]
-  float* lrow = mrow + G;              // [G]
-  float* corr = lrow + G;              // [G]
+  float* ps = vs + TILE * hd;          // [R][TILE]
+  float* mrow = ps + R * TILE;         // [R]
+  float* lrow = mrow + R;              // [R]
+  float* corr = lrow + R;              // [R]
+  __shared__ int qpos[QG];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int kv_dim = a.n_head_kv * hd;
-  const int p_end = a.pos[t] + 1;
+  int p_end = 0;
+  for (int qi = 0; qi < nq; ++qi) p_end = max(p_end, a.pos[t0 + qi] + 1);
   const int begin = split * a.chunk;
   const int end = min(p_end, begin + a.chunk);
-  const int32_t* table = a.block_tables + (size_t)a.seq_idx[t] * a.blocks_per_seq;
+  const int32_t* table = a.block_tables + (size_t)a.seq_idx[t0] * a.blocks_per_seq;
 
-  for (int i = tid; i < G * hd; i += ATHREADS) qs[i] = a.q[((size_t)t * a.n_head + kvh * G) * hd + i] * a.scale;
-  if (tid < G) {
+  if (tid < QG) qpos[tid] = tid < nq ? a.pos[t0 + tid] : -1;
+  for (int i = tid; i < R * hd; i += ATHREADS) {
+    const int r = i / hd, d = i - r * hd, qi = r / G, hh = r - qi * G;
+    qs[i] = qi < nq ? a.q[((size_t)(t0 + qi) * a.n_head + kvh * G + hh) * hd + d] * a.scale : 0.0f;
+  }
+  if (tid < R) {
     mrow[tid] = -INFINITY;
     lrow[tid] = 0.0f;
   }
   float acc[MAXACC];
 #pragma unroll
   for (int i = 0; i < MAXACC; ++i) acc[i] = 0.0f;
-  const int npairs = G * hd;
+  const int npairs = R * hd;
   __syncthreads();
 
   for (int p0 = begin; p0 < end; p0 += TILE) {
@@ -126,33 +139,36 @@ __global__ void __launch_bounds__(ATHREADS) attn_kernel(AttnArgs a, const KV* __
       }
     }
     __syncthreads();
-    for (int idx = tid; idx < G * tl; idx += ATHREADS) {
-      const int hh = idx / tl, pi = idx - hh * tl;
-      const float* qv = qs + hh * hd;
-      const float* kv = ks + pi * (hd + 1);
-      float s = 0.0f;
-      for (int d = 0; d < hd; ++d) s += qv[d] * kv[d];
-      ps[hh * TILE + pi] = s;
+    for (int idx = tid; idx < R * tl; idx += ATHREADS) {
+      const int r = idx / tl, pi = idx - r * tl;
+      float s = -INFINITY;
+      if (p0 + pi <= qpos[r / G]) {
+        const float* qv = qs + r * hd;
+        const float* kv = ks + pi * (hd + 1);
+        s = 0.0f;
+        for (int d = 0; d < hd; ++d) s += qv[d] * kv[d];
+      }
+      ps[r * TILE + pi] = s;
     }
     __syncthreads();
-    for (int hh = warp; hh < G; hh += ATHREADS / 32) {
+    for (int r = warp; r < R; r += ATHREADS / 32) {
       float mx = -INFINITY;
-      for (int pi = lane; pi < tl; pi += 32) mx = fmaxf(mx, ps[hh * TILE + pi]);
+      for (int pi = lane; pi < tl; pi += 32) mx = fmaxf(mx, ps[r * TILE + pi]);
       mx = warp_max(mx);
-      const float m_old = mrow[hh];
+      const float m_old = mrow[r];
       const float m_new = fmaxf(m_old, mx);
       float sum = 0.0f;
       for (int pi = lane; pi < tl; pi += 32) {
-        const float e = expf(ps[hh * TILE + pi] - m_new);
-        ps[hh * TILE + pi] = e;
+        const float e = m_new == -INFINITY ? 0.0f : expf(ps[r * TILE + pi] - m_new);  // masked: exp(-inf) = 0
+        ps[r * TILE + pi] = e;
         sum += e;
       }
       sum = warp_sum(sum);
       if (lane == 0) {
-        const float c = expf(m_old - m_new);  // 0 on the first tile (m_old = -inf)
-        corr[hh] = c;
-        lrow[hh] = lrow[hh] * c + sum;
-        mrow[hh] = m_new;
+        const float c = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);  // 0 on a row's first live tile
+        corr[r] = c;
+        lrow[r] = lrow[r] * c + sum;
+        mrow[r] = m_new;
       }
     }
     __syncthreads();
@@ -160,9 +176,9 @@ __global__ void __launch_bounds__(ATHREADS) attn_kernel(AttnArgs a, const KV* __
     for (int i = 0; i < MAXACC; ++i) {
       const int pidx = tid + i * ATHREADS;
       if (pidx < npairs) {
-        const int hh = pidx / hd, d = pidx - hh * hd;
-        float s = acc[i] * corr[hh];
-        const float* pr = ps + hh * TILE;
+        const int r = pidx / hd, d = pidx - r * hd;
+        float s = acc[i] * corr[r];
+        const float* pr = ps + r * TILE;
         for (int pi = 0; pi < tl; ++pi) s += pr[pi] * vs[pi * hd + d];
         acc[i] = s;
       }
@@ -175,17 +191,20 @@ __global__ void __launch_bounds__(ATHREADS) attn_kernel(AttnArgs a, const KV* __
   for (int i = 0; i < MAXACC; ++i) {
     const int pidx = tid + i * ATHREADS;
     if (pidx < npairs) {
-      const int hh = pidx / hd, d = pidx - hh * hd;
-      if (a.splits == 1) {
-        a.out[((size_t)t * a.n_head + h0 + hh) * hd + d] = acc[i] / lrow[hh];
-      } else {
-        a.pacc[(((size_t)split * T + t) * a.n_head + h0 + hh) * hd + d] = acc[i];
+      const int r = pidx / hd, d = pidx - r * hd, qi = r / G, hh = r - qi * G;
+      if (qi < nq) {
+        const size_t o = ((size_t)(t0 + qi) * a.n_head + h0 + hh) * hd + d;
+        if (a.splits == 1) a.out[o] = acc[i] / lrow[r];
+        else a.pacc[(size_t)split * T * a.n_head * hd + o] = acc[i];
       }
     }
   }
-  if (a.splits > 1 && tid < G) {
-    a.pm[((size_t)split * T + t) * a.n_head + h0 + tid] = mrow[tid];
-    a.pl[((size_t)split * T + t) * a.n_head + h0 + tid] = lrow[tid];
+  if (a.splits > 1 && tid < R) {
+    const int qi = tid / G, hh = tid - qi * G;
+    if (qi < nq) {
+      a.pm[((size_t)split * T + t0 + qi) * a.n_head + h0 + hh] = mrow[tid];
+      a.pl[((size_t)split * T + t0 + qi) * a.n_head + h0 + hh] = lrow[tid];
+    }
   }
 }
 
@@ -210,8 +229,28 @@ __global__ void attn_combine(const float* __restrict__ pm, const float* __restri
   }
 }
 
-size_t attn_smem(int G, int hd) {
-  return sizeof(float) * ((size_t)G * hd + TILE * (hd + 1) + TILE * hd + G * TILE + 3 * G);
+size_t attn_smem(int R, int hd) {
+  return sizeof(float) * ((size_t)R * hd + TILE * (hd + 1) + TILE * hd + R * TILE + 3 * R);
+}
+
+template <typename KV, int QG>
+void launch_attn(cudaStream_t s, dim3 grid, size_t smem, const AttnArgs& a, const KVLayer& kv) {
+  static size_t configured = 0;
+  if (smem > configured) {
+    TWC_CHECK(cudaFuncSetAttribute(attn_kernel<KV, QG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    configured = smem;
+  }
+  attn_kernel<KV, QG><<<grid, ATHREADS, smem, s>>>(a, (const KV*)kv.k, (const KV*)kv.v);
+}
+
+// Prompt chunks: groups of QG consecutive tokens that all belong to one sequence share their K/V tiles.
+constexpr int QG_PREFILL = 4;
+bool groupable(const BatchView& b, int G, int hd) {
+  if (!b.host_seq_idx || b.n_tokens < 2 * QG_PREFILL || QG_PREFILL * G * hd > MAXACC * ATHREADS) return false;
+  for (int t = 0; t < b.n_tokens; t += QG_PREFILL)
+    for (int i = t + 1; i < std::min(b.n_tokens, t + QG_PREFILL); ++i)
+      if (b.host_seq_idx[i] != b.host_seq_idx[t]) return false;
+  return true;
 }
 
 }  // namespace
@@ -244,12 +283,15 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
   const int G = sh.n_head / sh.n_head_kv;
   const int max_len = b.max_pos + 1;
   const int tiles = ceil_div(max_len, TILE);
-  const int ctas = T * sh.n_head_kv;
+  const int QG = groupable(b, G, sh.head_dim) ? QG_PREFILL : 1;
+  const int groups = ceil_div(T, QG);
+  const int ctas = groups * sh.n_head_kv;
   int want = std::max(1, std::min(tiles, ceil_div(2 * std::max(dev.sm_count, 1), ctas)));
   const int chunk = TILE * ceil_div(tiles, want);
   int splits = ceil_div(max_len, chunk);
 
   AttnArgs a{};
+  a.n_tokens = T;
   a.q = q;
   a.pos = b.pos;
   a.seq_idx = b.seq_idx;
@@ -275,22 +317,14 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
     }
   }
   a.splits = splits;
-  const size_t smem = attn_smem(G, sh.head_dim);
-  dim3 grid(T, sh.n_head_kv, splits);
+  const size_t smem = attn_smem(QG * G, sh.head_dim);
+  dim3 grid(groups, sh.n_head_kv, splits);
   if (sh.kv_type == 1) {
-    static size_t configured = 0;
-    if (smem > configured) {
-      TWC_CHECK(cudaFuncSetAttribute(attn_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-      configured = smem;
-    }
-    attn_kernel<__half><<<grid, ATHREADS, smem, s>>>(a, (const __half*)kv.k, (const __half*)kv.v);
+    if (QG == 1) launch_attn<__half, 1>(s, grid, smem, a, kv);
+    else launch_attn<__half, QG_PREFILL>(s, grid, smem, a, kv);
   } else {
-    static size_t configured = 0;
-    if (smem > configured) {
-      TWC_CHECK(cudaFuncSetAttribute(attn_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-      configured = smem;
-    }
-    attn_kernel<float><<<grid, ATHREADS, smem, s>>>(a, (const float*)kv.k, (const float*)kv.v);
+    if (QG == 1) launch_attn<float, 1>(s, grid, smem, a, kv);
+    else launch_attn<float, QG_PREFILL>(s, grid, smem, a, kv);
   }
   TWC_LAUNCHED("attention");
   if (splits > 1) {

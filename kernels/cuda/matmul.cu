@@ -32,11 +32,14 @@ template <> struct TC<8> { static constexpr int UB = 34, KU = 8; };   // Q8_0
 template <> struct TC<1> { static constexpr int UB = 64, KU = 4; };   // F16
 template <> struct TC<30> { static constexpr int UB = 64, KU = 4; };  // BF16
 
-template <int TYPE> struct Geo {
-  static constexpr int CB = TC<TYPE>::UB * TC<TYPE>::KU;               // bytes of one row in one stage
-  static constexpr int WP = ((CB / 16) % 2 == 0) ? CB + 16 : CB;       // padded pitch: odd multiple of 16 bytes
-  static constexpr int KE = 32 * TC<TYPE>::KU;                         // elements of K per stage
-  static constexpr int XP = KE + 8;                                    // x tile pitch in halves (odd x 16 bytes)
+// Stage geometry. The many-token kernel (NT = 8) takes half the K per stage: its activation tile is 8x larger, and
+// smaller stages let more CTAs share an SM (occupancy, not bandwidth, limits it).
+template <int TYPE, int NT> struct Geo {
+  static constexpr int KU = NT == 1 ? TC<TYPE>::KU : TC<TYPE>::KU / 2;  // units per stage
+  static constexpr int CB = TC<TYPE>::UB * KU;                          // bytes of one row in one stage
+  static constexpr int WP = ((CB / 16) % 2 == 0) ? CB + 16 : CB;        // padded pitch: odd multiple of 16 bytes
+  static constexpr int KE = 32 * KU;                                    // elements of K per stage
+  static constexpr int XP = KE + 8;                                     // x tile pitch in halves (odd x 16 bytes)
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -71,33 +74,68 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t* r, const void* p) {
 
 __device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 
-// Two consecutive elements (e, e+1) of sub-tile `h` (elements 16h..16h+15) of a unit, as FP16x2.
-// `u` points at the unit's bytes in shared memory; e is even, 0..14.
-template <int TYPE> __device__ __forceinline__ uint32_t pair(const uint8_t* u, int h, int e);
+// FP16 A fragments of one 32-element unit for this thread: f0 covers elements 0..15 (first k16 step), f1 elements
+// 16..31. Register order is mma's: [0] row g, k 2t..2t+1; [1] row g+8, same k; [2] row g, k 2t+8..2t+9; [3] row g+8.
+// r0 / r1 point at the unit's bytes of rows g and g+8 in shared memory.
+__device__ __forceinline__ __half2 h2(uint32_t bits) { return *reinterpret_cast<__half2*>(&bits); }
 
-template <> __device__ __forceinline__ uint32_t pair<2>(const uint8_t* u, int h, int e) {
-  // Q4_0: element i < 16 is the low nibble of qs[i], element 16 + i the high nibble.
-  const uint32_t w = *reinterpret_cast<const uint16_t*>(u + 2 + e);
-  const uint32_t sh = 4 * h;
-  const uint32_t v = ((w >> sh) & 0x0Fu) | (((w >> (8 + sh)) & 0x0Fu) << 16);
-  // 0x6400 | q is the half 1024 + q exactly; subtracting 1032 gives q - 8 exactly.
-  uint32_t bits = v | 0x64006400u;
-  const __half2 q = __hsub2(*reinterpret_cast<const __half2*>(&bits), __half2half2(__ushort_as_half((unsigned short)0x6408)));
-  const __half d = __ushort_as_half(*reinterpret_cast<const uint16_t*>(u));
-  return h2_bits(__hmul2(q, __half2half2(d)));
+template <int TYPE> __device__ __forceinline__ void unit_frags(const uint8_t* r0, const uint8_t* r1, int t,
+                                                               uint32_t* f0, uint32_t* f1);
+
+// Q4_0: element i < 16 is the low nibble of qs[i], element 16 + i its high nibble, so one 16-bit load of
+// qs[2t..2t+1] feeds both k16 steps. 0x6400 | q is the half 1024 + q exactly; minus 1032 gives q - 8 exactly;
+// one rounding in the multiply by d.
+__device__ __forceinline__ void q4_pair(uint32_t w, __half2 d, uint32_t& lo, uint32_t& hi) {
+  const uint32_t v = __byte_perm(w, 0, 0x4140);  // [b0, 0, b1, 0]
+  const __half2 k1032 = h2(0x64086408u);
+  lo = h2_bits(__hmul2(__hsub2(h2((v & 0x000F000Fu) | 0x64006400u), k1032), d));
+  hi = h2_bits(__hmul2(__hsub2(h2(((v >> 4) & 0x000F000Fu) | 0x64006400u), k1032), d));
 }
-template <> __device__ __forceinline__ uint32_t pair<8>(const uint8_t* u, int h, int e) {
-  const uint16_t w = *reinterpret_cast<const uint16_t*>(u + 2 + 16 * h + e);
-  const int8_t q0 = (int8_t)(w & 0xFF), q1 = (int8_t)(w >> 8);
-  const __half d = __ushort_as_half(*reinterpret_cast<const uint16_t*>(u));
-  return h2_bits(__hmul2(__halves2half2(__short2half_rn(q0), __short2half_rn(q1)), __half2half2(d)));
+template <> __device__ __forceinline__ void unit_frags<2>(const uint8_t* r0, const uint8_t* r1, int t, uint32_t* f0,
+                                                          uint32_t* f1) {
+  const __half2 d0 = __half2half2(__ushort_as_half(*reinterpret_cast<const uint16_t*>(r0)));
+  const __half2 d1 = __half2half2(__ushort_as_half(*reinterpret_cast<const uint16_t*>(r1)));
+  q4_pair(*reinterpret_cast<const uint16_t*>(r0 + 2 + 2 * t), d0, f0[0], f1[0]);
+  q4_pair(*reinterpret_cast<const uint16_t*>(r1 + 2 + 2 * t), d1, f0[1], f1[1]);
+  q4_pair(*reinterpret_cast<const uint16_t*>(r0 + 10 + 2 * t), d0, f0[2], f1[2]);
+  q4_pair(*reinterpret_cast<const uint16_t*>(r1 + 10 + 2 * t), d1, f0[3], f1[3]);
 }
-template <> __device__ __forceinline__ uint32_t pair<1>(const uint8_t* u, int h, int e) {
-  return *reinterpret_cast<const uint32_t*>(u + 2 * (16 * h + e));
+// Q8_0: two int8 become halves 1024 + (q + 128) by byte placement and a sign-bit flip; minus 1152 gives q exactly.
+__device__ __forceinline__ uint32_t q8_pair(uint32_t w, __half2 d) {
+  const uint32_t v = __byte_perm(w, 0x64646464u, 0x5140) ^ 0x00800080u;  // [b0^0x80, 0x64, b1^0x80, 0x64]
+  return h2_bits(__hmul2(__hsub2(h2(v), h2(0x64806480u)), d));
 }
-template <> __device__ __forceinline__ uint32_t pair<30>(const uint8_t* u, int h, int e) {
-  const uint32_t w = *reinterpret_cast<const uint32_t*>(u + 2 * (16 * h + e));
+template <> __device__ __forceinline__ void unit_frags<8>(const uint8_t* r0, const uint8_t* r1, int t, uint32_t* f0,
+                                                          uint32_t* f1) {
+  const __half2 d0 = __half2half2(__ushort_as_half(*reinterpret_cast<const uint16_t*>(r0)));
+  const __half2 d1 = __half2half2(__ushort_as_half(*reinterpret_cast<const uint16_t*>(r1)));
+  const uint8_t* q0 = r0 + 2 + 2 * t;
+  const uint8_t* q1 = r1 + 2 + 2 * t;
+  f0[0] = q8_pair(*reinterpret_cast<const uint16_t*>(q0), d0);
+  f0[1] = q8_pair(*reinterpret_cast<const uint16_t*>(q1), d1);
+  f0[2] = q8_pair(*reinterpret_cast<const uint16_t*>(q0 + 8), d0);
+  f0[3] = q8_pair(*reinterpret_cast<const uint16_t*>(q1 + 8), d1);
+  f1[0] = q8_pair(*reinterpret_cast<const uint16_t*>(q0 + 16), d0);
+  f1[1] = q8_pair(*reinterpret_cast<const uint16_t*>(q1 + 16), d1);
+  f1[2] = q8_pair(*reinterpret_cast<const uint16_t*>(q0 + 24), d0);
+  f1[3] = q8_pair(*reinterpret_cast<const uint16_t*>(q1 + 24), d1);
+}
+template <> __device__ __forceinline__ void unit_frags<1>(const uint8_t* r0, const uint8_t* r1, int t, uint32_t* f0,
+                                                          uint32_t* f1) {
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(r0) + t;
+  const uint32_t* b = reinterpret_cast<const uint32_t*>(r1) + t;
+  f0[0] = a[0], f0[1] = b[0], f0[2] = a[4], f0[3] = b[4];
+  f1[0] = a[8], f1[1] = b[8], f1[2] = a[12], f1[3] = b[12];
+}
+__device__ __forceinline__ uint32_t bf16_pair(uint32_t w) {
   return h2_bits(__floats2half2_rn(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u)));
+}
+template <> __device__ __forceinline__ void unit_frags<30>(const uint8_t* r0, const uint8_t* r1, int t, uint32_t* f0,
+                                                           uint32_t* f1) {
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(r0) + t;
+  const uint32_t* b = reinterpret_cast<const uint32_t*>(r1) + t;
+  f0[0] = bf16_pair(a[0]), f0[1] = bf16_pair(b[0]), f0[2] = bf16_pair(a[4]), f0[3] = bf16_pair(b[4]);
+  f1[0] = bf16_pair(a[8]), f1[1] = bf16_pair(b[8]), f1[2] = bf16_pair(a[12]), f1[3] = bf16_pair(b[12]);
 }
 
 // W: M rows of row_bytes; x: F32 [n][K] (NT == 1) or F16 [n][K] (NT == 8). Stages [st0, st1) of this split.
@@ -106,8 +144,8 @@ __global__ void __launch_bounds__(THREADS) mm_tc(const uint8_t* __restrict__ W, 
                                                  const void* __restrict__ xin, int n, float* __restrict__ y,
                                                  int stages_per_split, float* __restrict__ partial,
                                                  unsigned int* __restrict__ counters) {
-  using G = Geo<TYPE>;
-  constexpr int KU = TC<TYPE>::KU, UB = TC<TYPE>::UB;
+  using G = Geo<TYPE, NT>;
+  constexpr int KU = G::KU, UB = TC<TYPE>::UB;
   constexpr int C16 = G::CB / 16;
   constexpr int BN = NT * 8;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -204,26 +242,23 @@ __global__ void __launch_bounds__(THREADS) mm_tc(const uint8_t* __restrict__ W, 
 #pragma unroll
     for (int u = 0; u < KU; ++u) {
       if (u < uvalid) {
+        uint32_t fa[2][4];
+        unit_frags<TYPE>(wrow0 + u * UB, wrow1 + u * UB, t, fa[0], fa[1]);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          uint32_t a[4];
-          a[0] = pair<TYPE>(wrow0 + u * UB, h, 2 * t);
-          a[1] = pair<TYPE>(wrow1 + u * UB, h, 2 * t);
-          a[2] = pair<TYPE>(wrow0 + u * UB, h, 2 * t + 8);
-          a[3] = pair<TYPE>(wrow1 + u * UB, h, 2 * t + 8);
           const int kb = u * 32 + h * 16;
           if constexpr (NT == 1) {
             uint32_t b[2];
             ldmatrix_x2(b, xb + (lane & 7) * G::XP + kb + ((lane >> 3) & 1) * 8);
-            mma16816(acc[0], a, b[0], b[1]);
+            mma16816(acc[0], fa[h], b[0], b[1]);
           } else {
 #pragma unroll
             for (int j = 0; j < NT; j += 2) {
               uint32_t b[4];
               const int which = lane >> 3;
               ldmatrix_x4(b, xb + ((j + (which >> 1)) * 8 + (lane & 7)) * G::XP + kb + (which & 1) * 8);
-              mma16816(acc[j], a, b[0], b[1]);
-              mma16816(acc[j + 1], a, b[2], b[3]);
+              mma16816(acc[j], fa[h], b[0], b[1]);
+              mma16816(acc[j + 1], fa[h], b[2], b[3]);
             }
           }
         }
@@ -350,14 +385,14 @@ __global__ void __launch_bounds__(256) mm_simt_tiled(int32_t type, const uint8_t
 }
 
 template <int TYPE, int NT> size_t tc_smem() {
-  using G = Geo<TYPE>;
+  using G = Geo<TYPE, NT>;
   return 2 * BM * G::WP + 2 * (NT * 8) * G::XP * sizeof(__half);
 }
 
 template <int TYPE, int NT>
 void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const void* x, int n,
                float* y) {
-  using G = Geo<TYPE>;
+  using G = Geo<TYPE, NT>;
   const int M = (int)W.ne1, K = (int)W.ne0;
   const size_t smem = tc_smem<TYPE, NT>();
   static bool configured = false;  // per template instance; one device per process in practice
@@ -367,7 +402,7 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
   }
   const int row_tiles = ceil_div(M, BM);
   const int n_tiles = ceil_div(n, NT * 8);
-  const int S = ceil_div(K / 32, TC<TYPE>::KU);
+  const int S = ceil_div(K / 32, G::KU);
   // Enough CTAs to keep every SM streaming: split K when rows x token tiles are too few.
   const int target = 4 * std::max(dev.sm_count, 1);
   int splits = 1;
