@@ -67,11 +67,16 @@ class CudaBackend final : public Backend {
     return p;
   }
   void release(void* p) override {
+    flush();
     if (p) cudaFree(p);
   }
   void* host_view(void*) override { return nullptr; }
-  void upload(void* dst, const void* src, size_t n) override { staging_.upload(stream_, dst, src, n); }
+  void upload(void* dst, const void* src, size_t n) override {
+    flush();
+    staging_.upload(stream_, dst, src, n);
+  }
   void download(void* dst, const void* src, size_t n) override {
+    flush();
     if (capturing_) {  // the step is being recorded: copy once the graph has run (end_step)
       pending_.push_back({dst, src, n});
       return;
@@ -83,8 +88,9 @@ class CudaBackend final : public Backend {
   // CUDA graphs for small steps (decode): a step of a token count seen before is captured and replayed as one
   // graph launch (updated in place when only kernel parameters changed, e.g. the attention split as the context
   // grows), which removes the per-kernel launch gaps. The first step of each size runs eagerly so every kernel's
-  // attributes and scratch buffers are settled before any capture. TWINFER_CUDA_GRAPHS=0 turns it off.
+  // attributes and scratch buffers are settled before any capture. TWINFER_CUDA_GRAPHS=1 turns it on.
   void begin_step(const BatchView& b) override {
+    flush();
     if (!graphs_enabled_ || b.n_tokens > kGraphMaxTokens) return;
     auto it = graphs_.find(b.n_tokens);
     if (it == graphs_.end()) {
@@ -104,6 +110,7 @@ class CudaBackend final : public Backend {
   }
 
   void end_step() override {
+    flush();
     if (!capturing_) return;
     capturing_ = false;
     cudaGraph_t g = nullptr;
@@ -132,28 +139,56 @@ class CudaBackend final : public Backend {
     TWC_CHECK(cudaStreamSynchronize(stream_));
   }
   void copy(void* dst, const void* src, size_t n) override {
+    flush();
     TWC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
   }
-  void synchronize() override { TWC_CHECK(cudaStreamSynchronize(stream_)); }
+  void synchronize() override {
+    flush();
+    TWC_CHECK(cudaStreamSynchronize(stream_));
+  }
 
   void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
+    flush();
     cuda::get_rows(stream_, table, ids, n, out);
   }
+  // Two ops are held back one step so they can merge with the next: a residual add with the RMSNorm that reads
+  // the same rows, and products of the same activations (Q/K/V, gate/up) into one grouped launch. Every other
+  // entry point flushes first, so the observable order of effects is unchanged.
   void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) override {
+    if (add_.x && add_.x == x && add_.n == (size_t)n * dim) {
+      cuda::add_rms_norm(stream_, add_.x, add_.y, (const float*)w.data, out, n, dim, eps);
+      add_ = {};
+      return;
+    }
+    flush();
     cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps);
   }
   void matmul(const Tensor& W, const float* x, int n, float* y) override {
-    cuda::matmul(stream_, dev_, mm_, W, x, n, y);
+    if (mm_q_.count > 0 && mm_q_.count < 3 && mm_q_.x == x && mm_q_.n == n &&
+        cuda::matmul_groupable(mm_q_.W[0], W)) {
+      mm_q_.W[mm_q_.count] = W;
+      mm_q_.y[mm_q_.count++] = y;
+      return;
+    }
+    flush();
+    mm_q_.x = x;
+    mm_q_.n = n;
+    mm_q_.W[0] = W;
+    mm_q_.y[0] = y;
+    mm_q_.count = 1;
   }
   void add_bias(float* y, const Tensor& b, int n) override {
+    flush();
     cuda::add_bias(stream_, y, (const float*)b.data, n, (int)b.ne0);
   }
   void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
                      const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
+    flush();
     cuda::rope_store_kv(stream_, q, k, v, b, kv, s, rope_mode, theta, freq_scale);
   }
   void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
                  float* out) override {
+    flush();
     if (!attention_supported(s)) {
       note_error(cudaErrorInvalidValue, "attention: unsupported head layout");
       return;
@@ -161,10 +196,15 @@ class CudaBackend final : public Backend {
     cuda::attention(stream_, dev_, attn_, q, b, kv, s, out);
   }
   void swiglu(const float* gate, const float* up, float* out, size_t n) override {
+    flush();
     cuda::swiglu(stream_, gate, up, out, n);
   }
-  void add(float* x, const float* y, size_t n) override { cuda::add(stream_, x, y, n); }
+  void add(float* x, const float* y, size_t n) override {
+    flush();
+    add_ = {x, y, n};
+  }
   void gather_rows(const float* x, const int32_t* rows, int n, int width, float* out) override {
+    flush();
     cuda::gather_rows(stream_, x, rows, n, width, out);
   }
 
@@ -175,6 +215,32 @@ class CudaBackend final : public Backend {
     return false;
   }
 
+  void flush() {
+    if (mm_q_.count) {
+      const Tensor* w[3] = {&mm_q_.W[0], &mm_q_.W[1], &mm_q_.W[2]};
+      cuda::matmul_group(stream_, dev_, mm_, w, mm_q_.y, mm_q_.count, mm_q_.x, mm_q_.n);
+      mm_q_.count = 0;
+    }
+    if (add_.x) {
+      cuda::add(stream_, add_.x, add_.y, add_.n);
+      add_ = {};
+    }
+  }
+  struct PendingAdd {
+    float* x = nullptr;
+    const float* y = nullptr;
+    size_t n = 0;
+  };
+  struct PendingMatmuls {
+    const float* x = nullptr;
+    int n = 0;
+    int count = 0;
+    Tensor W[3];
+    float* y[3] = {nullptr, nullptr, nullptr};
+  };
+  PendingAdd add_;
+  PendingMatmuls mm_q_;
+
   struct Graph {
     cudaGraphExec_t exec = nullptr;
   };
@@ -184,9 +250,9 @@ class CudaBackend final : public Backend {
     size_t n;
   };
   static constexpr int kGraphMaxTokens = 64;
-  const bool graphs_enabled_ = [] {
+  const bool graphs_enabled_ = [] {  // off by default: measured slower than plain launches (bench/NOTES.md)
     const char* v = std::getenv("TWINFER_CUDA_GRAPHS");
-    return !(v && v[0] == '0');
+    return v && v[0] == '1';
   }();
   bool capturing_ = false;
   int capture_key_ = 0;

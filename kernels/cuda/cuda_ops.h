@@ -48,6 +48,8 @@ struct DeviceInfo {
 // ---- elementwise.cu ----
 void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, float* out);
 void rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps);
+// x += y, then out = rms_norm(x) * w: the residual add and the next layer's norm in one pass.
+void add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps);
 void add_bias(cudaStream_t s, float* y, const float* b, int n, int width);
 void swiglu(cudaStream_t s, const float* gate, const float* up, float* out, size_t n);
 void add(cudaStream_t s, float* x, const float* y, size_t n);
@@ -59,6 +61,11 @@ void f32_to_f16(cudaStream_t s, const float* x, __half* out, size_t n);
 // exact F32 SIMT kernel (always used for F32 weights).
 void matmul(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x, int n,
             float* y);
+// Several products of the same x (Q/K/V, gate/up) in one launch; falls back to one launch each where needed.
+void matmul_group(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
+                  float* const* y, int count, const float* x, int n);
+// Whether two weights can share one grouped launch (same type and row length, tensor-core path).
+bool matmul_groupable(const Tensor& a, const Tensor& b);
 
 // ---- attention.cu ----
 void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,

@@ -37,6 +37,30 @@ __global__ void rms_norm_kernel(const float* x, const float* w, float* out, int 
   for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
 }
 
+__global__ void add_rms_norm_kernel(float* x, const float* y, const float* w, float* out, int dim, float eps) {
+  float* xr = x + (size_t)blockIdx.x * dim;
+  const float* yr = y + (size_t)blockIdx.x * dim;
+  float* o = out + (size_t)blockIdx.x * dim;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = xr[i] + yr[i];
+    xr[i] = v;
+    ss += v * v;
+  }
+  __shared__ float red[32];
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.0f;
+    v = warp_sum(v);
+    if (threadIdx.x == 0) red[0] = v;
+  }
+  __syncthreads();
+  const float scale = 1.0f / sqrtf(red[0] / dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+}
+
 __global__ void add_bias_kernel(float* y, const float* b, size_t total, int width) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
     y[i] += b[i % width];
@@ -85,6 +109,13 @@ void rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n,
   const int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
   rms_norm_kernel<<<n, threads, 0, s>>>(x, w, out, dim, eps);
   TWC_LAUNCHED("rms_norm");
+}
+
+void add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps) {
+  if (n <= 0) return;
+  const int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
+  add_rms_norm_kernel<<<n, threads, 0, s>>>(x, y, w, out, dim, eps);
+  TWC_LAUNCHED("add_rms_norm");
 }
 
 void add_bias(cudaStream_t s, float* y, const float* b, int n, int width) {

@@ -139,11 +139,24 @@ template <> __device__ __forceinline__ void unit_frags<30>(const uint8_t* r0, co
 }
 
 // W: M rows of row_bytes; x: F32 [n][K] (NT == 1) or F16 [n][K] (NT == 8). Stages [st0, st1) of this split.
+// Up to three weights that share x (Q/K/V, gate/up) in one launch: blockIdx.y runs over their row tiles in turn.
+struct MMGroup {
+  const uint8_t* W[3];
+  float* y[3];
+  int M[3];
+  int tile0[4];      // first row tile of each weight; tile0[count] = all tiles
+  size_t poff[3];    // offset of each weight's split-K partials (floats)
+};
+
 template <int TYPE, int NT>
-__global__ void __launch_bounds__(THREADS) mm_tc(const uint8_t* __restrict__ W, size_t row_bytes, int M, int K,
-                                                 const void* __restrict__ xin, int n, float* __restrict__ y,
-                                                 int stages_per_split, float* __restrict__ partial,
+__global__ void __launch_bounds__(THREADS) mm_tc(MMGroup grp, size_t row_bytes, int K, const void* __restrict__ xin,
+                                                 int n, int stages_per_split, float* __restrict__ partial_base,
                                                  unsigned int* __restrict__ counters) {
+  const int gi = (blockIdx.y >= (unsigned)grp.tile0[1]) + (blockIdx.y >= (unsigned)grp.tile0[2]);
+  const uint8_t* __restrict__ W = grp.W[gi];
+  float* __restrict__ y = grp.y[gi];
+  const int M = grp.M[gi];
+  float* __restrict__ partial = partial_base ? partial_base + grp.poff[gi] : nullptr;
   using G = Geo<TYPE, NT>;
   constexpr int KU = G::KU, UB = TC<TYPE>::UB;
   constexpr int C16 = G::CB / 16;
@@ -154,7 +167,7 @@ __global__ void __launch_bounds__(THREADS) mm_tc(const uint8_t* __restrict__ W, 
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int m0 = blockIdx.y * BM;
+  const int m0 = (blockIdx.y - grp.tile0[gi]) * BM;
   const int n0 = blockIdx.x * BN;
   const int nunits = K / 32;
   const int S = (nunits + KU - 1) / KU;
@@ -390,17 +403,28 @@ template <int TYPE, int NT> size_t tc_smem() {
 }
 
 template <int TYPE, int NT>
-void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const void* x, int n,
-               float* y) {
+void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
+               float* const* y, int count, const void* x, int n) {
   using G = Geo<TYPE, NT>;
-  const int M = (int)W.ne1, K = (int)W.ne0;
+  const int K = (int)W[0]->ne0;
   const size_t smem = tc_smem<TYPE, NT>();
   static bool configured = false;  // per template instance; one device per process in practice
   if (!configured) {
     TWC_CHECK(cudaFuncSetAttribute(mm_tc<TYPE, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     configured = true;
   }
-  const int row_tiles = ceil_div(M, BM);
+  MMGroup grp{};
+  size_t rows_total = 0;
+  grp.tile0[0] = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int j = i < count ? i : count - 1;  // unused slots repeat the last weight (never selected)
+    grp.W[i] = (const uint8_t*)W[j]->data;
+    grp.y[i] = y[j];
+    grp.M[i] = (int)W[j]->ne1;
+    grp.tile0[i + 1] = grp.tile0[i] + (i < count ? ceil_div(W[i]->ne1, BM) : 0);
+  }
+  for (int i = count; i < 3; ++i) grp.tile0[i + 1] = grp.tile0[count];
+  const int row_tiles = grp.tile0[count];
   const int n_tiles = ceil_div(n, NT * 8);
   const int S = ceil_div(K / 32, G::KU);
   // Enough CTAs to keep every SM streaming: split K when rows x token tiles are too few.
@@ -412,34 +436,39 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
   float* partial = nullptr;
   unsigned int* counters = nullptr;
   if (splits > 1) {
-    // [partials: splits x n x M floats][one counter per (row tile, token tile)]
-    const size_t pbytes = ((size_t)splits * n * M * sizeof(float) + 255) & ~(size_t)255;
-    const size_t cbytes = (size_t)row_tiles * n_tiles * sizeof(unsigned int);
-    partial = (float*)scratch.partial.get(pbytes);
-    counters = (unsigned int*)scratch.counters.get_zeroed(cbytes);
-    if (!partial || !counters) splits = 1;
+    for (int i = 0; i < count; ++i) {
+      grp.poff[i] = (size_t)splits * n * rows_total;
+      rows_total += (size_t)W[i]->ne1;
+    }
+    partial = (float*)scratch.partial.get((size_t)splits * n * rows_total * sizeof(float));
+    counters = (unsigned int*)scratch.counters.get_zeroed((size_t)row_tiles * n_tiles * sizeof(unsigned int));
+    if (!partial || !counters) splits = 1, partial = nullptr;
   }
   dim3 grid(n_tiles, row_tiles, splits);
-  mm_tc<TYPE, NT><<<grid, THREADS, smem, s>>>((const uint8_t*)W.data, row_bytes(W.type, W.ne0), M, K, x, n, y,
-                                              splits > 1 ? sps : S, partial, counters);
+  mm_tc<TYPE, NT><<<grid, THREADS, smem, s>>>(grp, row_bytes(W[0]->type, K), K, x, n, splits > 1 ? sps : S, partial,
+                                              counters);
   TWC_LAUNCHED("mm_tc");
 }
 
 template <int TYPE>
-void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W,
-                 const float* x, int n, float* y) {
+void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
+                 float* const* y, int count, const float* x, int n) {
   if (n <= 8) {
-    launch_tc<TYPE, 1>(s, dev, scratch, W, x, n, y);
+    launch_tc<TYPE, 1>(s, dev, scratch, W, y, count, x, n);
     return;
   }
-  __half* x16 = (__half*)scratch.xh.get((size_t)n * W.ne0 * sizeof(__half));
-  if (!x16) {  // no room for the FP16 copy: fall back to 8-token slices
-    for (int t0 = 0; t0 < n; t0 += 8)
-      launch_tc<TYPE, 1>(s, dev, scratch, W, x + (size_t)t0 * W.ne0, std::min(8, n - t0), y + (size_t)t0 * W.ne1);
+  const int64_t K = W[0]->ne0;
+  __half* x16 = (__half*)scratch.xh.get((size_t)n * K * sizeof(__half));
+  if (!x16) {  // no room for the FP16 copy: 8-token slices
+    for (int t0 = 0; t0 < n; t0 += 8) {
+      float* ys[3];
+      for (int i = 0; i < count; ++i) ys[i] = y[i] + (size_t)t0 * W[i]->ne1;
+      launch_tc<TYPE, 1>(s, dev, scratch, W, ys, count, x + (size_t)t0 * K, std::min(8, n - t0));
+    }
     return;
   }
-  f32_to_f16(s, x, x16, (size_t)n * W.ne0);
-  launch_tc<TYPE, 8>(s, dev, scratch, W, x16, n, y);
+  f32_to_f16(s, x, x16, (size_t)n * K);
+  launch_tc<TYPE, 8>(s, dev, scratch, W, y, count, x16, n);
 }
 
 // TWINFER_CUDA_SIMT=1 forces the exact F32 kernel for every type (a debugging and testing switch).
@@ -450,31 +479,49 @@ bool getenv_simt() {
 
 }  // namespace
 
-void matmul(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x, int n,
-            float* y) {
-  if (n <= 0 || W.ne1 <= 0) return;
+bool tc_eligible(const Tensor& W) {
   const size_t rb = row_bytes(W.type, W.ne0);
-  // The tensor-core path needs whole 32-element units and 16-byte aligned rows.
-  const bool tc_shape = W.ne0 % 32 == 0 && rb % 16 == 0 && W.ne1 < (1ll << 31) && W.ne0 < (1ll << 31);
-  if (tc_shape && !getenv_simt()) {
-    switch (W.type) {
-      case 2: dispatch_tc<2>(s, dev, scratch, W, x, n, y); return;
-      case 8: dispatch_tc<8>(s, dev, scratch, W, x, n, y); return;
-      case 1: dispatch_tc<1>(s, dev, scratch, W, x, n, y); return;
-      case 30: dispatch_tc<30>(s, dev, scratch, W, x, n, y); return;
+  const bool type_ok = W.type == 1 || W.type == 30 || W.type == 2 || W.type == 8;
+  return type_ok && W.ne0 % 32 == 0 && rb % 16 == 0 && W.ne1 < (1ll << 31) && W.ne0 < (1ll << 31) && !getenv_simt();
+}
+
+bool matmul_groupable(const Tensor& a, const Tensor& b) {
+  return tc_eligible(a) && tc_eligible(b) && a.type == b.type && a.ne0 == b.ne0;
+}
+
+void matmul_group(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
+                  float* const* y, int count, const float* x, int n) {
+  if (n <= 0 || count <= 0) return;
+  if (count > 1 || tc_eligible(*W[0])) {
+    switch (W[0]->type) {
+      case 2: dispatch_tc<2>(s, dev, scratch, W, y, count, x, n); return;
+      case 8: dispatch_tc<8>(s, dev, scratch, W, y, count, x, n); return;
+      case 1: dispatch_tc<1>(s, dev, scratch, W, y, count, x, n); return;
+      case 30: dispatch_tc<30>(s, dev, scratch, W, y, count, x, n); return;
       default: break;
     }
   }
-  if (n <= 8) {
-    const int rows_per_block = 8;
-    mm_simt<<<ceil_div(W.ne1, rows_per_block), rows_per_block * 32, 0, s>>>(W.type, (const uint8_t*)W.data, rb,
-                                                                            (int)W.ne1, (int)W.ne0, x, n, y);
-    TWC_LAUNCHED("mm_simt");
-  } else {
-    dim3 grid(ceil_div(n, SB), ceil_div(W.ne1, SB));
-    mm_simt_tiled<<<grid, 256, 0, s>>>(W.type, (const uint8_t*)W.data, rb, (int)W.ne1, (int)W.ne0, x, n, y);
-    TWC_LAUNCHED("mm_simt_tiled");
+  for (int i = 0; i < count; ++i) {
+    const Tensor& w = *W[i];
+    if (w.ne1 <= 0) continue;
+    const size_t rb = row_bytes(w.type, w.ne0);
+    if (n <= 8) {
+      const int rows_per_block = 8;
+      mm_simt<<<ceil_div(w.ne1, rows_per_block), rows_per_block * 32, 0, s>>>(w.type, (const uint8_t*)w.data, rb,
+                                                                              (int)w.ne1, (int)w.ne0, x, n, y[i]);
+      TWC_LAUNCHED("mm_simt");
+    } else {
+      dim3 grid(ceil_div(n, SB), ceil_div(w.ne1, SB));
+      mm_simt_tiled<<<grid, 256, 0, s>>>(w.type, (const uint8_t*)w.data, rb, (int)w.ne1, (int)w.ne0, x, n, y[i]);
+      TWC_LAUNCHED("mm_simt_tiled");
+    }
   }
+}
+
+void matmul(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x, int n,
+            float* y) {
+  const Tensor* w = &W;
+  matmul_group(s, dev, scratch, &w, &y, 1, x, n);
 }
 
 }  // namespace cuda

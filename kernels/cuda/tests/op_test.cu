@@ -127,6 +127,72 @@ static void test_matmul(Dev& d, int32_t type, int M, int K, int n) {
   d.be->release(dy);
 }
 
+// Three products of the same x issued back to back (as Q/K/V are): the backend merges them into one launch.
+static void test_grouped(Dev& d, int32_t type, int n) {
+  const int K = 4096;
+  const int Ms[3] = {1024, 256, 256};
+  auto x = randn((size_t)n * K, 1.0f);
+  float* dx = d.put(x);
+  Tensor W[3];
+  float* dy[3];
+  std::vector<std::vector<double>> ref(3);
+  for (int i = 0; i < 3; ++i) {
+    auto wb = random_weights(type, K, Ms[i]);
+    std::vector<float> row(K);
+    ref[i].assign((size_t)n * Ms[i], 0.0);
+    for (int r = 0; r < Ms[i]; ++r) {
+      dequantize_row(type, wb.data() + r * row_bytes(type, K), row.data(), K);
+      for (int t = 0; t < n; ++t) {
+        double s = 0;
+        for (int k = 0; k < K; ++k) s += (double)row[k] * x[(size_t)t * K + k];
+        ref[i][(size_t)t * Ms[i] + r] = s;
+      }
+    }
+    W[i].type = type;
+    W[i].ne0 = K;
+    W[i].ne1 = Ms[i];
+    W[i].data = d.put(wb);
+    std::vector<float> poison((size_t)n * Ms[i], NAN);
+    dy[i] = d.put(poison);
+  }
+  for (int i = 0; i < 3; ++i) d.be->matmul(W[i], dx, n, dy[i]);
+  for (int i = 0; i < 3; ++i) {
+    char name[128];
+    std::snprintf(name, sizeof name, "matmul grouped %-4s #%d M=%d K=%d n=%d", tname(type), i, Ms[i], K, n);
+    report(name, rel_err(d.get(dy[i], (size_t)n * Ms[i]), ref[i]), 3e-3);
+  }
+  for (int i = 0; i < 3; ++i) d.be->release(W[i].data), d.be->release(dy[i]);
+  d.be->release(dx);
+}
+
+// A residual add followed by the RMSNorm of the same rows (merged by the backend into one kernel).
+static void test_add_norm(Dev& d) {
+  const int n = 3, dim = 4096;
+  auto x = randn((size_t)n * dim, 1.0f), y = randn((size_t)n * dim, 1.0f), w = randn(dim, 1.0f);
+  float *dx = d.put(x), *dy = d.put(y);
+  Tensor W;
+  W.type = 0;
+  W.ne0 = dim;
+  W.ne1 = 1;
+  W.data = d.put(w);
+  d.be->add(dx, dy, (size_t)n * dim);
+  d.be->rms_norm(dx, W, dy, n, dim, 1e-5f);  // out aliases the added rows' source, as the engine does
+  std::vector<double> rx((size_t)n * dim), rn((size_t)n * dim);
+  for (int t = 0; t < n; ++t) {
+    double ss = 0;
+    for (int i = 0; i < dim; ++i) {
+      const float v = x[t * dim + i] + y[t * dim + i];
+      rx[t * dim + i] = v;
+      ss += (double)v * v;
+    }
+    const double sc = 1.0 / std::sqrt(ss / dim + 1e-5);
+    for (int i = 0; i < dim; ++i) rn[t * dim + i] = rx[t * dim + i] * sc * w[i];
+  }
+  report("add + rms_norm (merged): sum", rel_err(d.get(dx, rx.size()), rx), 1e-7);
+  report("add + rms_norm (merged): norm", rel_err(d.get(dy, rn.size()), rn), 1e-6);
+  d.be->release(dx), d.be->release(dy), d.be->release(W.data);
+}
+
 static void test_get_rows(Dev& d, int32_t type) {
   const int K = 256, M = 50, n = 7;
   auto wb = random_weights(type, K, M);
@@ -421,6 +487,9 @@ int main(int argc, char** argv) {
     test_matmul(d, t, 72, 320, 33);
   }
   test_matmul(d, 1, 40, 172, 3);  // F16 FFN-down of stories260K: 344-byte rows
+  for (int32_t t : {2, 8, 1})
+    for (int n : {1, 8, 40}) test_grouped(d, t, n);
+  test_add_norm(d);
   test_attention(d, 8, 4, 8, 0, 0);     // stories260K shape
   test_attention(d, 32, 8, 128, 1, 0);  // Llama-3-8B shape, F16 cache
   test_attention(d, 32, 8, 128, 0, 2);  // F32 cache, NEOX
