@@ -75,4 +75,11 @@ TW_HD uint16_t f32_to_fp16(float f) {
 
 TW_HD float bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
 
+// binary32 -> bfloat16, round to nearest even; NaN stays a (quiet) NaN — as ggml_compute_fp32_to_bf16.
+TW_HD uint16_t f32_to_bf16(float f) {
+  const uint32_t u = f32_to_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64);
+  return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+}
+
 }  // namespace tw
