@@ -61,6 +61,13 @@ class CpuBackend final : public Backend {
     const int64_t K = W.ne0, R = W.ne1;
     const size_t rb = row_bytes(W.type, K);
     const char* base = (const char*)W.data;
+    if (W.type == TW_TYPE_BF16) {
+      // llama.cpp rounds the activations to BF16 (its vec_dot_type for BF16 weights) before these products; doing
+      // the same keeps our logits where users compare them.
+      bf16_act_.resize((size_t)n * K);
+      for (size_t i = 0; i < bf16_act_.size(); ++i) bf16_act_[i] = bf16_to_f32(f32_to_bf16(x[i]));
+      x = bf16_act_.data();
+    }
     const int n_tasks = (int)((R + kRowsPerTask - 1) / kRowsPerTask);
     pool_.run(n_tasks, [&](int task, int) {
       const int64_t r0 = (int64_t)task * kRowsPerTask, r1 = std::min<int64_t>(R, r0 + kRowsPerTask);
@@ -190,6 +197,7 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  std::vector<float> bf16_act_;  // activations rounded to BF16 for BF16 weights (see matmul)
   ThreadPool pool_;
   std::vector<std::vector<float>> scores_, vbuf_;
 };
