@@ -32,14 +32,16 @@ template <> struct TC<8> { static constexpr int UB = 34, KU = 8; };   // Q8_0
 template <> struct TC<1> { static constexpr int UB = 64, KU = 4; };   // F16
 template <> struct TC<30> { static constexpr int UB = 64, KU = 4; };  // BF16
 
-// Stage geometry. The many-token kernel (NT = 8) takes half the K per stage: its activation tile is 8x larger, and
-// smaller stages let more CTAs share an SM (occupancy, not bandwidth, limits it).
+// Stage geometry. For F16/BF16 the many-token kernel (NT = 8) takes half the K per stage (its activation tile is 8x
+// larger; smaller stages let more CTAs share an SM). Quantized rows keep 8 units: 8 blocks are the smallest run of
+// 18- or 34-byte blocks that is a whole number of 16-byte copies.
 template <int TYPE, int NT> struct Geo {
-  static constexpr int KU = NT == 1 ? TC<TYPE>::KU : TC<TYPE>::KU / 2;  // units per stage
+  static constexpr int KU = (NT == 1 || TC<TYPE>::UB % 16 != 0) ? TC<TYPE>::KU : TC<TYPE>::KU / 2;  // units/stage
   static constexpr int CB = TC<TYPE>::UB * KU;                          // bytes of one row in one stage
   static constexpr int WP = ((CB / 16) % 2 == 0) ? CB + 16 : CB;        // padded pitch: odd multiple of 16 bytes
   static constexpr int KE = 32 * KU;                                    // elements of K per stage
   static constexpr int XP = KE + 8;                                     // x tile pitch in halves (odd x 16 bytes)
+  static_assert(CB % 16 == 0, "a stage row must be whole 16-byte cp.async chunks");
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
