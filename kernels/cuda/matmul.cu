@@ -22,8 +22,12 @@ namespace cuda {
 
 namespace {
 
-constexpr int BM = 64;        // weight rows per CTA (4 warps x 16)
-constexpr int THREADS = 128;
+// Weight rows and threads per CTA: 4 warps x 16 rows for decode (n <= 8); 8 warps x 16 rows for the many-token
+// kernel, whose activation tile is then shared by twice the warps (it is occupancy-bound, not bandwidth-bound).
+template <int NT> struct Tile {
+  static constexpr int BM = NT == 1 ? 64 : 128;
+  static constexpr int THREADS = NT == 1 ? 128 : 256;
+};
 
 // Per-type geometry of a "unit": 32 elements (one quant block; for F16/BF16, 32 plain values).
 template <int TYPE> struct TC;
@@ -151,15 +155,19 @@ struct MMGroup {
 };
 
 template <int TYPE, int NT>
-__global__ void __launch_bounds__(THREADS) mm_tc(MMGroup grp, size_t row_bytes, int K, const void* __restrict__ xin,
+__global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t row_bytes, int K, const void* __restrict__ xin,
                                                  int n, int stages_per_split, float* __restrict__ partial_base,
                                                  unsigned int* __restrict__ counters) {
   const int gi = (blockIdx.y >= (unsigned)grp.tile0[1]) + (blockIdx.y >= (unsigned)grp.tile0[2]);
-  const uint8_t* __restrict__ W = grp.W[gi];
-  float* __restrict__ y = grp.y[gi];
-  const int M = grp.M[gi];
-  float* __restrict__ partial = partial_base ? partial_base + grp.poff[gi] : nullptr;
+  // Selected with constant indices: a run-time index into the parameter struct would copy it to local memory.
+  const uint8_t* __restrict__ W = gi == 0 ? grp.W[0] : gi == 1 ? grp.W[1] : grp.W[2];
+  float* __restrict__ y = gi == 0 ? grp.y[0] : gi == 1 ? grp.y[1] : grp.y[2];
+  const int M = gi == 0 ? grp.M[0] : gi == 1 ? grp.M[1] : grp.M[2];
+  const int tile0 = gi == 0 ? 0 : gi == 1 ? grp.tile0[1] : grp.tile0[2];
+  const size_t poff = gi == 0 ? grp.poff[0] : gi == 1 ? grp.poff[1] : grp.poff[2];
+  float* __restrict__ partial = partial_base ? partial_base + poff : nullptr;
   using G = Geo<TYPE, NT>;
+  constexpr int BM = Tile<NT>::BM, THREADS = Tile<NT>::THREADS;
   constexpr int KU = G::KU, UB = TC<TYPE>::UB;
   constexpr int C16 = G::CB / 16;
   constexpr int BN = NT * 8;
@@ -169,7 +177,7 @@ __global__ void __launch_bounds__(THREADS) mm_tc(MMGroup grp, size_t row_bytes, 
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int m0 = (blockIdx.y - grp.tile0[gi]) * BM;
+  const int m0 = (blockIdx.y - tile0) * BM;
   const int n0 = blockIdx.x * BN;
   const int nunits = K / 32;
   const int S = (nunits + KU - 1) / KU;
@@ -401,7 +409,7 @@ __global__ void __launch_bounds__(256) mm_simt_tiled(int32_t type, const uint8_t
 
 template <int TYPE, int NT> size_t tc_smem() {
   using G = Geo<TYPE, NT>;
-  return 2 * BM * G::WP + 2 * (NT * 8) * G::XP * sizeof(__half);
+  return 2 * Tile<NT>::BM * G::WP + 2 * (NT * 8) * G::XP * sizeof(__half);
 }
 
 template <int TYPE, int NT>
@@ -423,7 +431,7 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
     grp.W[i] = (const uint8_t*)W[j]->data;
     grp.y[i] = y[j];
     grp.M[i] = (int)W[j]->ne1;
-    grp.tile0[i + 1] = grp.tile0[i] + (i < count ? ceil_div(W[i]->ne1, BM) : 0);
+    grp.tile0[i + 1] = grp.tile0[i] + (i < count ? ceil_div(W[i]->ne1, Tile<NT>::BM) : 0);
   }
   for (int i = count; i < 3; ++i) grp.tile0[i + 1] = grp.tile0[count];
   const int row_tiles = grp.tile0[count];
@@ -447,7 +455,7 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
     if (!partial || !counters) splits = 1, partial = nullptr;
   }
   dim3 grid(n_tiles, row_tiles, splits);
-  mm_tc<TYPE, NT><<<grid, THREADS, smem, s>>>(grp, row_bytes(W[0]->type, K), K, x, n, splits > 1 ? sps : S, partial,
+  mm_tc<TYPE, NT><<<grid, Tile<NT>::THREADS, smem, s>>>(grp, row_bytes(W[0]->type, K), K, x, n, splits > 1 ? sps : S, partial,
                                               counters);
   TWC_LAUNCHED("mm_tc");
 }
