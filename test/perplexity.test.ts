@@ -31,7 +31,7 @@ describe.skipIf(!hasFixtures)('perplexity matches llama.cpp', () => {
 
   for (const [name, path] of [['F32', STORIES_F32], ['Q8_0', STORIES_Q8]] as const) {
     it(`stories260K ${name}, ctx 256, within 0.5 %`, async () => {
-      const model = await loadModel(path, { threads, backend: 'wasm' });
+      const model = await loadModel(path, { threads, backend: 'wasm', kvCacheType: 'f32' });
       try {
         const ids = model.tokenize(text, { bos: true });
         expect(ids.length).toBeGreaterThanOrEqual(2000);

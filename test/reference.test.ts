@@ -60,7 +60,7 @@ describe.skipIf(!hasFixtures)('logits and greedy tokens against llama.cpp', () =
       let path: string;
       beforeAll(async () => {
         path = await c.path();
-        model = await loadModel(path, { threads, backend: 'wasm' });
+        model = await loadModel(path, { threads, backend: 'wasm', kvCacheType: 'f32' });
       });
       afterAll(() => model?.dispose());
 

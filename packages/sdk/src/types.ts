@@ -10,12 +10,17 @@ export interface LoadOptions {
   threads?: number;
   /** Maximum tokens per sequence (prompt + generated). Default: min(model's trained context, 4096). */
   contextSize?: number;
-  /** KV cache element type. */
+  /** KV cache element type (default 'f16': half the memory; 'f32' for bit-level comparisons). */
   kvCacheType?: KVCacheType;
   /** How many sequences may be resident in the KV cache at once. Default 1 (4 for servers). */
   maxSequences?: number;
   /** Largest number of tokens one forward step processes (prompt chunks larger than this are split). */
   maxBatchTokens?: number;
+  /**
+   * Quantize an F32/F16/BF16 model while it loads (block by block; memory peaks near the quantized size).
+   * Matrices become Q8_0 or Q4_0 (with q4_0 the output projection stays Q8_0); norms and biases stay F32.
+   */
+  quantize?: 'q8_0' | 'q4_0';
   /** Called while weights stream in. */
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -100,6 +105,11 @@ export interface ModelInfo {
   /** bytes of weights held by the backend */
   weightBytes: number;
   kvCacheBytes: number;
+  /** KV cache bytes one token takes (all layers, K and V) */
+  kvBytesPerToken: number;
+  kvCacheType?: KVCacheType;
+  /** set when the model was quantized on load */
+  quantization?: { type: 'q8_0' | 'q4_0'; fileWeightBytes: number; loadedWeightBytes: number; savedBytes: number };
   contextSize: number;
   trainedContext: number;
   vocabSize: number;

@@ -15,6 +15,7 @@ import { requestedBackend, selectCore } from '../backend/select.js';
 import { InferenceEngine, type Sequence } from '../engine/engine.js';
 import { architectureOf, hparamsOf, placeTensors } from './architecture.js';
 import { StopMatcher } from './stop-matcher.js';
+import { parseQuantization, quantizeTensorFromFile, targetType } from './requantize.js';
 import type {
   BackendInfo, FinishReason, GenerationConfig, GenerationResult, LoadOptions, ModelInfo, StepLogprobs, StreamChunk, Timings,
 } from '../types.js';
@@ -60,9 +61,11 @@ function tensorTypes(file: GGUFFile): Record<string, number> {
   return out;
 }
 
-function describe(path: string, file: GGUFFile, hp: CoreHParams, contextSize: number, weightBytes: number, kvBytes: number): ModelInfo {
+function describe(path: string, file: GGUFFile, hp: CoreHParams, contextSize: number, weightBytes: number, kvBytes: number, kvElementBytes = 2): ModelInfo {
   const name = file.metadata['general.name'];
   return {
+    kvBytesPerToken: 2 * hp.nLayer * hp.nHeadKv * hp.headDim * kvElementBytes,
+    kvCacheType: kvElementBytes === 4 ? 'f32' : 'f16',
     path,
     architecture: architectureOf(file),
     name: typeof name === 'string' ? name : undefined,
@@ -109,19 +112,21 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<M
   const placements = placeTensors(file, hp.nLayer);
   const tokenizer = Tokenizer.fromGGUF(file.metadata);
   const selected = await selectCore(requestedBackend(opts.backend));
-  for (const p of placements) {
-    if (!selected.core.typeSupported(p.tensor.type)) {
+  const quantize = parseQuantization(opts.quantize);
+  const storage = placements.map((p) => targetType(p.tensor, p.role, quantize));
+  placements.forEach((p, i) => {
+    if (!selected.core.typeSupported(storage[i])) {
       throw new TwinferError('E_UNSUPPORTED_TYPE', `tensor ${p.tensor.name} has type ${typeName(p.tensor.type)}, which the ${selected.name} backend does not support`, {
         tensor: p.tensor.name, type: p.tensor.type,
       });
     }
-  }
+  });
   const contextSize = positiveInt('contextSize', opts.contextSize, Math.min(hp.nCtxTrain, 4096));
   const maxSequences = positiveInt('maxSequences', opts.maxSequences, 1);
   const threads = opts.threads === undefined ? undefined : positiveInt('threads', opts.threads, 1);
   const maxBatchTokens = Math.min(positiveInt('maxBatchTokens', opts.maxBatchTokens, DEFAULT_MAX_BATCH_TOKENS), contextSize * maxSequences);
   const maxOutputs = Math.max(1, Math.min(maxBatchTokens, Math.floor(LOGITS_BUFFER_BYTES / (hp.nVocab * 4))));
-  const kvType = opts.kvCacheType ?? 'f32';
+  const kvType = opts.kvCacheType ?? 'f16';
   if (kvType !== 'f32' && kvType !== 'f16') throw new TwinferError('E_INVALID_ARGUMENT', `kvCacheType must be f32 or f16, got ${String(kvType)}`);
   const nBlocks = maxSequences * Math.ceil(contextSize / KV_BLOCK_SIZE);
 
@@ -145,11 +150,13 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<M
   try {
     const total = placements.reduce((s, p) => s + p.tensor.size, 0);
     let loaded = 0;
-    for (const p of placements) {
+    for (const [i, p] of placements.entries()) {
       opts.signal?.throwIfAborted?.();
       const t = p.tensor;
-      const view = core.allocTensor(p.role, p.layer, t.type, t.dims[0], t.dims.slice(1).reduce((a, b) => a * b, 1));
-      if (view) readInto(fd, t.offset, view); // straight from the file into backend memory: no JS copy
+      const type = storage[i];
+      const view = core.allocTensor(p.role, p.layer, type, t.dims[0], t.dims.slice(1).reduce((a, b) => a * b, 1));
+      if (type !== t.type) quantizeTensorFromFile(fd, t, type, view ?? ((off, bytes) => core.writeTensor(p.role, p.layer, off, bytes)));
+      else if (view) readInto(fd, t.offset, view); // straight from the file into backend memory: no JS copy
       else streamTensor(fd, t, 8 << 20, (chunk, off) => core.writeTensor(p.role, p.layer, off, chunk));
       core.finalizeTensor(p.role, p.layer);
       loaded += t.size;
@@ -172,7 +179,12 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<M
     threads: selected.name === 'wasm' ? (threads ?? (await import('@twinfer/core-wasm')).defaultThreads()) : undefined,
     device: selected.device,
   };
-  return new Model(describe(path, file, hp, contextSize, mem.weights, mem.kvCache), backend, tokenizer, engine);
+  const info = describe(path, file, hp, contextSize, mem.weights, mem.kvCache, kvType === 'f32' ? 4 : 2);
+  if (quantize) {
+    const fileWeightBytes = placements.reduce((s, p) => s + p.tensor.size, 0);
+    info.quantization = { type: quantize, fileWeightBytes, loadedWeightBytes: mem.weights, savedBytes: fileWeightBytes - mem.weights };
+  }
+  return new Model(info, backend, tokenizer, engine);
 }
 
 /** Serializes work on one model (one forward pass runs at a time). */
