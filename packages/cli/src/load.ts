@@ -13,6 +13,8 @@ export async function openModel(opts: ModelOptions, extra: LoadOptions = {}): Pr
   if (opts.backend !== undefined) load.backend = opts.backend;
   if (opts.threads !== undefined) load.threads = opts.threads;
   if (opts.ctx !== undefined && load.contextSize === undefined) load.contextSize = opts.ctx;
+  if (opts.quantize !== undefined) load.quantize = opts.quantize;
+  if (opts.kvType !== undefined) load.kvCacheType = opts.kvType;
 
   let bar: cliProgress.SingleBar | undefined;
   if (process.stderr.isTTY && fileSize(opts.model) >= PROGRESS_MIN_BYTES) {
@@ -33,6 +35,8 @@ export async function openModel(opts: ModelOptions, extra: LoadOptions = {}): Pr
       const b = model.backend;
       info(`backend: ${b.name}${b.threads ? ` (${b.threads} threads)` : ''}${b.device ? ` on ${b.device}` : ''}: ${b.reason}`);
       info(`loaded ${opts.model} in ${(performance.now() - t0).toFixed(0)} ms, context ${model.info.contextSize}`);
+      const q = model.info.quantization;
+      if (q) info(`quantized to ${q.type} on load: ${(q.fileWeightBytes / 2 ** 20).toFixed(1)} MiB -> ${(q.loadedWeightBytes / 2 ** 20).toFixed(1)} MiB (saved ${(q.savedBytes / 2 ** 20).toFixed(1)} MiB)`);
     }
     return model;
   } finally {

@@ -54,6 +54,16 @@ export interface ModelOptions {
   backend?: 'auto' | 'wasm' | 'cuda';
   ctx?: number;
   verbose?: boolean;
+  quantize?: 'q8_0' | 'q4_0';
+  kvType?: 'f16' | 'f32';
+}
+
+export function quantizeOption(): Option {
+  return new Option('--quantize <type>', 'quantize an F32/F16/BF16 model while loading').choices(['q8_0', 'q4_0']);
+}
+
+export function kvTypeOption(): Option {
+  return new Option('--kv-type <type>', 'KV cache element type (default f16)').choices(['f16', 'f32']);
 }
 
 export function threadsOption(): Option {

@@ -5,7 +5,7 @@
 import { Command, Option } from 'commander';
 import type { Model, Timings } from '@twinfer/sdk';
 import { openModel } from '../load.js';
-import { backendOption, intParser, modelOption, threadsOption, type ModelOptions } from '../options.js';
+import { backendOption, intParser, modelOption, threadsOption, quantizeOption, kvTypeOption, type ModelOptions } from '../options.js';
 import { formatBytes, info, printJson, table, writeOut } from '../output.js';
 import { CliError } from '../errors.js';
 
@@ -28,6 +28,8 @@ export function benchCommand(): Command {
     .addOption(new Option('--seed <n>', 'seed of the pseudo-random prompt').argParser(intParser('--seed', 0, 2 ** 32 - 1)).default(1234))
     .option('--no-warmup', 'skip the warm-up run')
     .addOption(threadsOption())
+    .addOption(quantizeOption())
+    .addOption(kvTypeOption())
     .addOption(backendOption())
     .option('--json', 'print one JSON object')
     .option('-v, --verbose', 'print each run to stderr')
@@ -81,6 +83,8 @@ async function runBench(flags: BenchFlags): Promise<number> {
       decode: decodeMs.length > 0 ? summary(decodeMs) : null,
       peakRssBytes,
       backendMemory: mem,
+      quantization: model.info.quantization,
+      kvBytesPerToken: model.info.kvBytesPerToken,
     };
     if (flags.json) {
       await printJson(result);
@@ -95,7 +99,10 @@ async function runBench(flags: BenchFlags): Promise<number> {
         row('prefill', flags.promptTokens, result.prefill),
         ...(result.decode ? [row('decode', flags.genTokens, result.decode)] : []),
       ]),
-      `peak RSS ${formatBytes(peakRssBytes)}; backend memory: weights ${formatBytes(mem.weights)}, KV cache ${formatBytes(mem.kvCache)}, scratch ${formatBytes(mem.scratch)}`,
+      `peak RSS ${formatBytes(peakRssBytes)}; backend memory: weights ${formatBytes(mem.weights)}, KV cache ${formatBytes(mem.kvCache)} (${formatBytes(model.info.kvBytesPerToken)}/token, ${model.info.kvCacheType}), scratch ${formatBytes(mem.scratch)}`,
+      ...(model.info.quantization
+        ? [`quantized to ${model.info.quantization.type} on load: weights ${formatBytes(model.info.quantization.fileWeightBytes)} -> ${formatBytes(model.info.quantization.loadedWeightBytes)}, saved ${formatBytes(model.info.quantization.savedBytes)}`]
+        : []),
     ];
     await writeOut(lines.join('\n') + '\n');
     return 0;

@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import type { GenerateOptions, Model, Timings } from '@twinfer/sdk';
 import { UsageError } from '../errors.js';
 import { openModel } from '../load.js';
-import { backendOption, collect, ctxOption, floatParser, intParser, modelOption, threadsOption, type ModelOptions } from '../options.js';
+import { backendOption, collect, ctxOption, floatParser, intParser, modelOption, threadsOption, quantizeOption, kvTypeOption, type ModelOptions } from '../options.js';
 import { info, printJson, writeOut } from '../output.js';
 import { onInterrupt } from '../signals.js';
 
@@ -49,6 +49,8 @@ export function generateCommand(): Command {
     .option('--ignore-eos', 'keep generating past end-of-generation tokens')
     .addOption(backendOption())
     .addOption(threadsOption())
+    .addOption(quantizeOption())
+    .addOption(kvTypeOption())
     .addOption(ctxOption("context size in tokens (default: min(model's trained context, 4096))"))
     .option('--json', 'print one JSON object { promptIds, ids, text, backend, timings, finishReason, logprobs? } instead of streaming')
     .addOption(new Option('--logprobs <k>', 'with --json: the top-k log-probabilities of every generated step').argParser(intParser('--logprobs', 0, 1000)))

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { inspectModel, loadTokenizer } from '@twinfer/sdk';
 import { openModel } from '../load.js';
-import { backendOption, ctxOption, modelOption, threadsOption, type ModelOptions } from '../options.js';
+import { backendOption, ctxOption, modelOption, threadsOption, quantizeOption, kvTypeOption, type ModelOptions } from '../options.js';
 import { info, printJson, writeOut } from '../output.js';
 import { CliError } from '../errors.js';
 
@@ -26,6 +26,8 @@ export function perplexityCommand(): Command {
     .addOption(ctxOption(`window size in tokens (default: ${DEFAULT_CTX}, or the trained context if smaller)`, 4))
     .addOption(backendOption())
     .addOption(threadsOption())
+    .addOption(quantizeOption())
+    .addOption(kvTypeOption())
     .option('--json', 'print { ppl, tokens, nll, windows, ctx, textTokens, ms }')
     .option('-v, --verbose', 'print backend and timing to stderr')
     .action(async (flags: PerplexityFlags) => {
