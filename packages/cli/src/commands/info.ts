@@ -49,7 +49,7 @@ export function infoCommand(): Command {
           ['trained context', String(model.trainedContext)],
           ['file size', `${formatBytes(model.fileBytes)} (${model.fileBytes} bytes)`],
           ['weights', formatBytes(memory.weightBytes)],
-          [`KV cache (f32, ctx ${memory.ctx})`, formatBytes(memory.kvCacheBytes)],
+          [`KV cache (f16, ctx ${memory.ctx})`, formatBytes(memory.kvCacheBytes)],
           ['memory (weights + KV)', formatBytes(memory.totalBytes)],
         ];
         lines.push(table(rows.map((r) => ['  ' + r[0]!, r[1]!])));
@@ -60,10 +60,10 @@ export function infoCommand(): Command {
 
 /**
  * What loading the model would hold: the weights as stored (the backends keep the GGUF types) plus an F32 KV cache
- * of `ctx` tokens: 2 (K and V) x layers x ctx x kvHeads x headDim x 4 bytes. Scratch buffers are not counted.
+ * of `ctx` tokens in the default F16 cache: 2 (K and V) x layers x ctx x kvHeads x headDim x 2 bytes. Scratch buffers are not counted.
  */
 function estimateMemory(m: ModelInfo, ctx: number): { ctx: number; weightBytes: number; kvCacheBytes: number; totalBytes: number } {
   const headDim = m.heads > 0 ? m.embeddingLength / m.heads : 0;
-  const kvCacheBytes = 2 * m.layers * ctx * m.kvHeads * headDim * 4;
+  const kvCacheBytes = 2 * m.layers * ctx * m.kvHeads * headDim * 2;
   return { ctx, weightBytes: m.weightBytes, kvCacheBytes, totalBytes: m.weightBytes + kvCacheBytes };
 }
