@@ -88,7 +88,7 @@ class CudaBackend final : public Backend {
   // CUDA graphs for small steps (decode): a step of a token count seen before is captured and replayed as one
   // graph launch (updated in place when only kernel parameters changed, e.g. the attention split as the context
   // grows), which removes the per-kernel launch gaps. The first step of each size runs eagerly so every kernel's
-  // attributes and scratch buffers are settled before any capture. TWINFER_CUDA_GRAPHS=0 turns it off.
+  // attributes and scratch buffers are settled before any capture. TWINFER_CUDA_GRAPHS=1 turns it on.
   void begin_step(const BatchView& b) override {
     flush();
     if (!graphs_enabled_ || b.n_tokens > kGraphMaxTokens) return;
@@ -249,11 +249,12 @@ class CudaBackend final : public Backend {
     const void* src;
     size_t n;
   };
-  // Graphs pay off for decode-sized steps (measured: +5 % single-stream, +14 % at 8 sequences; -5 % at 32).
+  // Opt-in: capturing and updating the graph every step cost about what it saved (H200, bench/NOTES.md run 3:
+  // single-stream decode 201 vs 203 tok/s without, 8 sequences 1042 vs 1245).
   static constexpr int kGraphMaxTokens = 16;
   const bool graphs_enabled_ = [] {
     const char* v = std::getenv("TWINFER_CUDA_GRAPHS");
-    return !(v && v[0] == '0');
+    return v && v[0] == '1';
   }();
   bool capturing_ = false;
   int capture_key_ = 0;
