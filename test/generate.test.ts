@@ -103,6 +103,28 @@ describe.skipIf(!hasFixtures)('generation on stories260K', () => {
     }
   });
 
+  it('continuous batching: concurrent requests share forward steps and get the same tokens as alone', async () => {
+    const m = await loadModel(STORIES_F32, { threads, backend: 'wasm', maxSequences: 4 });
+    try {
+      const prompts = ['Once upon a time', 'Tim had a red ball', 'The sun was', 'Lily and her mom went'];
+      const alone = [];
+      for (const p of prompts) alone.push(await m.generate(p, { maxNewTokens: 24 }));
+      const before = m.stats();
+      const together = await Promise.all(prompts.map((p, i) => m.generate(p, { maxNewTokens: 24 + i * 4 })));
+      const after = m.stats();
+      for (let i = 0; i < prompts.length; i++) expect(together[i].ids.slice(0, 24)).toEqual(alone[i].ids);
+      // 4 requests of 24..36 tokens: far fewer steps than tokens when they are batched
+      const tokens = after.tokens - before.tokens;
+      const steps = after.steps - before.steps;
+      expect(steps).toBeLessThan(tokens / 2);
+      // a fifth request waits for a slot instead of failing
+      const five = await Promise.all([...prompts, 'One day'].map((p) => m.generate(p, { maxNewTokens: 8 })));
+      expect(five.every((r) => r.ids.length === 8)).toBe(true);
+    } finally {
+      m.dispose();
+    }
+  });
+
   it('a prompt longer than the context is a typed error, and the model stays usable', async () => {
     const small = await loadModel(STORIES_F32, { threads, contextSize: 16, backend: 'wasm' });
     try {

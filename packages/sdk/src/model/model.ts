@@ -13,6 +13,7 @@ import { createSampler, logprobOf, logSoftmaxTopK, validateGenerationConfig } fr
 import { CoreError, type CoreEngine, type CoreHParams } from '../backend/core.js';
 import { requestedBackend, selectCore } from '../backend/select.js';
 import { InferenceEngine, type Sequence } from '../engine/engine.js';
+import { SequenceSlots, StepScheduler } from '../engine/scheduler.js';
 import { architectureOf, hparamsOf, placeTensors } from './architecture.js';
 import { StopMatcher } from './stop-matcher.js';
 import { parseQuantization, quantizeTensorFromFile, targetType } from './requantize.js';
@@ -184,34 +185,32 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<M
     const fileWeightBytes = placements.reduce((s, p) => s + p.tensor.size, 0);
     info.quantization = { type: quantize, fileWeightBytes, loadedWeightBytes: mem.weights, savedBytes: fileWeightBytes - mem.weights };
   }
-  return new Model(info, backend, tokenizer, engine);
-}
-
-/** Serializes work on one model (one forward pass runs at a time). */
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-  async lock(): Promise<() => void> {
-    let release!: () => void;
-    const next = new Promise<void>((r) => (release = r));
-    const prev = this.tail;
-    this.tail = prev.then(() => next);
-    await prev;
-    return release;
-  }
+  return new Model(info, backend, tokenizer, engine, maxSequences);
 }
 
 const yieldToEventLoop = () => new Promise<void>((r) => setImmediate(r));
 
+function emptyTimings(promptTokens: number): Timings {
+  return { promptTokens, promptMs: 0, generatedTokens: 0, generateMs: 0, prefillTokensPerSecond: 0, decodeTokensPerSecond: 0 };
+}
+
 export class Model {
   private disposed = false;
-  private readonly mutex = new Mutex();
+  /** at most maxSequences requests hold KV-cache space; others queue (FIFO) */
+  private readonly slots: SequenceSlots;
+  /** merges the forward steps of concurrent requests (continuous batching) */
+  private readonly scheduler: StepScheduler;
 
   constructor(
     readonly info: ModelInfo,
     readonly backend: BackendInfo,
     readonly tokenizer: Tokenizer,
     private readonly engine: InferenceEngine,
-  ) {}
+    maxSequences = 1,
+  ) {
+    this.slots = new SequenceSlots(maxSequences);
+    this.scheduler = new StepScheduler(engine);
+  }
 
   private live(): void {
     if (this.disposed) throw new TwinferError('E_DISPOSED', 'model was disposed');
@@ -247,15 +246,16 @@ export class Model {
   /** Teacher forcing: logits after each prefix ids[0..i], for every i. */
   async evaluate(ids: number[]): Promise<Float32Array[]> {
     this.live();
-    const release = await this.mutex.lock();
+    const prompt = this.promptIds(ids, false);
+    await this.slots.acquire();
     const seq = this.engine.createSequence();
     try {
-      return this.engine.evaluate(seq, this.promptIds(ids, false), 'all');
+      return this.engine.evaluate(seq, prompt, 'all');
     } catch (e) {
       throw fromCoreError(e);
     } finally {
       this.engine.releaseSequence(seq);
-      release();
+      this.slots.release();
     }
   }
 
@@ -324,16 +324,22 @@ export class Model {
     const bosOnly = promptIds.length === 1 && promptIds[0] === this.tokenizer.bosId;
     const decoder = this.tokenizer.createStreamDecoder({ stripLeadingSpace: bosOnly });
 
-    const release = await this.mutex.lock();
+    const t0 = performance.now();
+    try {
+      await this.slots.acquire(cfg.signal);
+    } catch (e) {
+      if ((e as TwinferError).code !== 'E_ABORTED') throw e;
+      done({ text: '', promptIds, ids: [], finishReason: 'abort', timings: emptyTimings(promptIds.length) });
+      return;
+    }
     const seq: Sequence = this.engine.createSequence();
     const ids: number[] = [];
     const steps: StepLogprobs[] = [];
     let text = '';
     let finishReason: FinishReason = 'length';
-    const t0 = performance.now();
     let tPrompt = t0;
     try {
-      let logits = this.forward(seq, promptIds);
+      let logits = await this.scheduler.forward(seq, promptIds);
       tPrompt = performance.now();
       const history = [...promptIds];
       while (ids.length < maxNew && promptIds.length < this.info.contextSize) {
@@ -365,8 +371,7 @@ export class Model {
         }
         // prompt + generated never exceeds the context: every returned token had (or could have had) a KV slot.
         if (ids.length >= maxNew || seq.length + 1 >= this.info.contextSize) break;
-        logits = this.forward(seq, [id]);
-        await yieldToEventLoop();
+        logits = await this.scheduler.forward(seq, [id]);
       }
       if (finishReason !== 'stop') {
         const tail = stop.flush(decoder.flush());
@@ -379,7 +384,7 @@ export class Model {
       throw fromCoreError(e);
     } finally {
       this.engine.releaseSequence(seq);
-      release();
+      this.slots.release();
     }
     const t1 = performance.now();
     const timings: Timings = {
@@ -393,9 +398,9 @@ export class Model {
     done({ text, promptIds, ids, finishReason, logprobs: topLogprobs > 0 ? steps : undefined, timings });
   }
 
-  private forward(seq: Sequence, tokens: number[]): Float32Array {
-    const rows = this.engine.evaluate(seq, tokens, 'last');
-    return rows[rows.length - 1];
+  /** Requests waiting for a KV-cache slot, and the batching scheduler's counters. */
+  stats(): { queued: number; steps: number; tokens: number } {
+    return { queued: this.slots.waiting, steps: this.scheduler.steps, tokens: this.scheduler.tokens };
   }
 
   /** Bytes held by the backend: weights, KV cache, scratch. */

@@ -1,0 +1,149 @@
+/**
+ * Continuous batching. Every generation loop asks for "the logits after these tokens of my sequence"; requests
+ * that arrive while a step is being prepared are merged into one forward step (decode tokens first, then prompt
+ * chunks, within the step's token and output budgets), so N concurrent generations cost about one step per token,
+ * not N. A request whose prompt does not fit one step continues in the next (chunked prefill); a request that joins
+ * later simply joins the next step.
+ */
+import { TwinferError } from '../errors.js';
+import type { InferenceEngine, Sequence, StepItem } from './engine.js';
+
+interface Pending {
+  seq: Sequence;
+  tokens: readonly number[];
+  /** tokens already evaluated */
+  done: number;
+  resolve: (logits: Float32Array) => void;
+  reject: (e: unknown) => void;
+}
+
+export class StepScheduler {
+  private queue: Pending[] = [];
+  private scheduled = false;
+  /** steps run and tokens processed, for metrics */
+  steps = 0;
+  tokens = 0;
+
+  constructor(private readonly engine: InferenceEngine) {}
+
+  /** Evaluates `tokens` for `seq` (in one or more steps) and resolves with the logits after the last one. */
+  forward(seq: Sequence, tokens: readonly number[]): Promise<Float32Array> {
+    if (tokens.length === 0) return Promise.reject(new TwinferError('E_INVALID_ARGUMENT', 'nothing to evaluate'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ seq, tokens, done: 0, resolve, reject });
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    // setImmediate, not a microtask: lets every generation loop that is about to ask (and I/O) get in first.
+    setImmediate(() => this.runStep());
+  }
+
+  private plan(): Array<{ p: Pending; take: number }> {
+    const { maxBatchTokens, maxOutputs } = this.engine.limits;
+    let budget = maxBatchTokens;
+    let outputs = maxOutputs;
+    const plan: Array<{ p: Pending; take: number }> = [];
+    // Decode steps (one token) first: they are latency-bound; prompts fill what is left of the step.
+    const order = [...this.queue].sort((a, b) => Number(a.tokens.length - a.done > 1) - Number(b.tokens.length - b.done > 1));
+    for (const p of order) {
+      if (budget === 0 || outputs === 0) break;
+      const remaining = p.tokens.length - p.done;
+      const take = Math.min(remaining, budget);
+      plan.push({ p, take });
+      budget -= take;
+      if (take === remaining) outputs--;
+    }
+    return plan;
+  }
+
+  private execute(plan: Array<{ p: Pending; take: number }>): void {
+    const items: StepItem[] = plan.map(({ p, take }) => ({
+      seq: p.seq,
+      tokens: p.tokens.slice(p.done, p.done + take),
+      outputs: p.done + take === p.tokens.length ? 'last' : 'none',
+    }));
+    const results = this.engine.step(items);
+    this.steps++;
+    plan.forEach(({ p, take }, i) => {
+      p.done += take;
+      this.tokens += take;
+      if (p.done === p.tokens.length) {
+        this.queue.splice(this.queue.indexOf(p), 1);
+        p.resolve(results[i][0]);
+      }
+    });
+  }
+
+  private runStep(): void {
+    this.scheduled = false;
+    const plan = this.plan();
+    if (plan.length === 0) return;
+    try {
+      this.execute(plan);
+    } catch (e) {
+      if (plan.length === 1) {
+        this.queue.splice(this.queue.indexOf(plan[0].p), 1);
+        plan[0].p.reject(e);
+      } else {
+        // One bad request must not fail the others: run them one by one so only the culprit sees the error.
+        for (const entry of plan) {
+          try {
+            this.execute([entry]);
+          } catch (err) {
+            this.queue.splice(this.queue.indexOf(entry.p), 1);
+            entry.p.reject(err);
+          }
+        }
+      }
+    }
+    if (this.queue.length > 0) this.kick();
+  }
+}
+
+/** Admission control: at most `n` sequences hold KV-cache space at once; the rest wait in FIFO order. */
+export class SequenceSlots {
+  private free: number;
+  private readonly waiters: Array<{ resolve: () => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void }> = [];
+
+  constructor(readonly size: number) {
+    this.free = size;
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  acquire(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(new TwinferError('E_ABORTED', 'request was aborted while queued'));
+    if (this.free > 0 && this.waiters.length === 0) {
+      this.free--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const w: (typeof this.waiters)[number] = { resolve, reject, signal };
+      if (signal) {
+        w.onAbort = () => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(new TwinferError('E_ABORTED', 'request was aborted while queued'));
+        };
+        signal.addEventListener('abort', w.onAbort, { once: true });
+      }
+      this.waiters.push(w);
+    });
+  }
+
+  release(): void {
+    const w = this.waiters.shift();
+    if (w) {
+      if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
+      w.resolve();
+    } else {
+      this.free++;
+    }
+  }
+}
