@@ -131,6 +131,18 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<M
   if (kvType !== 'f32' && kvType !== 'f16') throw new TwinferError('E_INVALID_ARGUMENT', `kvCacheType must be f32 or f16, got ${String(kvType)}`);
   const nBlocks = maxSequences * Math.ceil(contextSize / KV_BLOCK_SIZE);
 
+  if (selected.name === 'cuda') {
+    // Fail before allocating anything, with the whole model's needs (weights + KV cache) against what is free.
+    const free = selected.core.probe().devices?.[0]?.freeBytes;
+    const weightBytes = placements.reduce((s, p, i) => s + selected.core.typeRowSize(storage[i], p.tensor.dims[0]) * (p.tensor.nElements / p.tensor.dims[0]), 0);
+    const kvBytes = nBlocks * KV_BLOCK_SIZE * 2 * hp.nLayer * hp.nHeadKv * hp.headDim * (kvType === 'f32' ? 4 : 2);
+    if (free !== undefined && weightBytes + kvBytes > free) {
+      throw new TwinferError('E_OUT_OF_MEMORY', `model needs ${weightBytes + kvBytes} bytes on the GPU (weights ${weightBytes}, KV cache ${kvBytes}) but ${free} bytes are free`, {
+        neededBytes: weightBytes + kvBytes, freeBytes: free,
+      });
+    }
+  }
+
   let core: CoreEngine;
   try {
     core = await selected.core.createEngine(hp, {
