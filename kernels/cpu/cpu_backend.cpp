@@ -11,6 +11,7 @@
 #include "../include/twinfer.h"
 #include "../model/backend.h"
 #include "dot.h"
+#include "qdot.h"
 #include "thread_pool.h"
 
 namespace tw {
@@ -22,10 +23,72 @@ namespace {
 constexpr int kRowsPerTask = 16;
 // Tokens processed against one chunk of rows while the rows are hot in cache (prefill).
 constexpr int kTokenTile = 8;
+// Below this many multiply-adds a job runs on the calling thread: waking the pool costs more than it saves.
+constexpr int64_t kMinParallelWork = 1 << 17;
+
+// Local name for the opt-out bit until twinfer.h declares it (see /work/notes/cpu-requests.md): float activations
+// in quantized products (exact arithmetic on the stored weights; slower).
+constexpr int32_t kFlagFloatActivations = 2;
+
+// Types whose products run on integer dot products against 8-bit activations (qdot.h).
+bool int8_activation_type(int32_t type) {
+  switch (type) {
+    case TW_TYPE_Q4_0: case TW_TYPE_Q4_1: case TW_TYPE_Q5_0: case TW_TYPE_Q5_1: case TW_TYPE_Q8_0:
+    case TW_TYPE_Q4_K: case TW_TYPE_Q5_K: case TW_TYPE_Q6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Rows x tokens of one quantized product: tokens in tiles of up to 4 so each unpacked weight group is used 4 times.
+template <int TYPE>
+void qmatmul_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const ActRow* act, int n, int64_t K,
+                  int64_t R, float* y) {
+#if defined(__wasm_simd128__)
+  float out[4];
+  for (int t0 = 0; t0 < n; t0 += 4) {
+    const int nt = std::min(4, n - t0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const void* row = base + rb * r;
+      switch (nt) {
+        case 4: qdot_rows<TYPE, 4>(row, act + t0, K, out); break;
+        case 3: qdot_rows<TYPE, 3>(row, act + t0, K, out); break;
+        case 2: qdot_rows<TYPE, 2>(row, act + t0, K, out); break;
+        default: qdot_rows<TYPE, 1>(row, act + t0, K, out); break;
+      }
+      for (int t = 0; t < nt; ++t) y[(size_t)(t0 + t) * R + r] = out[t];
+    }
+  }
+#else
+  for (int t = 0; t < n; ++t)
+    for (int64_t r = r0; r < r1; ++r) y[(size_t)t * R + r] = qdot_row_scalar(TYPE, base + rb * r, act[t], K);
+#endif
+}
+
+using QMatmulFn = void (*)(const char*, size_t, int64_t, int64_t, const ActRow*, int, int64_t, int64_t, float*);
+QMatmulFn qmatmul_fn(int32_t type) {
+  switch (type) {
+    case TW_TYPE_Q4_0: return qmatmul_rows<TW_TYPE_Q4_0>;
+    case TW_TYPE_Q4_1: return qmatmul_rows<TW_TYPE_Q4_1>;
+    case TW_TYPE_Q5_0: return qmatmul_rows<TW_TYPE_Q5_0>;
+    case TW_TYPE_Q5_1: return qmatmul_rows<TW_TYPE_Q5_1>;
+    case TW_TYPE_Q8_0: return qmatmul_rows<TW_TYPE_Q8_0>;
+    case TW_TYPE_Q4_K: return qmatmul_rows<TW_TYPE_Q4_K>;
+    case TW_TYPE_Q5_K: return qmatmul_rows<TW_TYPE_Q5_K>;
+    case TW_TYPE_Q6_K: return qmatmul_rows<TW_TYPE_Q6_K>;
+    default: return nullptr;
+  }
+}
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+  CpuBackend(int n_threads, int32_t flags) : pool_(n_threads), int8_act_(!(flags & kFlagFloatActivations)) {
+    fp16_table();  // build the lookup tables before any worker can race on them
+#if defined(__wasm_simd128__)
+    bit16_table();
+#endif
+  }
   const char* name() const override { return "cpu"; }
 
   void* alloc(size_t bytes) override {
@@ -61,6 +124,18 @@ class CpuBackend final : public Backend {
     const int64_t K = W.ne0, R = W.ne1;
     const size_t rb = row_bytes(W.type, K);
     const char* base = (const char*)W.data;
+    if (int8_act_ && int8_activation_type(W.type) && K % QA == 0) {
+      qmatmul(W, x, n, y);
+      return;
+    }
+    if (int8_act_ && (W.type == TW_TYPE_F16 || W.type == TW_TYPE_BF16)) {
+      // llama.cpp multiplies F16 (BF16) weights with activations rounded to F16 (BF16); doing the same keeps our
+      // logits on top of its logits instead of adding a second, independent rounding noise.
+      if (xr_.size() < (size_t)n * K) xr_.resize((size_t)n * K);
+      for (size_t i = 0; i < (size_t)n * K; ++i)
+        xr_[i] = W.type == TW_TYPE_F16 ? fp16_to_f32(f32_to_fp16(x[i])) : bf16_to_f32(f32_to_bf16(x[i]));
+      x = xr_.data();
+    }
     if (W.type == TW_TYPE_BF16) {
       // llama.cpp rounds the activations to BF16 (its vec_dot_type for BF16 weights) before these products; doing
       // the same keeps our logits where users compare them.
@@ -69,7 +144,7 @@ class CpuBackend final : public Backend {
       x = bf16_act_.data();
     }
     const int n_tasks = (int)((R + kRowsPerTask - 1) / kRowsPerTask);
-    pool_.run(n_tasks, [&](int task, int) {
+    run(n_tasks, R * K * n, [&](int task, int) {
       const int64_t r0 = (int64_t)task * kRowsPerTask, r1 = std::min<int64_t>(R, r0 + kRowsPerTask);
       for (int t0 = 0; t0 < n; t0 += kTokenTile) {
         const int t1 = std::min(n, t0 + kTokenTile);
@@ -139,7 +214,9 @@ class CpuBackend final : public Backend {
     const int n_tasks = b.n_tokens * s.n_head;
     if ((int)scores_.size() < pool_.size()) scores_.resize(pool_.size());
     if ((int)vbuf_.size() < pool_.size()) vbuf_.resize(pool_.size());
-    pool_.run(n_tasks, [&](int task, int thread) {
+    int64_t work = 0;
+    for (int t = 0; t < b.n_tokens; ++t) work += (int64_t)(b.host_pos[t] + 1) * hd * s.n_head * 2;
+    run(n_tasks, work, [&](int task, int thread) {
       const int t = task / s.n_head, h = task % s.n_head, hk = h / group;
       const int n_ctx = b.host_pos[t] + 1;
       const int32_t* table = b.host_block_tables + (size_t)b.host_seq_idx[t] * b.blocks_per_seq;
@@ -198,15 +275,52 @@ class CpuBackend final : public Backend {
 
  private:
   std::vector<float> bf16_act_;  // activations rounded to BF16 for BF16 weights (see matmul)
+
+  // Quantize the n activation rows once (in parallel for prompts), then integer products over row chunks.
+  void qmatmul(const Tensor& W, const float* x, int n, float* y) {
+    const int64_t K = W.ne0, R = W.ne1;
+    const size_t rb = row_bytes(W.type, K);
+    const size_t ab = (act_row_bytes(K) + 15) & ~(size_t)15;
+    if (act_buf_.size() < ab * n + 16) act_buf_.resize(ab * n + 16);
+    if ((int)acts_.size() < n) acts_.resize(n);
+    char* abase = (char*)(((uintptr_t)act_buf_.data() + 15) & ~(uintptr_t)15);
+    for (int t = 0; t < n; ++t) acts_[t] = act_row_at(abase + ab * t, K);
+    const ActSpec spec = act_spec(W.type);
+    run(n, (int64_t)n * K * 64, [&](int t, int) {
+      quantize_act_row(x + (size_t)t * K, K, (int16_t*)acts_[t].q, (float*)acts_[t].d, (float*)acts_[t].sd, spec);
+    });
+    const QMatmulFn fn = qmatmul_fn(W.type);
+    const char* base = (const char*)W.data;
+    const ActRow* act = acts_.data();
+    const int n_tasks = (int)((R + kRowsPerTask - 1) / kRowsPerTask);
+    run(n_tasks, R * K * n, [&](int task, int) {
+      const int64_t r0 = (int64_t)task * kRowsPerTask, r1 = std::min<int64_t>(R, r0 + kRowsPerTask);
+      fn(base, rb, r0, r1, act, n, K, R, y);
+    });
+  }
+
+  template <class F>
+  void run(int n_tasks, int64_t work, F&& f) {
+    if (work < kMinParallelWork) {
+      for (int i = 0; i < n_tasks; ++i) f(i, 0);
+    } else {
+      pool_.run(n_tasks, f);
+    }
+  }
+
   ThreadPool pool_;
+  bool int8_act_;
+  std::vector<char> act_buf_;
+  std::vector<float> xr_;
+  std::vector<ActRow> acts_;
   std::vector<std::vector<float>> scores_, vbuf_;
 };
 
 }  // namespace
 
-Backend* make_backend(int32_t n_threads, int32_t /*device*/, int32_t /*flags*/, char* err, size_t err_len) {
+Backend* make_backend(int32_t n_threads, int32_t /*device*/, int32_t flags, char* err, size_t err_len) {
   if (n_threads <= 0) n_threads = (int32_t)std::max(1u, std::thread::hardware_concurrency());
-  CpuBackend* be = new (std::nothrow) CpuBackend(n_threads);
+  CpuBackend* be = new (std::nothrow) CpuBackend(n_threads, flags);
   if (!be && err && err_len) std::snprintf(err, err_len, "out of memory creating the CPU backend");
   return be;
 }

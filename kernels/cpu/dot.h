@@ -169,6 +169,20 @@ inline float dot_q4_0(const block_q4_0* w, const float* x, int64_t n) { return d
 
 #endif
 
+// Any block type against float activations: dequantize one block (exactly, quants.h) into a small buffer and dot it.
+// The path for quantized weights when activation quantization is switched off.
+inline float dot_blocks_f32(int32_t type, const void* row, const float* x, int64_t n) {
+  const TypeTraits tt = type_traits(type);
+  float buf[256];
+  float s = 0;
+  const char* p = (const char*)row;
+  for (int64_t i = 0; i < n; i += tt.block_size, p += tt.block_bytes) {
+    dequantize_row(type, p, buf, tt.block_size);
+    s += dot_f32(buf, x + i, tt.block_size);
+  }
+  return s;
+}
+
 // Dot product of row r of weight W (type, row length n) with x.
 inline float dot_row(int32_t type, const void* row, const float* x, int64_t n) {
   switch (type) {
@@ -177,7 +191,7 @@ inline float dot_row(int32_t type, const void* row, const float* x, int64_t n) {
     case 30: return dot_bf16((const uint16_t*)row, x, n);
     case 8: return dot_q8_0((const block_q8_0*)row, x, n);
     case 2: return dot_q4_0((const block_q4_0*)row, x, n);
-    default: return 0.0f;
+    default: return type_traits(type).block_size > 1 ? dot_blocks_f32(type, row, x, n) : 0.0f;
   }
 }
 

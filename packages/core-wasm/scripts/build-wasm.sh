@@ -20,6 +20,7 @@ sources=(
   "$kernels/model/forward.cpp"
   "$kernels/cpu/cpu_backend.cpp"
   "$kernels/cpu/thread_pool.cpp"
+  "$kernels/cpu/test_exports.cpp"
 )
 # Pool workers are created when the module starts (a pthread cannot be spawned synchronously from Node's main
 # thread later); the loader reads how many from the module options (twinferPoolSize).

@@ -1,0 +1,26 @@
+import { readFileSync } from 'node:fs';
+
+/** A deterministic prompt: BOS then n-1 ids in 3..30002 (inside every vocabulary we bench, past BOS/EOS/UNK). */
+export function benchPrompt(n: number): number[] {
+  const ids: number[] = [1];
+  let s = 12345;
+  while (ids.length < n) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    ids.push(3 + (s % 30000));
+  }
+  return ids.slice(0, n);
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? 0 : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Peak resident set of this process (VmHWM), bytes; falls back to the current RSS where /proc is absent. */
+export function peakRssBytes(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch { /* not Linux */ }
+  return process.memoryUsage().rss;
+}

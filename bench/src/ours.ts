@@ -1,0 +1,46 @@
+/**
+ * One benchmark run of twinfer on one model, in its own process (clean peak RSS): load through the SDK, one warm-up
+ * generation, then `runs` generations of a fixed prompt; prints one JSON line with the median prefill and decode
+ * tokens/s. Usage: tsx bench/src/ours.ts MODEL --prompt N --gen N --threads N [--runs N] [--kv f16|f32]
+ */
+import { parseArgs } from 'node:util';
+import { loadModel } from '../../packages/sdk/src/index.js';
+import { benchPrompt, median, peakRssBytes } from './common.js';
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    prompt: { type: 'string', default: '128' },
+    gen: { type: 'string', default: '64' },
+    threads: { type: 'string', default: '2' },
+    runs: { type: 'string', default: '3' },
+    kv: { type: 'string', default: 'f16' },
+  },
+});
+const modelPath = positionals[0];
+if (!modelPath) throw new Error('usage: ours.ts MODEL [--prompt N] [--gen N] [--threads N] [--runs N]');
+const nPrompt = Number(values.prompt), nGen = Number(values.gen), runs = Number(values.runs);
+
+const t0 = performance.now();
+const model = await loadModel(modelPath, {
+  backend: 'wasm',
+  threads: Number(values.threads),
+  contextSize: nPrompt + nGen + 8,
+  kvCacheType: values.kv as 'f16' | 'f32',
+  maxBatchTokens: Math.max(nPrompt, 1),
+});
+const loadMs = performance.now() - t0;
+const ids = benchPrompt(nPrompt);
+const prefill: number[] = [], decode: number[] = [];
+for (let r = 0; r <= runs; ++r) {
+  const res = await model.generate(ids, { maxNewTokens: nGen, ignoreEos: true });
+  if (r === 0) continue;  // warm-up: first touches of weights and scratch
+  prefill.push(res.timings.prefillTokensPerSecond);
+  decode.push(res.timings.decodeTokensPerSecond);
+}
+const mem = model.memory();
+model.dispose();
+console.log(JSON.stringify({
+  engine: 'twinfer', model: modelPath, prefill_tps: median(prefill), decode_tps: median(decode), prefill, decode,
+  load_ms: loadMs, peak_rss: peakRssBytes(), weights_bytes: mem.weights, kv_bytes: mem.kvCache,
+}));
