@@ -52,6 +52,12 @@ export const PRESETS: Record<string, Omit<SyntheticModelOptions, 'type' | 'seed'
   'tiny-llama': { arch: 'llama', dim: 256, layers: 4, heads: 8, kvHeads: 2, ffn: 512, vocabFrom: vocab('llama-spm'), ctx: 2048, name: 'tiny-llama' },
   'tiny-qwen2': { arch: 'qwen2', dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabFrom: vocab('qwen2'), ctx: 2048, name: 'tiny-qwen2' },
   'tinyllama-1.1b': { arch: 'llama', dim: 2048, layers: 22, heads: 32, kvHeads: 4, ffn: 5632, vocabFrom: vocab('llama-spm'), ctx: 2048, name: 'tinyllama-1.1b' },
+  // Real layer shapes with 2 layers: the tests' "real shape" models (full-size matrices and vocabularies, small files).
+  'tinyllama-2l': { arch: 'llama', dim: 2048, layers: 2, heads: 32, kvHeads: 4, ffn: 5632, vocabFrom: vocab('llama-spm'), ctx: 2048, name: 'tinyllama-2l' },
+  'qwen2-0.5b-2l': {
+    arch: 'qwen2', dim: 896, layers: 2, heads: 14, kvHeads: 2, ffn: 4864, vocabFrom: vocab('qwen2'), ctx: 32768, name: 'qwen2-0.5b-2l',
+    ropeFreqBase: 1000000, rmsEps: 1e-6,
+  },
   'llama3-8b': {
     arch: 'llama', dim: 4096, layers: 32, heads: 32, kvHeads: 8, ffn: 14336, vocabFrom: vocab('llama-bpe'), ctx: 8192, name: 'llama3-8b',
     ropeFreqBase: 500000,

@@ -35,6 +35,13 @@ for (const preset of ['tiny-llama', 'tiny-qwen2'] as const) {
     cases.push({ name: `synthetic ${preset} ${type}`, path: () => syntheticModel(preset, type), type, greedySteps: 16, exactGreedy: false });
   }
 }
+// Real layer shapes (TinyLlama-1.1B and Qwen2-0.5B matrices and vocabularies, 2 layers).
+for (const type of ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const) {
+  cases.push({ name: `synthetic tinyllama-2l ${type}`, path: () => syntheticModel('tinyllama-2l', type), type, greedySteps: 16, exactGreedy: false });
+}
+for (const type of ['f16', 'q8_0', 'q4_0'] as const) {
+  cases.push({ name: `synthetic qwen2-0.5b-2l ${type}`, path: () => syntheticModel('qwen2-0.5b-2l', type), type, greedySteps: 16, exactGreedy: false });
+}
 
 async function promptFor(model: Model, path: string): Promise<number[]> {
   // The same ids for both engines: ours must equal llama.cpp's tokenization (checked here too).

@@ -16,7 +16,7 @@ export const STORIES_Q4 = fixture('stories260K-Q4_0.gguf');
 const cacheDir = path.join(os.tmpdir(), 'twinfer-test-models');
 
 /** Writes (once) a synthetic model of a preset and type; same seed -> same bytes. */
-export async function syntheticModel(preset: 'tiny-llama' | 'tiny-qwen2', type: SyntheticType): Promise<string> {
+export async function syntheticModel(preset: 'tiny-llama' | 'tiny-qwen2' | 'tinyllama-2l' | 'qwen2-0.5b-2l', type: SyntheticType): Promise<string> {
   mkdirSync(cacheDir, { recursive: true });
   const out = path.join(cacheDir, `${preset}-${type}-v1.gguf`);
   if (!existsSync(out)) {
