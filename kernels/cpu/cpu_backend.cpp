@@ -206,54 +206,55 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // One task per (token, KV head): the K and V rows of that head are converted to F32 once and used by all the
+  // query heads of its group (GQA: 8 query heads per KV head in TinyLlama), instead of once per query head.
+  // Per query head the arithmetic is the same as a plain loop (same dot, same order of the V accumulation).
   void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
                  float* out) override {
     const int hd = s.head_dim;
     const int group = s.n_head / s.n_head_kv;
     const size_t kv_dim = (size_t)s.n_head_kv * hd;
-    const int n_tasks = b.n_tokens * s.n_head;
+    const int n_tasks = b.n_tokens * s.n_head_kv;
     if ((int)scores_.size() < pool_.size()) scores_.resize(pool_.size());
     if ((int)vbuf_.size() < pool_.size()) vbuf_.resize(pool_.size());
     int64_t work = 0;
     for (int t = 0; t < b.n_tokens; ++t) work += (int64_t)(b.host_pos[t] + 1) * hd * s.n_head * 2;
     run(n_tasks, work, [&](int task, int thread) {
-      const int t = task / s.n_head, h = task % s.n_head, hk = h / group;
+      const int t = task / s.n_head_kv, hk = task % s.n_head_kv;
       const int n_ctx = b.host_pos[t] + 1;
       const int32_t* table = b.host_block_tables + (size_t)b.host_seq_idx[t] * b.blocks_per_seq;
       std::vector<float>& sc = scores_[thread];
       std::vector<float>& vb = vbuf_[thread];
-      if ((int)sc.size() < n_ctx) sc.resize(n_ctx);
+      if (sc.size() < (size_t)n_ctx * group) sc.resize((size_t)n_ctx * group);
       if ((int)vb.size() < hd) vb.resize(hd);
-      const float* qh = q + ((size_t)t * s.n_head + h) * hd;
-      float mx = -INFINITY;
-      for (int p = 0; p < n_ctx; ++p) {
+      const float* q0 = q + ((size_t)t * s.n_head + (size_t)hk * group) * hd;  // first query head of the group
+      float* o0 = out + ((size_t)t * s.n_head + (size_t)hk * group) * hd;
+      auto row = [&](const void* base, int p) -> const float* {
         const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
-        float dot;
-        if (s.kv_type == TW_TYPE_F32)
-          dot = dot_f32((const float*)kv.k + slot * kv_dim + (size_t)hk * hd, qh, hd);
-        else
-          dot = dot_f16((const uint16_t*)kv.k + slot * kv_dim + (size_t)hk * hd, qh, hd);
-        sc[p] = dot * s.scale;
-        mx = std::max(mx, sc[p]);
-      }
-      double sum = 0;
+        if (s.kv_type == TW_TYPE_F32) return (const float*)base + slot * kv_dim + (size_t)hk * hd;
+        f16_row_to_f32((const uint16_t*)base + slot * kv_dim + (size_t)hk * hd, vb.data(), hd);
+        return vb.data();
+      };
       for (int p = 0; p < n_ctx; ++p) {
-        sc[p] = std::exp(sc[p] - mx);
-        sum += sc[p];
+        const float* kr = row(kv.k, p);
+        for (int g = 0; g < group; ++g) sc[(size_t)g * n_ctx + p] = dot_f32(kr, q0 + (size_t)g * hd, hd) * s.scale;
       }
-      const float inv = (float)(1.0 / sum);
-      float* o = out + ((size_t)t * s.n_head + h) * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (int p = 0; p < n_ctx; ++p) {
-        const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
-        const float wgt = sc[p] * inv;
-        if (s.kv_type == TW_TYPE_F32) {
-          const float* vr = (const float*)kv.v + slot * kv_dim + (size_t)hk * hd;
-          for (int i = 0; i < hd; ++i) o[i] += wgt * vr[i];
-        } else {
-          const uint16_t* vr = (const uint16_t*)kv.v + slot * kv_dim + (size_t)hk * hd;
-          for (int i = 0; i < hd; ++i) o[i] += wgt * fp16_to_f32(vr[i]);
+      for (int g = 0; g < group; ++g) {
+        float* sg = sc.data() + (size_t)g * n_ctx;
+        float mx = -INFINITY;
+        for (int p = 0; p < n_ctx; ++p) mx = std::max(mx, sg[p]);
+        double sum = 0;
+        for (int p = 0; p < n_ctx; ++p) {
+          sg[p] = std::exp(sg[p] - mx);
+          sum += sg[p];
         }
+        const float inv = (float)(1.0 / sum);
+        for (int p = 0; p < n_ctx; ++p) sg[p] *= inv;
+        std::fill(o0 + (size_t)g * hd, o0 + (size_t)(g + 1) * hd, 0.0f);
+      }
+      for (int p = 0; p < n_ctx; ++p) {
+        const float* vr = row(kv.v, p);
+        for (int g = 0; g < group; ++g) axpy_f32(o0 + (size_t)g * hd, sc[(size_t)g * n_ctx + p], vr, hd);
       }
     });
   }

@@ -159,7 +159,34 @@ inline float dot_q4_0(const block_q4_0* w, const float* x, int64_t n) {
   return hsum(acc);
 }
 
+inline void f16_row_to_f32(const uint16_t* h, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v128_t lo, hi;
+    f16x8_to_f32(wasm_v128_load(h + i), &lo, &hi);
+    wasm_v128_store(out + i, lo);
+    wasm_v128_store(out + i + 4, hi);
+  }
+  for (; i < n; ++i) out[i] = fp16_to_f32(h[i]);
+}
+
+// o += w * v (elementwise; same operations as the scalar loop)
+inline void axpy_f32(float* o, float w, const float* v, int64_t n) {
+  const v128_t ww = wasm_f32x4_splat(w);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    wasm_v128_store(o + i, wasm_f32x4_add(wasm_v128_load(o + i), wasm_f32x4_mul(ww, wasm_v128_load(v + i))));
+  for (; i < n; ++i) o[i] += w * v[i];
+}
+
 #else  // portable build (native tests)
+
+inline void f16_row_to_f32(const uint16_t* h, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_f32(h[i]);
+}
+inline void axpy_f32(float* o, float w, const float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] += w * v[i];
+}
 
 inline float dot_f32(const float* w, const float* x, int64_t n) { return dot_f32_scalar(w, x, n); }
 inline float dot_f16(const uint16_t* w, const float* x, int64_t n) { return dot_f16_scalar(w, x, n); }

@@ -28,30 +28,37 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::work(int thread) {
+void ThreadPool::work(int thread, uint32_t gen) {
   const int n = n_tasks_.load(std::memory_order_acquire);
+  uint64_t v = claim_.load(std::memory_order_acquire);
   for (;;) {
-    const int task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= n) break;
-    fn_(ctx_, task, thread);
+    if ((uint32_t)(v >> 32) != gen || (int)(uint32_t)v >= n) return;
+    if (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    // The job cannot end while this claimed task is unfinished, so fn_/ctx_ are still this job's.
+    fn_(ctx_, (int)(uint32_t)v, thread);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    v = claim_.load(std::memory_order_acquire);
   }
 }
 
 void ThreadPool::dispatch(int n_tasks, JobFn fn, void* ctx) {
+  const uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
   fn_ = fn;
   ctx_ = ctx;
-  n_tasks_.store(n_tasks, std::memory_order_relaxed);
-  next_task_.store(0, std::memory_order_relaxed);
-  busy_.store((int)workers_.size(), std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  // claim_ before n_tasks_ (both release): a worker still on the previous job that reads this job's task count
+  // (acquire) is then guaranteed to see this job's generation in claim_ and backs off.
+  claim_.store((uint64_t)gen << 32, std::memory_order_release);
+  n_tasks_.store(n_tasks, std::memory_order_release);
   // Publish the job, then wake sleepers. Sequentially consistent on both sides (a worker raises sleeping_ before
   // re-checking generation_) so a worker that is falling asleep either sees the new job or is notified.
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  generation_.store(gen, std::memory_order_seq_cst);
   if (sleeping_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(mutex_);
     wake_.notify_all();
   }
-  work(0);
-  while (busy_.load(std::memory_order_acquire) > 0) cpu_relax();
+  work(0, gen);
+  while (done_.load(std::memory_order_acquire) < n_tasks) cpu_relax();
 }
 
 void ThreadPool::worker_main(int thread) {
@@ -70,8 +77,7 @@ void ThreadPool::worker_main(int thread) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    work(thread);
-    busy_.fetch_sub(1, std::memory_order_acq_rel);
+    work(thread, seen);
   }
 }
 

@@ -36,15 +36,19 @@ class ThreadPool {
  private:
   using JobFn = void (*)(void* ctx, int task, int thread);
   void dispatch(int n_tasks, JobFn fn, void* ctx);
-  void work(int thread);
+  void work(int thread, uint32_t gen);
   void worker_main(int thread);
 
   std::vector<std::thread> workers_;
   JobFn fn_ = nullptr;
   void* ctx_ = nullptr;
   std::atomic<int> n_tasks_{0};
-  std::atomic<int> next_task_{0};
-  std::atomic<int> busy_{0};
+  // (job generation << 32) | next task index. A worker claims a task with one compare-and-swap that also checks the
+  // generation, so a worker that wakes late can never take a task of a later job.
+  std::atomic<uint64_t> claim_{0};
+  // Tasks finished in the current job. The caller waits for this — not for every worker to check in — so a worker
+  // that the OS has descheduled (a shared or oversubscribed machine) costs nothing unless it holds a claimed task.
+  std::atomic<int> done_{0};
   std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::atomic<int> sleeping_{0};
