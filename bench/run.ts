@@ -77,7 +77,7 @@ function modelPath(name: string): string {
 function bandwidthGBs(threads: number): number {
   mkdirSync(resultsDir, { recursive: true });
   const bin = path.join(resultsDir, 'bandwidth');
-  execFileSync('g++', ['-O2', '-march=native', '-pthread', path.join(here, 'src', 'bandwidth.cpp'), '-o', bin]);
+  execFileSync('g++', ['-O3', '-march=native', '-pthread', path.join(here, 'src', 'bandwidth.cpp'), '-o', bin]);
   const out = JSON.parse(execFileSync(bin, [String(threads), '1024'], { encoding: 'utf8' })) as { read_gbs: number };
   return out.read_gbs;
 }
