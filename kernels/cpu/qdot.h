@@ -9,7 +9,7 @@
 // Weight groups: every supported type is seen as a sequence of 32-value groups, each giving 32 small integers w
 // (int16), a float `scale` and a float `bias` such that the dequantized value is scale * w + bias (exactly as ggml
 // dequantizes, up to float rounding). E.g. q4_0: w = nibble, scale = d, bias = -8 d; q4_K: w = nibble,
-// scale = d * sc_j, bias = -dmin * m_j; q6_K folds its per-16 scales into w (w = sc * (q - 32), |w| <= 4064).
+// scale = d * sc_j, bias = -dmin * m_j; q6_K folds its per-16 scales into w (w = sc * (q - 32), |w| <= 4096).
 #pragma once
 #include <cmath>
 #include <cstdint>
