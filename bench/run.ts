@@ -14,7 +14,7 @@
  *          --runs N (2 per process) --no-peer --no-notes --note "why the numbers moved"
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -104,6 +104,16 @@ function runOne(script: string, file: string, o: { threads: number; prompt: numb
   return JSON.parse(line) as Run;
 }
 
+/** Appends an entry at the end of the "## CPU (WASM)" section of NOTES.md (other sections belong to other benches). */
+function insertInSection(text: string, entry: string): string {
+  const heading = '## CPU (WASM)';
+  let i = text.indexOf(`\n${heading}\n`);
+  if (i < 0) return `${text.replace(/\n*$/, '\n\n')}${heading}\n\n${entry}`;
+  const next = text.indexOf('\n## ', i + heading.length + 2);
+  if (next < 0) return `${text.replace(/\n*$/, '\n\n')}${entry}`;
+  return `${text.slice(0, next + 1)}${entry}${text.slice(next + 1)}`;
+}
+
 const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '-');
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 
@@ -157,9 +167,9 @@ async function main(): Promise<void> {
     let rev = 'unknown';
     try { rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim(); } catch { /* not a checkout */ }
     const notes = path.join(here, 'NOTES.md');
-    const head = existsSync(notes) && readFileSync(notes, 'utf8').length > 0 ? '' : '# Benchmark notes\n\n';
-    appendFileSync(notes, `${head}## ${new Date().toISOString().slice(0, 16)}Z, ${rev}\n\n${values.note ? `${values.note}\n\n` : ''}${table}\n\n` +
-      `Bandwidth ${bw.toFixed(2)} GB/s, ${o.threads} threads, prompt ${o.prompt}, gen ${o.gen}, ${rounds} rounds.\n\n`);
+    const entry = `### ${new Date().toISOString().slice(0, 16)}Z, ${rev}\n\n${values.note ? `${values.note}\n\n` : ''}${table}\n\n` +
+      `Bandwidth ${bw.toFixed(2)} GB/s, ${o.threads} threads, prompt ${o.prompt}, gen ${o.gen}, ${rounds} alternating rounds.\n\n`;
+    writeFileSync(notes, insertInSection(existsSync(notes) ? readFileSync(notes, 'utf8') : '# Benchmark notes\n\n', entry));
   }
 }
 
