@@ -128,12 +128,11 @@ class CpuBackend final : public Backend {
       qmatmul(W, x, n, y);
       return;
     }
-    if (int8_act_ && (W.type == TW_TYPE_F16 || W.type == TW_TYPE_BF16)) {
-      // llama.cpp multiplies F16 (BF16) weights with activations rounded to F16 (BF16); doing the same keeps our
-      // logits on top of its logits instead of adding a second, independent rounding noise.
+    if (int8_act_ && W.type == TW_TYPE_F16) {
+      // llama.cpp multiplies F16 weights with activations rounded to F16 (its vec_dot_type); doing the same keeps our
+      // logits on top of its logits instead of adding a second, independent rounding noise. (BF16: below, always.)
       if (xr_.size() < (size_t)n * K) xr_.resize((size_t)n * K);
-      for (size_t i = 0; i < (size_t)n * K; ++i)
-        xr_[i] = W.type == TW_TYPE_F16 ? fp16_to_f32(f32_to_fp16(x[i])) : bf16_to_f32(f32_to_bf16(x[i]));
+      for (size_t i = 0; i < (size_t)n * K; ++i) xr_[i] = fp16_to_f32(f32_to_fp16(x[i]));
       x = xr_.data();
     }
     if (W.type == TW_TYPE_BF16) {
@@ -144,13 +143,25 @@ class CpuBackend final : public Backend {
       x = bf16_act_.data();
     }
     const int n_tasks = (int)((R + kRowsPerTask - 1) / kRowsPerTask);
-    run(n_tasks, R * K * n, [&](int task, int) {
+    // Prompts with F16/BF16 weights: each row is converted to F32 once per token tile (exact) instead of once per
+    // token inside the dot product.
+    const bool convert_rows = n > 1 && (W.type == TW_TYPE_F16 || W.type == TW_TYPE_BF16);
+    if (convert_rows && (int)rowf_.size() < pool_.size()) rowf_.resize(pool_.size());
+    run(n_tasks, R * K * n, [&](int task, int thread) {
       const int64_t r0 = (int64_t)task * kRowsPerTask, r1 = std::min<int64_t>(R, r0 + kRowsPerTask);
       for (int t0 = 0; t0 < n; t0 += kTokenTile) {
         const int t1 = std::min(n, t0 + kTokenTile);
         for (int64_t r = r0; r < r1; ++r) {
           const void* row = base + rb * r;
-          for (int t = t0; t < t1; ++t) y[(size_t)t * R + r] = dot_row(W.type, row, x + (size_t)t * K, K);
+          if (convert_rows) {
+            std::vector<float>& rf = rowf_[thread];
+            if ((int64_t)rf.size() < K) rf.resize(K);
+            if (W.type == TW_TYPE_F16) f16_row_to_f32((const uint16_t*)row, rf.data(), K);
+            else for (int64_t i = 0; i < K; ++i) rf[i] = bf16_to_f32(((const uint16_t*)row)[i]);
+            for (int t = t0; t < t1; ++t) y[(size_t)t * R + r] = dot_f32(rf.data(), x + (size_t)t * K, K);
+          } else {
+            for (int t = t0; t < t1; ++t) y[(size_t)t * R + r] = dot_row(W.type, row, x + (size_t)t * K, K);
+          }
         }
       }
     });
@@ -313,6 +324,7 @@ class CpuBackend final : public Backend {
   bool int8_act_;
   std::vector<char> act_buf_;
   std::vector<float> xr_;
+  std::vector<std::vector<float>> rowf_;
   std::vector<ActRow> acts_;
   std::vector<std::vector<float>> scores_, vbuf_;
 };
