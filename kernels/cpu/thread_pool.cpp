@@ -62,7 +62,9 @@ void ThreadPool::dispatch(int n_tasks, JobFn fn, void* ctx) {
 }
 
 void ThreadPool::worker_main(int thread) {
-  uint32_t seen = generation_.load(std::memory_order_acquire);
+  // Start from generation 0, not from a load: a WASM pthread may start running after the first job was already
+  // published, and reading the counter here would make it wait for the job after that — a deadlock.
+  uint32_t seen = 0;
   for (;;) {
     int spins = 0;
     while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
