@@ -123,8 +123,14 @@ async function main(): Promise<void> {
       models: { type: 'string' }, threads: { type: 'string', default: '2' }, prompt: { type: 'string', default: '128' },
       gen: { type: 'string', default: '64' }, rounds: { type: 'string', default: '2' }, runs: { type: 'string', default: '2' },
       'no-peer': { type: 'boolean', default: false }, 'no-notes': { type: 'boolean', default: false }, note: { type: 'string' },
+      help: { type: 'boolean', default: false },
     },
   });
+  if (values.help) {
+    console.log(`usage: pnpm -C bench bench [--models ${MODELS.map((m) => m.name).join(',')}] [--threads 2] [--prompt 128]
+  [--gen 64] [--rounds 2] [--runs 2] [--no-peer] [--no-notes] [--note TEXT]`);
+    return;
+  }
   const o = { threads: Number(values.threads), prompt: Number(values.prompt), gen: Number(values.gen), runs: Number(values.runs) };
   const rounds = Number(values.rounds);
   const names = values.models ? values.models.split(',') : MODELS.map((m) => m.name);
