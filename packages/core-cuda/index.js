@@ -93,7 +93,10 @@ export function createEngine(hp, rc) {
 }
 
 export const typeRowSize = (type, n) => need().typeRowSize(type, n);
-export const typeSupported = (type) => (addon ? addon.typeSupported(type) : false);
+// The shared block formats (kernels/common) know more types than the CUDA kernels implement yet (K-quants, Q4_1,
+// Q5_x): only claim the ones with CUDA matmul/get_rows kernels, so the SDK refuses the others with a clear error.
+const CUDA_KERNEL_TYPES = new Set([0 /* F32 */, 1 /* F16 */, 30 /* BF16 */, 8 /* Q8_0 */, 2 /* Q4_0 */]);
+export const typeSupported = (type) => (addon ? CUDA_KERNEL_TYPES.has(type) && addon.typeSupported(type) : false);
 export const dequantize = (type, src, n) => guard(() => need().dequantize(type, src, n));
 
 /** The CoreModule object the SDK selects between (name 'cuda'). */

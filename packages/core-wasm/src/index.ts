@@ -80,6 +80,9 @@ function releaseThreads(mod: EmModule): void {
   pt.unusedWorkers.length = 0;
 }
 
+/** malloc, as an unsigned address: wasm returns i32, so addresses above 2 GiB would read as negative numbers. */
+const malloc = (mod: EmModule, n: number): number => mod._malloc(n) >>> 0;
+
 // wasm32 passes int64 arguments as (lo, hi) pairs in emscripten 3.1 without BigInt integration.
 const lo = (n: number) => n >>> 0;
 const hi = (n: number) => Math.floor(n / 2 ** 32) >>> 0;
@@ -108,12 +111,12 @@ export class WasmEngine {
   constructor(private readonly mod: EmModule, handle: number, private readonly hp: CoreHParams, private readonly rc: CoreRuntimeConfig) {
     this.handle = handle;
     const T = rc.maxBatchTokens;
-    this.batchPtr = mod._malloc(64);
-    this.tokensPtr = mod._malloc(T * 4);
-    this.posPtr = mod._malloc(T * 4);
-    this.seqPtr = mod._malloc(T * 4);
-    this.outPtr = mod._malloc(T * 4);
-    this.logitsPtr = mod._malloc(rc.maxOutputs * hp.nVocab * 4);
+    this.batchPtr = malloc(mod, 64);
+    this.tokensPtr = malloc(mod, T * 4);
+    this.posPtr = malloc(mod, T * 4);
+    this.seqPtr = malloc(mod, T * 4);
+    this.outPtr = malloc(mod, T * 4);
+    this.logitsPtr = malloc(mod, rc.maxOutputs * hp.nVocab * 4);
     if (!this.batchPtr || !this.tokensPtr || !this.posPtr || !this.seqPtr || !this.outPtr || !this.logitsPtr)
       throw new CoreError(3, 'out of memory allocating batch buffers in WebAssembly memory');
   }
@@ -125,7 +128,7 @@ export class WasmEngine {
 
   allocTensor(role: number, layer: number, type: number, ne0: number, ne1: number): Uint8Array | null {
     const m = this.mod;
-    const out = m._malloc(4);
+    const out = malloc(m, 4);
     try {
       check(m, m._tw_tensor_alloc(this.live(), role, layer, type, lo(ne0), hi(ne0), lo(ne1), hi(ne1), out), 'tensor alloc');
       const ptr = i32(m, out, 1)[0] >>> 0;
@@ -138,7 +141,7 @@ export class WasmEngine {
 
   writeTensor(role: number, layer: number, offset: number, data: Uint8Array): void {
     const m = this.mod;
-    const p = m._malloc(data.length);
+    const p = malloc(m, data.length);
     if (!p) throw new CoreError(3, 'out of memory staging tensor data');
     try {
       u8(m, p, data.length).set(data);
@@ -154,7 +157,7 @@ export class WasmEngine {
 
   dequantizeTensor(role: number, layer: number, ne: number): Float32Array {
     const m = this.mod;
-    const p = m._malloc(ne * 4);
+    const p = malloc(m, ne * 4);
     if (!p) throw new CoreError(3, 'out of memory');
     try {
       check(m, m._tw_tensor_dequantize(this.live(), role, layer, p), 'dequantize');
@@ -178,7 +181,7 @@ export class WasmEngine {
     if (entries > this.tablesCap) {
       if (this.tablesPtr) m._free(this.tablesPtr);
       this.tablesCap = Math.max(entries, 2 * this.tablesCap);
-      this.tablesPtr = m._malloc(this.tablesCap * 4);
+      this.tablesPtr = malloc(m, this.tablesCap * 4);
       if (!this.tablesPtr) throw new CoreError(3, 'out of memory for block tables');
     }
     i32(m, this.tokensPtr, n).set(b.tokens);
@@ -207,7 +210,7 @@ export class WasmEngine {
 
   memory(): CoreMemory {
     const m = this.mod;
-    const p = m._malloc(24);
+    const p = malloc(m, 24);
     try {
       check(m, m._tw_engine_memory(this.live(), p, p + 8, p + 16), 'memory');
       const v = f64(m, p, 3);
@@ -268,7 +271,7 @@ export async function loadWasmCore(): Promise<WasmCore> {
     async createEngine(hp, rc) {
       const threads = rc.nThreads > 0 ? rc.nThreads : defaultThreads();
       const mod = await instantiate(threads - 1);
-      const p = mod._malloc(128);
+      const p = malloc(mod, 128);
       try {
         writeHParams(mod, p, hp);
         writeRuntimeConfig(mod, p + 64, { ...rc, nThreads: threads });
@@ -291,8 +294,8 @@ export async function loadWasmCore(): Promise<WasmCore> {
       return util._tw_type_supported(type) !== 0;
     },
     dequantize(type, src, n) {
-      const s = util._malloc(src.length);
-      const d = util._malloc(n * 4);
+      const s = malloc(util, src.length);
+      const d = malloc(util, n * 4);
       try {
         u8(util, s, src.length).set(src);
         check(util, util._tw_dequantize(type, s, d, lo(n), hi(n)), 'dequantize');
