@@ -108,7 +108,8 @@ typedef struct tw_runtime_config {
 } tw_runtime_config;
 
 enum tw_flags {
-  TW_FLAG_QUANTIZE_ACTIVATIONS = 1, /* CPU: int8 activations in quantized products (faster, llama.cpp-like) */
+  TW_FLAG_QUANTIZE_ACTIVATIONS = 1, /* CPU: int8 activations in quantized products — the default; kept for compatibility */
+  TW_FLAG_FLOAT_ACTIVATIONS = 2,    /* CPU: float activations in every product (exact arithmetic on the stored weights; slower) */
 };
 
 typedef struct tw_engine tw_engine;

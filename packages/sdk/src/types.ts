@@ -21,6 +21,11 @@ export interface LoadOptions {
    * Matrices become Q8_0 or Q4_0 (with q4_0 the output projection stays Q8_0); norms and biases stay F32.
    */
   quantize?: 'q8_0' | 'q4_0';
+  /**
+   * CPU: multiply with float activations instead of 8-bit ones (llama.cpp's way, the default for quantized weights).
+   * Exact arithmetic on the stored weights, slower.
+   */
+  exactActivations?: boolean;
   /** Called while weights stream in. */
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;

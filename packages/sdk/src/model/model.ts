@@ -153,7 +153,7 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<M
       maxBatchTokens,
       maxOutputs,
       device: 0,
-      flags: 0,
+      flags: opts.exactActivations ? 2 /* TW_FLAG_FLOAT_ACTIVATIONS */ : 0,
     });
   } catch (e) {
     throw fromCoreError(e);
