@@ -1,3 +1,4 @@
+import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 
 /** A deterministic prompt: BOS then n-1 ids in 3..30002 (inside every vocabulary we bench, past BOS/EOS/UNK). */
@@ -23,4 +24,28 @@ export function peakRssBytes(): number {
     if (m) return Number(m[1]) * 1024;
   } catch { /* not Linux */ }
   return process.memoryUsage().rss;
+}
+
+/** The arguments both bench drivers take: MODEL [--prompt N] [--gen N] [--threads N] [--runs N] [--kv f16|f32]. */
+export function benchArgs(script: string) {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      prompt: { type: 'string', default: '128' },
+      gen: { type: 'string', default: '64' },
+      threads: { type: 'string', default: '2' },
+      runs: { type: 'string', default: '3' },
+      kv: { type: 'string', default: 'f16' },
+    },
+  });
+  const modelPath = positionals[0];
+  if (!modelPath) throw new Error(`usage: ${script} MODEL [--prompt N] [--gen N] [--threads N] [--runs N] [--kv f16|f32]`);
+  return {
+    modelPath,
+    nPrompt: Number(values.prompt),
+    nGen: Number(values.gen),
+    threads: Number(values.threads),
+    runs: Number(values.runs),
+    kv: values.kv as 'f16' | 'f32',
+  };
 }

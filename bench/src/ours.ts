@@ -3,30 +3,17 @@
  * generation, then `runs` generations of a fixed prompt; prints one JSON line with the median prefill and decode
  * tokens/s. Usage: tsx bench/src/ours.ts MODEL --prompt N --gen N --threads N [--runs N] [--kv f16|f32]
  */
-import { parseArgs } from 'node:util';
 import { loadModel } from '../../packages/sdk/src/index.js';
-import { benchPrompt, median, peakRssBytes } from './common.js';
+import { benchArgs, benchPrompt, median, peakRssBytes } from './common.js';
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    prompt: { type: 'string', default: '128' },
-    gen: { type: 'string', default: '64' },
-    threads: { type: 'string', default: '2' },
-    runs: { type: 'string', default: '3' },
-    kv: { type: 'string', default: 'f16' },
-  },
-});
-const modelPath = positionals[0];
-if (!modelPath) throw new Error('usage: ours.ts MODEL [--prompt N] [--gen N] [--threads N] [--runs N]');
-const nPrompt = Number(values.prompt), nGen = Number(values.gen), runs = Number(values.runs);
+const { modelPath, nPrompt, nGen, threads, runs, kv } = benchArgs('ours.ts');
 
 const t0 = performance.now();
 const model = await loadModel(modelPath, {
   backend: 'wasm',
-  threads: Number(values.threads),
+  threads,
   contextSize: nPrompt + nGen + 8,
-  kvCacheType: values.kv as 'f16' | 'f32',
+  kvCacheType: kv,
   maxBatchTokens: Math.max(nPrompt, 1),
 });
 const loadMs = performance.now() - t0;

@@ -4,23 +4,10 @@
  * prints one JSON line. Prefill = one evaluation of the whole prompt; decode = greedy tokens after it.
  * Usage: tsx bench/src/peer.ts MODEL --prompt N --gen N --threads N [--runs N]
  */
-import { parseArgs } from 'node:util';
 import { getLlama, LlamaLogLevel, type Token } from 'node-llama-cpp';
-import { benchPrompt, median, peakRssBytes } from './common.js';
+import { benchArgs, benchPrompt, median, peakRssBytes } from './common.js';
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    prompt: { type: 'string', default: '128' },
-    gen: { type: 'string', default: '64' },
-    threads: { type: 'string', default: '2' },
-    runs: { type: 'string', default: '3' },
-  },
-});
-const modelPath = positionals[0];
-if (!modelPath) throw new Error('usage: peer.ts MODEL [--prompt N] [--gen N] [--threads N] [--runs N]');
-const nPrompt = Number(values.prompt), nGen = Number(values.gen), runs = Number(values.runs);
-const threads = Number(values.threads);
+const { modelPath, nPrompt, nGen, threads, runs } = benchArgs('peer.ts');
 
 const t0 = performance.now();
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, maxThreads: threads });

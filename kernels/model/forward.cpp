@@ -108,8 +108,6 @@ int forward(tw_engine* e, const tw_batch* b) {
   shape.kv_type = e->rc.kv_type;
   shape.scale = 1.0f / std::sqrt((float)hp.head_dim);
 
-  const size_t qd = (size_t)hp.n_head * hp.head_dim;
-
   be.begin_step(view);
   be.get_rows(e->globals[TW_ROLE_TOK_EMBD], e->d_tokens, T, e->x);
 
@@ -135,7 +133,6 @@ int forward(tw_engine* e, const tw_batch* b) {
     be.matmul(w[TW_ROLE_FFN_DOWN], e->gate, T, e->h);
     be.add(e->x, e->h, (size_t)T * D);
   }
-  (void)qd;
 
   // Logits only for the rows that asked for them.
   if (b->n_outputs > 0) {
