@@ -9,7 +9,7 @@ import { readGGUF, readInto, streamTensor } from '../gguf/reader.js';
 import { typeName } from '../gguf/type-info.js';
 import type { GGUFFile } from '../gguf/types.js';
 import { Tokenizer } from '../tokenizer/index.js';
-import { createSampler, logprobOf, logSoftmaxTopK, validateGenerationConfig } from '../sampling/index.js';
+import { createSampler, logprobOf, logSoftmaxTopK, logSumExp, validateGenerationConfig } from '../sampling/index.js';
 import { CoreError, type CoreEngine, type CoreHParams } from '../backend/core.js';
 import { requestedBackend, selectCore } from '../backend/select.js';
 import { InferenceEngine, type Sequence } from '../engine/engine.js';
@@ -366,8 +366,9 @@ export class Model {
         }
         let step: StepLogprobs | undefined;
         if (topLogprobs > 0) {
-          const top = logSoftmaxTopK(logits, topLogprobs).map((t) => ({ id: t.id, token: this.tokenizer.tokenToPiece(t.id), logprob: t.logprob }));
-          step = { id, logprob: logprobOf(logits, id), top };
+          const logZ = logSumExp(logits); // one pass over the vocabulary serves both
+          const top = logSoftmaxTopK(logits, topLogprobs, logZ).map((t) => ({ id: t.id, token: this.tokenizer.tokenToPiece(t.id), logprob: t.logprob }));
+          step = { id, logprob: logprobOf(logits, id, logZ), top };
           steps.push(step);
         }
         ids.push(id);
