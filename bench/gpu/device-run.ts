@@ -5,10 +5,12 @@
  *
  *   check   --shared DIR                 probe; stories260K 200 greedy tokens == expected text; OOM then recovery
  *   logits  --model F --out F.json       teacher-forced logits of a fixed 64-token prompt + 16 greedy steps
- *   compare --ref A.json --test B.json   max |logit difference| and greedy agreement (tolerance 5e-2)
+ *   logits  ... --backend wasm           the same from the WASM backend (exact float activations): the CPU reference
+ *   compare --ref A.json --test B.json   max |logit difference| and greedy agreement (tolerance 5e-2); .json.gz too
  *   bench   --model F --label L          prefill 512, decode 128, batched decode 8/32/64 sequences
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { parseArgs } from 'node:util';
 
 import { listBackends, loadModel, type Model } from '../../packages/sdk/src/index.js';
@@ -23,6 +25,9 @@ const { positionals, values } = parseArgs({
     test: { type: 'string' },
     label: { type: 'string' },
     big: { type: 'string' },
+    backend: { type: 'string' },
+    threads: { type: 'string' },
+    'ref-name': { type: 'string' },
   },
 });
 
@@ -113,22 +118,40 @@ interface LogitsFile {
   margins: number[];
 }
 
-async function cmdLogits(model: string, out: string): Promise<void> {
-  const m = await loadModel(model, { backend: 'cuda', kvCacheType: 'f32', contextSize: 256, maxBatchTokens: 128 });
+// backend 'wasm' (exact float activations) computes the reference on a CPU machine; 'cuda' (default) the GPU side.
+async function cmdLogits(model: string, out: string, backend: 'cuda' | 'wasm', threads?: number): Promise<void> {
+  const m = await loadModel(model, {
+    backend, kvCacheType: 'f32', contextSize: 256, maxBatchTokens: 128,
+    ...(backend === 'wasm' ? { exactActivations: true, threads } : {}),
+  });
   const ids = promptIds(64, m.tokenizer.bosId ?? 1, m.info.vocabSize);
   const all = await m.evaluate(ids);
   const positions = [15, 31, 47, 63];
   const r = await m.generate(ids, { maxNewTokens: 16, temperature: 0, logprobs: 2 });
   const margins = (r.logprobs ?? []).map((s) => (s.top.length > 1 ? s.top[0].logprob - s.top[1].logprob : Infinity));
-  const file: LogitsFile = { positions, logits: positions.map((p) => Array.from(all[p])), greedy: r.ids, margins };
-  writeFileSync(out, JSON.stringify(file));
+  // Logits rounded to 1e-4 (the comparison's tolerance is 5e-2) and gzipped when `out` ends in .gz: the references
+  // travel to the GPU machine inside a 64 MiB working tree.
+  const round = (v: number) => Math.round(v * 1e4) / 1e4;
+  const file: LogitsFile = { positions, logits: positions.map((p) => Array.from(all[p], round)), greedy: r.ids, margins };
+  writeLogits(out, file);
   console.log(`logits of ${model} -> ${out} (greedy ${r.ids.join(' ')})`);
   m.dispose();
 }
 
-function cmdCompare(refPath: string, testPath: string, label: string): void {
-  const a = JSON.parse(readFileSync(refPath, 'utf8')) as LogitsFile;
-  const b = JSON.parse(readFileSync(testPath, 'utf8')) as LogitsFile;
+function writeLogits(path: string, file: LogitsFile): void {
+  const json = Buffer.from(JSON.stringify(file));
+  writeFileSync(path, path.endsWith('.gz') ? gzipSync(json, { level: 9 }) : json);
+}
+function readLogits(path: string): LogitsFile {
+  const raw = readFileSync(path);
+  return JSON.parse((path.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8')) as LogitsFile;
+}
+
+function cmdCompare(refPath: string, testPath: string, label: string, refName: string): void {
+  const a = readLogits(refPath);
+  const b = readLogits(testPath);
+  if (a.positions.join() !== b.positions.join() || a.logits[0].length !== b.logits[0].length)
+    throw new Error(`${refPath} and ${testPath} hold different positions or vocabularies`);
   let maxDiff = 0;
   for (let i = 0; i < a.positions.length; i++)
     for (let j = 0; j < a.logits[i].length; j++) maxDiff = Math.max(maxDiff, Math.abs(a.logits[i][j] - b.logits[i][j]));
@@ -136,7 +159,7 @@ function cmdCompare(refPath: string, testPath: string, label: string): void {
   while (agree < 16 && a.greedy[agree] === b.greedy[agree]) agree++;
   // Random weights give near-ties: a divergence only counts where the reference's top-2 margin is above tolerance.
   const tieOk = agree === 16 || a.margins[agree] < 5e-2;
-  check(`${label} logits vs exact-F32 CUDA path`, maxDiff <= 5e-2, `max |diff| ${maxDiff.toExponential(3)} over ${a.positions.length} positions`);
+  check(`${label} logits vs ${refName}`, maxDiff <= 5e-2, `max |diff| ${maxDiff.toExponential(3)} over ${a.positions.length} positions`);
   check(`${label} greedy 16 steps`, tieOk,
     agree === 16 ? 'identical' : `diverge at step ${agree} (reference top-2 margin ${a.margins[agree]?.toExponential(2)})`);
 }
@@ -192,8 +215,12 @@ async function cmdBench(model: string, label: string): Promise<void> {
 async function main(): Promise<void> {
   const cmd = positionals[0];
   if (cmd === 'check') await cmdCheck(values.shared ?? '../shared', values.big);
-  else if (cmd === 'logits') await cmdLogits(values.model!, values.out!);
-  else if (cmd === 'compare') cmdCompare(values.ref!, values.test!, values.label ?? 'model');
+  else if (cmd === 'logits') {
+    const backend = values.backend ?? 'cuda';
+    if (backend !== 'cuda' && backend !== 'wasm') throw new Error(`--backend must be cuda or wasm, got ${backend}`);
+    await cmdLogits(values.model!, values.out!, backend, values.threads ? Number(values.threads) : undefined);
+  }
+  else if (cmd === 'compare') cmdCompare(values.ref!, values.test!, values.label ?? 'model', values['ref-name'] ?? 'exact-F32 CUDA path');
   else if (cmd === 'bench') await cmdBench(values.model!, values.label ?? values.model!);
   else throw new Error(`unknown command ${cmd}`);
   if (failures) {

@@ -6,8 +6,9 @@ import { join } from 'node:path';
 
 const dir = process.argv[2] ?? '.';
 const read = (f) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), 'utf8') : '');
-const types = ['f16', 'q8_0', 'q4_0'];
-const bytesPerWeight = { f16: 2, q8_0: 34 / 32, q4_0: 18 / 32 };
+const types = ['f16', 'q8_0', 'q4_0', 'q4_k_m'];
+// Bytes per value of the token-embedding table (llama-quantize's Q4_K_M keeps it in Q4_K).
+const bytesPerWeight = { f16: 2, q8_0: 34 / 32, q4_0: 18 / 32, q4_k_m: 144 / 256 };
 
 const copy = /device-to-device copy: ([\d.]+) GB\/s/.exec(read('op_test.txt'));
 const copyGBs = copy ? Number(copy[1]) : NaN;
@@ -18,6 +19,7 @@ const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${
 
 const rows = [];
 for (const t of types) {
+  if (!read(`ours-${t}.log`) && !read(`llama-bench-${t}.json`)) continue;
   const ours = {};
   let weightBytes = NaN;
   for (const line of read(`ours-${t}.log`).split('\n')) {

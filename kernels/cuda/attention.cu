@@ -23,20 +23,24 @@ template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 
-// One CTA per token. NORMAL rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + d/2]). theta_i = pos * freq_scale *
-// base^(-2i/d), as ggml's rope (ext_factor 0, attn_factor 1).
+// One CTA per (token, head): blockIdx.y < n_head rotates a query head, the next n_head_kv rotate a key head and
+// write it to the cache, the last copies the token's V row to the cache. (One CTA per token left a decode step with
+// a single CTA doing 40 heads' sincos serially.) NORMAL rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + d/2]).
+// theta_i = pos * freq_scale * base^(-2i/d), as ggml's rope (ext_factor 0, attn_factor 1).
 template <typename KV>
 __global__ void rope_store_kernel(float* q, float* k, const float* v, const int32_t* pos, const int32_t* slot,
                                   KV* kc, KV* vc, int n_head, int n_head_kv, int hd, int neox, float theta_scale,
                                   float freq_scale) {
-  const int t = blockIdx.x;
-  const float p = (float)pos[t];
+  const int t = blockIdx.x, hh = blockIdx.y;
   const int half = hd / 2;
   const int kv_dim = n_head_kv * hd;
   const size_t sl = (size_t)slot[t] * kv_dim;
-  const int total = (n_head + n_head_kv) * half;
-  for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
-    const int hh = idx / half, i = idx - hh * half;
+  if (hh == n_head + n_head_kv) {
+    for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) vc[sl + j] = from_f<KV>(v[(size_t)t * kv_dim + j]);
+    return;
+  }
+  const float p = (float)pos[t];
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
     const float theta = p * powf(theta_scale, (float)i) * freq_scale;
     float sn, cs;
     sincosf(theta, &sn, &cs);
@@ -58,7 +62,6 @@ __global__ void rope_store_kernel(float* q, float* k, const float* v, const int3
       kc[sl + kh * hd + i1] = from_f<KV>(r1);
     }
   }
-  for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) vc[sl + j] = from_f<KV>(v[(size_t)t * kv_dim + j]);
 }
 
 constexpr int ATHREADS = 128;
@@ -260,12 +263,14 @@ void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const Bat
   if (b.n_tokens <= 0) return;
   const float theta_scale = powf(theta, -2.0f / sh.head_dim);
   const int neox = rope_mode == 2 ? 1 : 0;
+  const dim3 grid(b.n_tokens, sh.n_head + sh.n_head_kv + 1);
+  const int threads = std::min(128, std::max(32, (sh.head_dim / 2 + 31) / 32 * 32));
   if (sh.kv_type == 1)
-    rope_store_kernel<__half><<<b.n_tokens, 128, 0, s>>>(q, k, v, b.pos, b.slot, (__half*)kv.k, (__half*)kv.v,
+    rope_store_kernel<__half><<<grid, threads, 0, s>>>(q, k, v, b.pos, b.slot, (__half*)kv.k, (__half*)kv.v,
                                                           sh.n_head, sh.n_head_kv, sh.head_dim, neox, theta_scale,
                                                           freq_scale);
   else
-    rope_store_kernel<float><<<b.n_tokens, 128, 0, s>>>(q, k, v, b.pos, b.slot, (float*)kv.k, (float*)kv.v,
+    rope_store_kernel<float><<<grid, threads, 0, s>>>(q, k, v, b.pos, b.slot, (float*)kv.k, (float*)kv.v,
                                                          sh.n_head, sh.n_head_kv, sh.head_dim, neox, theta_scale,
                                                          freq_scale);
   TWC_LAUNCHED("rope_store_kv");

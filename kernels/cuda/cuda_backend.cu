@@ -22,6 +22,80 @@ constexpr size_t kPad = 1024;
 // Upload chunk size of each of the two pinned buffers (the whole pinned footprint is twice this).
 constexpr size_t kStagingChunk = 16u << 20;
 
+// TWINFER_CUDA_PROFILE=1: GPU time of every op, measured with events around its launches on the stream and summed
+// per op name; printed to stderr when the backend is destroyed (model dispose). Graphs are off while profiling.
+class OpProfiler {
+ public:
+  const bool on = [] {
+    const char* v = std::getenv("TWINFER_CUDA_PROFILE");
+    return v && v[0] == '1';
+  }();
+  void begin(cudaStream_t s, const char* name) {
+    if (!on) return;
+    cudaEvent_t a = take(), b = take();
+    cudaEventRecord(a, s);
+    open_.push_back({name, a, b});
+  }
+  void end(cudaStream_t s) {
+    if (!on || open_.empty()) return;
+    Rec r = open_.back();
+    open_.pop_back();
+    cudaEventRecord(r.b, s);
+    done_.push_back(r);
+  }
+  // After a stream synchronization: fold the finished pairs into the totals.
+  void collect() {
+    if (!on) return;
+    for (const Rec& r : done_) {
+      float ms = 0;
+      if (cudaEventElapsedTime(&ms, r.a, r.b) == cudaSuccess) {
+        auto& t = totals_[r.name];
+        t.first += ms;
+        t.second += 1;
+      } else {
+        cudaGetLastError();
+      }
+      pool_.push_back(r.a);
+      pool_.push_back(r.b);
+    }
+    done_.clear();
+  }
+  void step() { steps_ += on ? 1 : 0; }
+  void report() {
+    if (!on || totals_.empty()) return;
+    double all = 0;
+    for (auto& kv : totals_) all += kv.second.first;
+    std::fprintf(stderr, "[cuda profile] %ld steps, %.3f ms GPU op time per step\n", steps_, steps_ ? all / steps_ : 0.0);
+    for (auto& kv : totals_)
+      std::fprintf(stderr, "[cuda profile] %-16s %10.3f ms total %8ld launches %8.2f us each %8.3f ms/step\n",
+                   kv.first.c_str(), kv.second.first, kv.second.second, 1000.0 * kv.second.first / kv.second.second,
+                   steps_ ? kv.second.first / steps_ : 0.0);
+  }
+  ~OpProfiler() {
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+  }
+
+ private:
+  struct Rec {
+    const char* name;
+    cudaEvent_t a, b;
+  };
+  cudaEvent_t take() {
+    if (!pool_.empty()) {
+      cudaEvent_t e = pool_.back();
+      pool_.pop_back();
+      return e;
+    }
+    cudaEvent_t e = nullptr;
+    cudaEventCreate(&e);
+    return e;
+  }
+  std::vector<Rec> open_, done_;
+  std::vector<cudaEvent_t> pool_;
+  std::map<std::string, std::pair<double, long>> totals_;
+  long steps_ = 0;
+};
+
 class CudaBackend final : public Backend {
  public:
   bool init(int device, std::string& err) {
@@ -49,6 +123,8 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     if (stream_) cudaStreamSynchronize(stream_);
+    prof_.collect();
+    prof_.report();
     for (auto& kv : graphs_) cudaGraphExecDestroy(kv.second.exec);
     mm_.free_all();
     attn_.free_all();
@@ -73,7 +149,9 @@ class CudaBackend final : public Backend {
   void* host_view(void*) override { return nullptr; }
   void upload(void* dst, const void* src, size_t n) override {
     flush();
+    prof_.begin(stream_, "upload");
     staging_.upload(stream_, dst, src, n);
+    prof_.end(stream_);
   }
   void download(void* dst, const void* src, size_t n) override {
     flush();
@@ -81,8 +159,11 @@ class CudaBackend final : public Backend {
       pending_.push_back({dst, src, n});
       return;
     }
+    prof_.begin(stream_, "download");
     TWC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+    prof_.end(stream_);
     TWC_CHECK(cudaStreamSynchronize(stream_));
+    prof_.collect();
   }
 
   // CUDA graphs for small steps (decode): a step of a token count seen before is captured and replayed as one
@@ -91,7 +172,8 @@ class CudaBackend final : public Backend {
   // attributes and scratch buffers are settled before any capture. TWINFER_CUDA_GRAPHS=1 turns it on.
   void begin_step(const BatchView& b) override {
     flush();
-    if (!graphs_enabled_ || b.n_tokens > kGraphMaxTokens) return;
+    prof_.step();
+    if (!graphs_enabled_ || prof_.on || b.n_tokens > kGraphMaxTokens) return;
     auto it = graphs_.find(b.n_tokens);
     if (it == graphs_.end()) {
       graphs_[b.n_tokens] = Graph{};  // eager this time
@@ -145,25 +227,42 @@ class CudaBackend final : public Backend {
   void synchronize() override {
     flush();
     TWC_CHECK(cudaStreamSynchronize(stream_));
+    prof_.collect();
   }
 
   void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
     flush();
+    prof_.begin(stream_, "get_rows");
     cuda::get_rows(stream_, table, ids, n, out);
+    prof_.end(stream_);
   }
-  // Two ops are held back one step so they can merge with the next: a residual add with the RMSNorm that reads
-  // the same rows, and products of the same activations (Q/K/V, gate/up) into one grouped launch. Every other
+  // Three ops are held back one step so they can merge with the next: a residual add with the RMSNorm that reads
+  // the same rows, products of the same activations (Q/K/V, gate/up) into one grouped launch, and SwiGLU into the
+  // activation load of the product that consumes it (the down projection). Every other
   // entry point flushes first, so the observable order of effects is unchanged.
   void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) override {
     if (add_.x && add_.x == x && add_.n == (size_t)n * dim) {
+      prof_.begin(stream_, "add_rms_norm");
       cuda::add_rms_norm(stream_, add_.x, add_.y, (const float*)w.data, out, n, dim, eps);
+      prof_.end(stream_);
       add_ = {};
       return;
     }
     flush();
+    prof_.begin(stream_, "rms_norm");
     cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps);
+    prof_.end(stream_);
   }
   void matmul(const Tensor& W, const float* x, int n, float* y) override {
+    if (sw_.out && sw_.out == x && sw_.n == (size_t)n * W.ne0 && cuda::tc_eligible(W)) {
+      // The pending SwiGLU's product is this matmul's input: computed as the activations are loaded instead of
+      // through memory. sw_.out is then never written; the forward pass reads it only here.
+      prof_.begin(stream_, n <= 8 ? "matmul+swiglu n<=8" : "matmul+swiglu n>8");
+      cuda::matmul_swiglu(stream_, dev_, mm_, W, sw_.gate, sw_.up, n, y);
+      prof_.end(stream_);
+      sw_ = {};
+      return;
+    }
     if (mm_q_.count > 0 && mm_q_.count < 3 && mm_q_.x == x && mm_q_.n == n &&
         cuda::matmul_groupable(mm_q_.W[0], W)) {
       mm_q_.W[mm_q_.count] = W;
@@ -179,12 +278,16 @@ class CudaBackend final : public Backend {
   }
   void add_bias(float* y, const Tensor& b, int n) override {
     flush();
+    prof_.begin(stream_, "add_bias");
     cuda::add_bias(stream_, y, (const float*)b.data, n, (int)b.ne0);
+    prof_.end(stream_);
   }
   void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
                      const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
     flush();
+    prof_.begin(stream_, "rope_store_kv");
     cuda::rope_store_kv(stream_, q, k, v, b, kv, s, rope_mode, theta, freq_scale);
+    prof_.end(stream_);
   }
   void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
                  float* out) override {
@@ -193,11 +296,13 @@ class CudaBackend final : public Backend {
       note_error(cudaErrorInvalidValue, "attention: unsupported head layout");
       return;
     }
+    prof_.begin(stream_, "attention");
     cuda::attention(stream_, dev_, attn_, q, b, kv, s, out);
+    prof_.end(stream_);
   }
   void swiglu(const float* gate, const float* up, float* out, size_t n) override {
     flush();
-    cuda::swiglu(stream_, gate, up, out, n);
+    sw_ = {gate, up, out, n};
   }
   void add(float* x, const float* y, size_t n) override {
     flush();
@@ -205,7 +310,9 @@ class CudaBackend final : public Backend {
   }
   void gather_rows(const float* x, const int32_t* rows, int n, int width, float* out) override {
     flush();
+    prof_.begin(stream_, "gather_rows");
     cuda::gather_rows(stream_, x, rows, n, width, out);
+    prof_.end(stream_);
   }
 
  private:
@@ -218,11 +325,21 @@ class CudaBackend final : public Backend {
   void flush() {
     if (mm_q_.count) {
       const Tensor* w[3] = {&mm_q_.W[0], &mm_q_.W[1], &mm_q_.W[2]};
+      prof_.begin(stream_, mm_q_.n <= 8 ? "matmul n<=8" : "matmul n>8");
       cuda::matmul_group(stream_, dev_, mm_, w, mm_q_.y, mm_q_.count, mm_q_.x, mm_q_.n);
+      prof_.end(stream_);
       mm_q_.count = 0;
     }
+    if (sw_.out) {
+      prof_.begin(stream_, "swiglu");
+      cuda::swiglu(stream_, sw_.gate, sw_.up, sw_.out, sw_.n);
+      prof_.end(stream_);
+      sw_ = {};
+    }
     if (add_.x) {
+      prof_.begin(stream_, "add");
       cuda::add(stream_, add_.x, add_.y, add_.n);
+      prof_.end(stream_);
       add_ = {};
     }
   }
@@ -238,7 +355,14 @@ class CudaBackend final : public Backend {
     Tensor W[3];
     float* y[3] = {nullptr, nullptr, nullptr};
   };
+  struct PendingSwiglu {
+    const float* gate = nullptr;
+    const float* up = nullptr;
+    float* out = nullptr;
+    size_t n = 0;
+  };
   PendingAdd add_;
+  PendingSwiglu sw_;
   PendingMatmuls mm_q_;
 
   struct Graph {
@@ -261,6 +385,7 @@ class CudaBackend final : public Backend {
   std::map<int, Graph> graphs_;
   std::vector<PendingCopy> pending_;
 
+  OpProfiler prof_;
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   DeviceInfo dev_;

@@ -43,6 +43,43 @@ __device__ __forceinline__ float load_elem(int32_t type, const uint8_t* row, int
       const block_q8_0* b = reinterpret_cast<const block_q8_0*>(row) + j / QK8_0;
       return b->qs[j % QK8_0] * fp16_to_f32(b->d);
     }
+    case 3: {
+      const block_q4_1* b = reinterpret_cast<const block_q4_1*>(row) + j / QK4_1;
+      const int i = (int)(j % QK4_1);
+      const int q = i < 16 ? (b->qs[i] & 0x0F) : (b->qs[i - 16] >> 4);
+      return mul_add_exact((float)q, fp16_to_f32(b->d), fp16_to_f32(b->m));
+    }
+    case 6:
+    case 7: {  // Q5_0 / Q5_1: the fifth bit of element i is bit i of qh
+      const int i = (int)(j % 32);
+      const uint8_t* b = row + (j / 32) * (type == 6 ? sizeof(block_q5_0) : sizeof(block_q5_1));
+      const uint8_t* qh = b + (type == 6 ? 2 : 4);
+      const uint8_t* qs = qh + 4;
+      const int q = (i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4)) | (((load_u32_le(qh) >> i) & 1) << 4);
+      const float d = fp16_to_f32(*reinterpret_cast<const uint16_t*>(b));
+      if (type == 6) return (float)(q - 16) * d;
+      return mul_add_exact((float)q, d, fp16_to_f32(*reinterpret_cast<const uint16_t*>(b + 2)));
+    }
+    case 12:
+    case 13: {  // Q4_K / Q5_K, as dequant_block_q{4,5}_K: d*sc * q - dmin*m, sub-block u = i / 32
+      const int i = (int)(j % QK_K), u = i / 32, l = i % 32;
+      const uint8_t* b = row + (j / QK_K) * (type == 12 ? sizeof(block_q4_K) : sizeof(block_q5_K));
+      const float d = fp16_to_f32(*reinterpret_cast<const uint16_t*>(b));
+      const float dmin = fp16_to_f32(*reinterpret_cast<const uint16_t*>(b + 2));
+      uint8_t sc, m;
+      get_scale_min_k4(u, b + 4, &sc, &m);
+      const uint8_t* qs = b + (type == 12 ? 16 : 48) + 32 * (u / 2);
+      int q = (u & 1) ? (qs[l] >> 4) : (qs[l] & 0x0F);
+      if (type == 13 && ((b[16 + l] >> u) & 1)) q += 16;
+      return mul_sub_exact(d * sc, (float)q, dmin * m);
+    }
+    case 14: {  // Q6_K, as dequant_block_q6_K: (d * sc) * (q - 32)
+      const int i = (int)(j % QK_K), hh = i / 128, p = (i % 128) / 32, l = i % 32;
+      const block_q6_K* b = reinterpret_cast<const block_q6_K*>(row) + j / QK_K;
+      const uint8_t lo = b->ql[64 * hh + 32 * (p & 1) + l];
+      const int q = (((p >> 1) ? (lo >> 4) : (lo & 0x0F)) | (((b->qh[32 * hh + l] >> (2 * p)) & 3) << 4)) - 32;
+      return fp16_to_f32(b->d) * (float)b->scales[8 * hh + 2 * p + l / 16] * (float)q;
+    }
     default: return 0.0f;
   }
 }

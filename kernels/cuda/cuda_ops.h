@@ -55,6 +55,8 @@ void swiglu(cudaStream_t s, const float* gate, const float* up, float* out, size
 void add(cudaStream_t s, float* x, const float* y, size_t n);
 void gather_rows(cudaStream_t s, const float* x, const int32_t* rows, int n, int width, float* out);
 void f32_to_f16(cudaStream_t s, const float* x, __half* out, size_t n);
+// out = half(silu(gate) * up): SwiGLU fused into the FP16 conversion of the down projection's activations.
+void swiglu_f16(cudaStream_t s, const float* gate, const float* up, __half* out, size_t n);
 
 // ---- matmul.cu ----
 // y[t][r] = sum_k W[r][k] x[t][k]. Picks the fused dequant tensor-core kernels where the shape allows, else the
@@ -64,6 +66,11 @@ void matmul(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const
 // Several products of the same x (Q/K/V, gate/up) in one launch; falls back to one launch each where needed.
 void matmul_group(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
                   float* const* y, int count, const float* x, int n);
+// y = W (silu(gate) * up): the SwiGLU product computed as the activations are loaded (tensor-core path only).
+void matmul_swiglu(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* gate,
+                   const float* up, int n, float* y);
+// Whether W takes the tensor-core kernels (type with fragments, 16-byte aligned rows).
+bool tc_eligible(const Tensor& W);
 // Whether two weights can share one grouped launch (same type and row length, tensor-core path).
 bool matmul_groupable(const Tensor& a, const Tensor& b);
 

@@ -89,6 +89,13 @@ __global__ void f32_to_f16_kernel(const float* x, __half* out, size_t n) {
     out[i] = __float2half_rn(x[i]);
 }
 
+__global__ void swiglu_f16_kernel(const float* g, const float* u, __half* out, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const float x = g[i];
+    out[i] = __float2half_rn(x / (1.0f + expf(-x)) * u[i]);  // swiglu_kernel's value, then f32_to_f16's rounding
+  }
+}
+
 int grid_for(size_t n, int threads) {
   size_t g = (n + threads - 1) / threads;
   if (g > 65535) g = 65535;
@@ -147,6 +154,12 @@ void f32_to_f16(cudaStream_t s, const float* x, __half* out, size_t n) {
   if (n == 0) return;
   f32_to_f16_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, out, n);
   TWC_LAUNCHED("f32_to_f16");
+}
+
+void swiglu_f16(cudaStream_t s, const float* gate, const float* up, __half* out, size_t n) {
+  if (n == 0) return;
+  swiglu_f16_kernel<<<grid_for(n, 256), 256, 0, s>>>(gate, up, out, n);
+  TWC_LAUNCHED("swiglu_f16");
 }
 
 }  // namespace cuda

@@ -1,7 +1,7 @@
 // Weight x activation products, y[t][r] = sum_k W[r][k] x[t][k], with W in GGUF block layout.
 //
 // Two kernels:
-//  * mm_tc: the fast path for F16, BF16, Q8_0 and Q4_0. A CTA of 4 warps owns 64 weight rows and streams their raw
+//  * mm_tc: the fast path for F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants Q4_K, Q5_K, Q6_K. A CTA of 4 warps owns 64 weight rows and streams their raw
 //    blocks (never a dequantized copy) through shared memory with 16-byte cp.async loads, double-buffered. Each warp
 //    dequantizes its 16 rows to FP16 fragments in registers and multiplies with mma.sync m16n8k16 (FP32 accumulate).
 //    NT = 1 n-tile (n <= 8, decode): the activations are converted from F32 inside the CTA, so a decode matmul is one
@@ -29,23 +29,36 @@ template <int NT> struct Tile {
   static constexpr int THREADS = NT == 1 ? 128 : 256;
 };
 
-// Per-type geometry of a "unit": 32 elements (one quant block; for F16/BF16, 32 plain values).
+// Per-type geometry. A "unit" is 32 elements (one quant block of the 32-value types; for F16/BF16, 32 plain values;
+// for the K-quants, one eighth of a 256-value super-block). UB: bytes of one unit (32-value types); KU: units per
+// stage; SBB: bytes of one super-block (K-quants, whose stage is exactly one super-block).
 template <int TYPE> struct TC;
-template <> struct TC<2> { static constexpr int UB = 18, KU = 8; };   // Q4_0
-template <> struct TC<8> { static constexpr int UB = 34, KU = 8; };   // Q8_0
-template <> struct TC<1> { static constexpr int UB = 64, KU = 4; };   // F16
-template <> struct TC<30> { static constexpr int UB = 64, KU = 4; };  // BF16
+template <> struct TC<2> { static constexpr int UB = 18, KU = 8, SBB = 0; };   // Q4_0
+template <> struct TC<3> { static constexpr int UB = 20, KU = 8, SBB = 0; };   // Q4_1
+template <> struct TC<6> { static constexpr int UB = 22, KU = 8, SBB = 0; };   // Q5_0
+template <> struct TC<7> { static constexpr int UB = 24, KU = 8, SBB = 0; };   // Q5_1
+template <> struct TC<8> { static constexpr int UB = 34, KU = 8, SBB = 0; };   // Q8_0
+template <> struct TC<1> { static constexpr int UB = 64, KU = 4, SBB = 0; };   // F16
+template <> struct TC<30> { static constexpr int UB = 64, KU = 4, SBB = 0; };  // BF16
+template <> struct TC<12> { static constexpr int UB = 0, KU = 8, SBB = 144; }; // Q4_K
+template <> struct TC<13> { static constexpr int UB = 0, KU = 8, SBB = 176; }; // Q5_K
+template <> struct TC<14> { static constexpr int UB = 0, KU = 8, SBB = 210; }; // Q6_K
 
 // Stage geometry. For F16/BF16 the many-token kernel (NT = 8) takes half the K per stage (its activation tile is 8x
 // larger; smaller stages let more CTAs share an SM). Quantized rows keep 8 units: 8 blocks are the smallest run of
-// 18- or 34-byte blocks that is a whole number of 16-byte copies.
+// 18- or 34-byte blocks that is a whole number of 16-byte copies, and one super-block is a K-quant's smallest unit.
+// A stage of Q6_K (210 bytes) does not start on a 16-byte boundary: the loader copies the 16-byte chunks that cover
+// it (LB bytes, at most 14 bytes of the neighbours on either side) and the stage starts `shift` bytes into them.
 template <int TYPE, int NT> struct Geo {
-  static constexpr int KU = (NT == 1 || TC<TYPE>::UB % 16 != 0) ? TC<TYPE>::KU : TC<TYPE>::KU / 2;  // units/stage
-  static constexpr int CB = TC<TYPE>::UB * KU;                          // bytes of one row in one stage
-  static constexpr int WP = ((CB / 16) % 2 == 0) ? CB + 16 : CB;        // padded pitch: odd multiple of 16 bytes
+  static constexpr bool KQ = TC<TYPE>::SBB != 0;
+  static constexpr int KU = (NT == 1 || KQ || TC<TYPE>::UB % 16 != 0) ? TC<TYPE>::KU : TC<TYPE>::KU / 2;  // units/stage
+  static constexpr int CB = KQ ? TC<TYPE>::SBB : TC<TYPE>::UB * KU;     // bytes of one row in one stage
+  static constexpr bool SHIFTED = CB % 16 != 0;
+  static constexpr int LB = SHIFTED ? (CB + 14 + 15) / 16 * 16 : CB;   // bytes copied per row per stage
+  static constexpr int WP = ((LB / 16) % 2 == 0) ? LB + 16 : LB;        // padded pitch: odd multiple of 16 bytes
   static constexpr int KE = 32 * KU;                                    // elements of K per stage
   static constexpr int XP = KE + 8;                                     // x tile pitch in halves (odd x 16 bytes)
-  static_assert(CB % 16 == 0, "a stage row must be whole 16-byte cp.async chunks");
+  static_assert(SHIFTED || CB % 16 == 0, "a stage row must be whole 16-byte cp.async chunks");
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -85,63 +98,198 @@ __device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cas
 // r0 / r1 point at the unit's bytes of rows g and g+8 in shared memory.
 __device__ __forceinline__ __half2 h2(uint32_t bits) { return *reinterpret_cast<__half2*>(&bits); }
 
-template <int TYPE> __device__ __forceinline__ void unit_frags(const uint8_t* r0, const uint8_t* r1, int t,
+// r0 / r1: the stage's bytes of rows g and g+8 in shared memory; u: the unit (compile-time after unrolling).
+template <int TYPE> __device__ __forceinline__ void unit_frags(const uint8_t* r0, const uint8_t* r1, int u, int t,
                                                                uint32_t* f0, uint32_t* f1);
+
+__device__ __forceinline__ uint16_t ld16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+__device__ __forceinline__ __half2 dup_half(uint16_t bits) { return __half2half2(__ushort_as_half(bits)); }
+__device__ __forceinline__ __half2 dup_f(float v) { return __float2half2_rn(v); }
+// Two bytes of w as the integer halves 1024 + b (low and high 16-bit lanes): [b0, 0, b1, 0] | 0x6400.
+__device__ __forceinline__ uint32_t spread2(uint32_t w) { return __byte_perm(w, 0, 0x4140); }
 
 // Q4_0: element i < 16 is the low nibble of qs[i], element 16 + i its high nibble, so one 16-bit load of
 // qs[2t..2t+1] feeds both k16 steps. 0x6400 | q is the half 1024 + q exactly; minus 1032 gives q - 8 exactly;
 // one rounding in the multiply by d.
 __device__ __forceinline__ void q4_pair(uint32_t w, __half2 d, uint32_t& lo, uint32_t& hi) {
-  const uint32_t v = __byte_perm(w, 0, 0x4140);  // [b0, 0, b1, 0]
+  const uint32_t v = spread2(w);
   const __half2 k1032 = h2(0x64086408u);
   lo = h2_bits(__hmul2(__hsub2(h2((v & 0x000F000Fu) | 0x64006400u), k1032), d));
   hi = h2_bits(__hmul2(__hsub2(h2(((v >> 4) & 0x000F000Fu) | 0x64006400u), k1032), d));
 }
-template <> __device__ __forceinline__ void unit_frags<2>(const uint8_t* r0, const uint8_t* r1, int t, uint32_t* f0,
-                                                          uint32_t* f1) {
-  const __half2 d0 = __half2half2(__ushort_as_half(*reinterpret_cast<const uint16_t*>(r0)));
-  const __half2 d1 = __half2half2(__ushort_as_half(*reinterpret_cast<const uint16_t*>(r1)));
-  q4_pair(*reinterpret_cast<const uint16_t*>(r0 + 2 + 2 * t), d0, f0[0], f1[0]);
-  q4_pair(*reinterpret_cast<const uint16_t*>(r1 + 2 + 2 * t), d1, f0[1], f1[1]);
-  q4_pair(*reinterpret_cast<const uint16_t*>(r0 + 10 + 2 * t), d0, f0[2], f1[2]);
-  q4_pair(*reinterpret_cast<const uint16_t*>(r1 + 10 + 2 * t), d1, f0[3], f1[3]);
+template <> __device__ __forceinline__ void unit_frags<2>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                          uint32_t* f0, uint32_t* f1) {
+  const uint8_t* r0 = s0 + u * 18;
+  const uint8_t* r1 = s1 + u * 18;
+  const __half2 d0 = dup_half(ld16(r0)), d1 = dup_half(ld16(r1));
+  q4_pair(ld16(r0 + 2 + 2 * t), d0, f0[0], f1[0]);
+  q4_pair(ld16(r1 + 2 + 2 * t), d1, f0[1], f1[1]);
+  q4_pair(ld16(r0 + 10 + 2 * t), d0, f0[2], f1[2]);
+  q4_pair(ld16(r1 + 10 + 2 * t), d1, f0[3], f1[3]);
+}
+// Q4_1: the nibble layout of Q4_0, value = q * d + m (one rounding in the fused multiply-add).
+__device__ __forceinline__ void q4m_pair(uint32_t w, __half2 d, __half2 m, uint32_t& lo, uint32_t& hi) {
+  const uint32_t v = spread2(w);
+  const __half2 k1024 = h2(0x64006400u);
+  lo = h2_bits(__hfma2(__hsub2(h2((v & 0x000F000Fu) | 0x64006400u), k1024), d, m));
+  hi = h2_bits(__hfma2(__hsub2(h2(((v >> 4) & 0x000F000Fu) | 0x64006400u), k1024), d, m));
+}
+template <> __device__ __forceinline__ void unit_frags<3>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                          uint32_t* f0, uint32_t* f1) {
+  const uint8_t* r0 = s0 + u * 20;
+  const uint8_t* r1 = s1 + u * 20;
+  const __half2 d0 = dup_half(ld16(r0)), d1 = dup_half(ld16(r1));
+  const __half2 m0 = dup_half(ld16(r0 + 2)), m1 = dup_half(ld16(r1 + 2));
+  q4m_pair(ld16(r0 + 4 + 2 * t), d0, m0, f0[0], f1[0]);
+  q4m_pair(ld16(r1 + 4 + 2 * t), d1, m1, f0[1], f1[1]);
+  q4m_pair(ld16(r0 + 12 + 2 * t), d0, m0, f0[2], f1[2]);
+  q4m_pair(ld16(r1 + 12 + 2 * t), d1, m1, f0[3], f1[3]);
+}
+// Q5_0 / Q5_1: bit j of qh is the fifth bit of element j (j < 16 low nibbles, j >= 16 high nibbles of qs[j - 16]).
+// Elements j, j+1 of the pair take bits j, j+1 (low) and j+16, j+17 (high), placed at bit 4 of each 16-bit lane.
+__device__ __forceinline__ void q5_bits(uint32_t qh, int j, uint32_t& lo, uint32_t& hi) {
+  const uint32_t a = qh >> j, b = qh >> (j + 16);
+  lo = ((a & 1u) << 4) | ((a & 2u) << 19);
+  hi = ((b & 1u) << 4) | ((b & 2u) << 19);
+}
+template <bool MIN>
+__device__ __forceinline__ void q5_row(const uint8_t* r, int t, uint32_t* f0, uint32_t* f1, int i) {
+  // Q5_0: d, qh[4], qs[16]; Q5_1: d, m, qh[4], qs[16]. Rows start on 2-byte boundaries (22- / 24-byte blocks).
+  constexpr int QH = MIN ? 4 : 2, QS = QH + 4;
+  const __half2 d = dup_half(ld16(r));
+  const uint32_t qh = (uint32_t)ld16(r + QH) | ((uint32_t)ld16(r + QH + 2) << 16);
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {  // k = 0: elements 2t, 2t+1 (and +16); k = 1: 2t+8, 2t+9 (and +16)
+    const int j = 2 * t + 8 * k;
+    const uint32_t v = spread2(ld16(r + QS + j));
+    uint32_t hl, hh;
+    q5_bits(qh, j, hl, hh);
+    const __half2 lo = h2((v & 0x000F000Fu) | hl | 0x64006400u), hi = h2(((v >> 4) & 0x000F000Fu) | hh | 0x64006400u);
+    if constexpr (MIN) {
+      const __half2 m = dup_half(ld16(r + 2)), k1024 = h2(0x64006400u);
+      f0[i + 2 * k] = h2_bits(__hfma2(__hsub2(lo, k1024), d, m));
+      f1[i + 2 * k] = h2_bits(__hfma2(__hsub2(hi, k1024), d, m));
+    } else {
+      const __half2 k1040 = h2(0x64106410u);
+      f0[i + 2 * k] = h2_bits(__hmul2(__hsub2(lo, k1040), d));
+      f1[i + 2 * k] = h2_bits(__hmul2(__hsub2(hi, k1040), d));
+    }
+  }
+}
+template <> __device__ __forceinline__ void unit_frags<6>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                          uint32_t* f0, uint32_t* f1) {
+  q5_row<false>(s0 + u * 22, t, f0, f1, 0);
+  q5_row<false>(s1 + u * 22, t, f0, f1, 1);
+}
+template <> __device__ __forceinline__ void unit_frags<7>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                          uint32_t* f0, uint32_t* f1) {
+  q5_row<true>(s0 + u * 24, t, f0, f1, 0);
+  q5_row<true>(s1 + u * 24, t, f0, f1, 1);
 }
 // Q8_0: two int8 become halves 1024 + (q + 128) by byte placement and a sign-bit flip; minus 1152 gives q exactly.
 __device__ __forceinline__ uint32_t q8_pair(uint32_t w, __half2 d) {
   const uint32_t v = __byte_perm(w, 0x64646464u, 0x5140) ^ 0x00800080u;  // [b0^0x80, 0x64, b1^0x80, 0x64]
   return h2_bits(__hmul2(__hsub2(h2(v), h2(0x64806480u)), d));
 }
-template <> __device__ __forceinline__ void unit_frags<8>(const uint8_t* r0, const uint8_t* r1, int t, uint32_t* f0,
-                                                          uint32_t* f1) {
-  const __half2 d0 = __half2half2(__ushort_as_half(*reinterpret_cast<const uint16_t*>(r0)));
-  const __half2 d1 = __half2half2(__ushort_as_half(*reinterpret_cast<const uint16_t*>(r1)));
+template <> __device__ __forceinline__ void unit_frags<8>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                          uint32_t* f0, uint32_t* f1) {
+  const uint8_t* r0 = s0 + u * 34;
+  const uint8_t* r1 = s1 + u * 34;
+  const __half2 d0 = dup_half(ld16(r0)), d1 = dup_half(ld16(r1));
   const uint8_t* q0 = r0 + 2 + 2 * t;
   const uint8_t* q1 = r1 + 2 + 2 * t;
-  f0[0] = q8_pair(*reinterpret_cast<const uint16_t*>(q0), d0);
-  f0[1] = q8_pair(*reinterpret_cast<const uint16_t*>(q1), d1);
-  f0[2] = q8_pair(*reinterpret_cast<const uint16_t*>(q0 + 8), d0);
-  f0[3] = q8_pair(*reinterpret_cast<const uint16_t*>(q1 + 8), d1);
-  f1[0] = q8_pair(*reinterpret_cast<const uint16_t*>(q0 + 16), d0);
-  f1[1] = q8_pair(*reinterpret_cast<const uint16_t*>(q1 + 16), d1);
-  f1[2] = q8_pair(*reinterpret_cast<const uint16_t*>(q0 + 24), d0);
-  f1[3] = q8_pair(*reinterpret_cast<const uint16_t*>(q1 + 24), d1);
+  f0[0] = q8_pair(ld16(q0), d0);
+  f0[1] = q8_pair(ld16(q1), d1);
+  f0[2] = q8_pair(ld16(q0 + 8), d0);
+  f0[3] = q8_pair(ld16(q1 + 8), d1);
+  f1[0] = q8_pair(ld16(q0 + 16), d0);
+  f1[1] = q8_pair(ld16(q1 + 16), d1);
+  f1[2] = q8_pair(ld16(q0 + 24), d0);
+  f1[3] = q8_pair(ld16(q1 + 24), d1);
 }
-template <> __device__ __forceinline__ void unit_frags<1>(const uint8_t* r0, const uint8_t* r1, int t, uint32_t* f0,
-                                                          uint32_t* f1) {
-  const uint32_t* a = reinterpret_cast<const uint32_t*>(r0) + t;
-  const uint32_t* b = reinterpret_cast<const uint32_t*>(r1) + t;
+template <> __device__ __forceinline__ void unit_frags<1>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                          uint32_t* f0, uint32_t* f1) {
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(s0 + u * 64) + t;
+  const uint32_t* b = reinterpret_cast<const uint32_t*>(s1 + u * 64) + t;
   f0[0] = a[0], f0[1] = b[0], f0[2] = a[4], f0[3] = b[4];
   f1[0] = a[8], f1[1] = b[8], f1[2] = a[12], f1[3] = b[12];
 }
 __device__ __forceinline__ uint32_t bf16_pair(uint32_t w) {
   return h2_bits(__floats2half2_rn(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u)));
 }
-template <> __device__ __forceinline__ void unit_frags<30>(const uint8_t* r0, const uint8_t* r1, int t, uint32_t* f0,
-                                                           uint32_t* f1) {
-  const uint32_t* a = reinterpret_cast<const uint32_t*>(r0) + t;
-  const uint32_t* b = reinterpret_cast<const uint32_t*>(r1) + t;
+template <> __device__ __forceinline__ void unit_frags<30>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                           uint32_t* f0, uint32_t* f1) {
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(s0 + u * 64) + t;
+  const uint32_t* b = reinterpret_cast<const uint32_t*>(s1 + u * 64) + t;
   f0[0] = bf16_pair(a[0]), f0[1] = bf16_pair(b[0]), f0[2] = bf16_pair(a[4]), f0[3] = bf16_pair(b[4]);
   f1[0] = bf16_pair(a[8]), f1[1] = bf16_pair(b[8]), f1[2] = bf16_pair(a[12]), f1[3] = bf16_pair(b[12]);
+}
+
+// ---- K-quants: the stage is one super-block; unit u is its sub-block u (32 values) ----
+// Q4_K / Q5_K: scale and min of sub-block u (6 bits each, get_scale_min_k4) as halves d*sc and dmin*m; value =
+// q * (d*sc) - dmin*m (one rounding of each product to half, one in the fused multiply-add).
+__device__ __forceinline__ void k4_scales(const uint8_t* b, int u, __half2& ds, __half2& dm) {
+  const uint8_t* q = b + 4;
+  uint8_t sc, m;
+  get_scale_min_k4(u, q, &sc, &m);
+  ds = dup_f(fp16_to_f32(ld16(b)) * (float)sc);
+  dm = dup_f(-(fp16_to_f32(ld16(b + 2)) * (float)m));
+}
+// Sub-block u's 32 values are nibble (u & 1) of qs[32 * (u / 2) + l], l < 32; the thread's elements are l = 2t, 2t+1
+// (f0 lanes 0, 1), 2t+8, 2t+9 (f0[2]), 2t+16.. (f1[0]) and 2t+24.. (f1[2]) — four 16-bit loads per row.
+template <bool Q5>
+__device__ __forceinline__ void k45_row(const uint8_t* b, int u, int t, uint32_t* f0, uint32_t* f1, int i) {
+  __half2 ds, dm;
+  k4_scales(b, u, ds, dm);
+  constexpr int QS = Q5 ? 48 : 16;
+  const uint8_t* qs = b + QS + 32 * (u >> 1) + 2 * t;
+  const int sh = 4 * (u & 1);
+  const __half2 k1024 = h2(0x64006400u);
+  uint32_t out[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    uint32_t v = (spread2(ld16(qs + 8 * k)) >> sh) & 0x000F000Fu;
+    if constexpr (Q5) v |= ((spread2(ld16(b + 16 + 2 * t + 8 * k)) >> u) & 0x00010001u) << 4;  // qh[l] bit u
+    out[k] = h2_bits(__hfma2(__hsub2(h2(v | 0x64006400u), k1024), ds, dm));
+  }
+  f0[i] = out[0], f0[i + 2] = out[1], f1[i] = out[2], f1[i + 2] = out[3];
+}
+template <> __device__ __forceinline__ void unit_frags<12>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                           uint32_t* f0, uint32_t* f1) {
+  k45_row<false>(s0, u, t, f0, f1, 0);
+  k45_row<false>(s1, u, t, f0, f1, 1);
+}
+template <> __device__ __forceinline__ void unit_frags<13>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                           uint32_t* f0, uint32_t* f1) {
+  k45_row<true>(s0, u, t, f0, f1, 0);
+  k45_row<true>(s1, u, t, f0, f1, 1);
+}
+// Q6_K: ql[128], qh[64], scales[16] (int8), d. Sub-block u: half hh = u / 4 (128 values), part p = u % 4; value l
+// (< 32) has low bits = nibble (p >> 1) of ql[64 hh + 32 (p & 1) + l], high bits = (qh[32 hh + l] >> 2p) & 3, and
+// scale sc[8 hh + 2p + l / 16]: the first 16 values (f0) and the last 16 (f1) have their own scale. value =
+// (q - 32) * (d*sc): exact integer halves, d*sc rounded to half, one rounding in the multiply.
+__device__ __forceinline__ void k6_row(const uint8_t* b, int u, int t, uint32_t* f0, uint32_t* f1, int i) {
+  const int hh = u >> 2, p = u & 3;
+  const float d = fp16_to_f32(ld16(b + 208));
+  const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * hh + 2 * p;
+  const __half2 ds0 = dup_f(d * (float)sc[0]), ds1 = dup_f(d * (float)sc[1]);
+  const uint8_t* ql = b + 64 * hh + 32 * (p & 1) + 2 * t;
+  const uint8_t* qh = b + 128 + 32 * hh + 2 * t;
+  const int lsh = 4 * (p >> 1), hsh = 2 * p;
+  const __half2 k1056 = h2(0x64206420u);
+  uint32_t out[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t v = ((spread2(ld16(ql + 8 * k)) >> lsh) & 0x000F000Fu) |
+                       (((spread2(ld16(qh + 8 * k)) >> hsh) & 0x00030003u) << 4);
+    out[k] = h2_bits(__hmul2(__hsub2(h2(v | 0x64006400u), k1056), k < 2 ? ds0 : ds1));
+  }
+  f0[i] = out[0], f0[i + 2] = out[1], f1[i] = out[2], f1[i + 2] = out[3];
+}
+template <> __device__ __forceinline__ void unit_frags<14>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                           uint32_t* f0, uint32_t* f1) {
+  k6_row(s0, u, t, f0, f1, 0);
+  k6_row(s1, u, t, f0, f1, 1);
 }
 
 // W: M rows of row_bytes; x: F32 [n][K] (NT == 1) or F16 [n][K] (NT == 8). Stages [st0, st1) of this split.
@@ -156,8 +304,8 @@ struct MMGroup {
 
 template <int TYPE, int NT>
 __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t row_bytes, int K, const void* __restrict__ xin,
-                                                 int n, int stages_per_split, float* __restrict__ partial_base,
-                                                 unsigned int* __restrict__ counters) {
+                                                 const float* __restrict__ xup, int n, int stages_per_split,
+                                                 float* __restrict__ partial_base, unsigned int* __restrict__ counters) {
   const int gi = (blockIdx.y >= (unsigned)grp.tile0[1]) + (blockIdx.y >= (unsigned)grp.tile0[2]);
   // Selected with constant indices: a run-time index into the parameter struct would copy it to local memory.
   const uint8_t* __restrict__ W = gi == 0 ? grp.W[0] : gi == 1 ? grp.W[1] : grp.W[2];
@@ -168,8 +316,8 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
   float* __restrict__ partial = partial_base ? partial_base + poff : nullptr;
   using G = Geo<TYPE, NT>;
   constexpr int BM = Tile<NT>::BM, THREADS = Tile<NT>::THREADS;
-  constexpr int KU = G::KU, UB = TC<TYPE>::UB;
-  constexpr int C16 = G::CB / 16;
+  constexpr int KU = G::KU;
+  constexpr int C16 = G::LB / 16;
   constexpr int BN = NT * 8;
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* ws = smem;                                                      // [2][BM][WP]
@@ -186,7 +334,8 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
 
   auto load_w = [&](int st, int buf) {
     uint8_t* dst = ws + buf * BM * G::WP;
-    const size_t off = (size_t)st * G::CB;
+    // Rows start on 16-byte boundaries (tc_eligible); a shifted stage starts inside its first chunk.
+    const size_t off = G::SHIFTED ? ((size_t)st * G::CB) & ~(size_t)15 : (size_t)st * G::CB;
     for (int i = tid; i < BM * C16; i += THREADS) {
       const int r = i / C16, c = i - r * C16;
       const int rr = min(m0 + r, M - 1);
@@ -206,7 +355,8 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
       cp_async16(dst + r * G::XP + c * 8, src, ok);
     }
   };
-  // NT == 1: F32 activations through registers (prefetched one stage ahead), converted when stored.
+  // NT == 1: F32 activations through registers (prefetched one stage ahead), converted when stored. With xup, the
+  // activations are SwiGLU's: x = silu(gate) * up computed here (gate = xin), as swiglu_kernel does it.
   constexpr int XF4 = (NT == 1) ? (8 * G::KE / 4) / THREADS : 1;  // float4 per thread per stage
   float4 xr[XF4];
   auto fetch_x32 = [&](int st) {
@@ -217,6 +367,13 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
       const int r = idx / (G::KE / 4), c = idx - r * (G::KE / 4);
       const int k = st * G::KE + c * 4;
       xr[i] = (r < n && k < K) ? *reinterpret_cast<const float4*>(x + (size_t)r * K + k) : make_float4(0, 0, 0, 0);
+      if (xup && r < n && k < K) {
+        const float4 u = *reinterpret_cast<const float4*>(xup + (size_t)r * K + k);
+        xr[i].x = xr[i].x / (1.0f + expf(-xr[i].x)) * u.x;
+        xr[i].y = xr[i].y / (1.0f + expf(-xr[i].y)) * u.y;
+        xr[i].z = xr[i].z / (1.0f + expf(-xr[i].z)) * u.z;
+        xr[i].w = xr[i].w / (1.0f + expf(-xr[i].w)) * u.w;
+      }
     }
   };
   auto store_x32 = [&](int buf) {
@@ -258,7 +415,8 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
     }
     __syncthreads();
 
-    const uint8_t* wrow0 = ws + buf * BM * G::WP + (warp * 16 + g) * G::WP;
+    const int shift = G::SHIFTED ? (int)(((size_t)st * G::CB) & 15) : 0;
+    const uint8_t* wrow0 = ws + buf * BM * G::WP + (warp * 16 + g) * G::WP + shift;
     const uint8_t* wrow1 = wrow0 + 8 * G::WP;
     const __half* xb = xs + buf * BN * G::XP;
     const int uvalid = min(KU, nunits - st * KU);
@@ -266,7 +424,7 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
     for (int u = 0; u < KU; ++u) {
       if (u < uvalid) {
         uint32_t fa[2][4];
-        unit_frags<TYPE>(wrow0 + u * UB, wrow1 + u * UB, t, fa[0], fa[1]);
+        unit_frags<TYPE>(wrow0, wrow1, u, t, fa[0], fa[1]);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int kb = u * 32 + h * 16;
@@ -414,7 +572,7 @@ template <int TYPE, int NT> size_t tc_smem() {
 
 template <int TYPE, int NT>
 void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
-               float* const* y, int count, const void* x, int n) {
+               float* const* y, int count, const void* x, const float* xup, int n) {
   using G = Geo<TYPE, NT>;
   const int K = (int)W[0]->ne0;
   const size_t smem = tc_smem<TYPE, NT>();
@@ -455,16 +613,16 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
     if (!partial || !counters) splits = 1, partial = nullptr;
   }
   dim3 grid(n_tiles, row_tiles, splits);
-  mm_tc<TYPE, NT><<<grid, Tile<NT>::THREADS, smem, s>>>(grp, row_bytes(W[0]->type, K), K, x, n, splits > 1 ? sps : S, partial,
-                                              counters);
+  mm_tc<TYPE, NT><<<grid, Tile<NT>::THREADS, smem, s>>>(grp, row_bytes(W[0]->type, K), K, x, xup, n,
+                                                        splits > 1 ? sps : S, partial, counters);
   TWC_LAUNCHED("mm_tc");
 }
 
 template <int TYPE>
 void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
-                 float* const* y, int count, const float* x, int n) {
+                 float* const* y, int count, const float* x, const float* xup, int n) {
   if (n <= 8) {
-    launch_tc<TYPE, 1>(s, dev, scratch, W, y, count, x, n);
+    launch_tc<TYPE, 1>(s, dev, scratch, W, y, count, x, xup, n);
     return;
   }
   const int64_t K = W[0]->ne0;
@@ -473,12 +631,14 @@ void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, 
     for (int t0 = 0; t0 < n; t0 += 8) {
       float* ys[3];
       for (int i = 0; i < count; ++i) ys[i] = y[i] + (size_t)t0 * W[i]->ne1;
-      launch_tc<TYPE, 1>(s, dev, scratch, W, ys, count, x + (size_t)t0 * K, std::min(8, n - t0));
+      launch_tc<TYPE, 1>(s, dev, scratch, W, ys, count, x + (size_t)t0 * K, xup ? xup + (size_t)t0 * K : nullptr,
+                         std::min(8, n - t0));
     }
     return;
   }
-  f32_to_f16(s, x, x16, (size_t)n * K);
-  launch_tc<TYPE, 8>(s, dev, scratch, W, y, count, x16, n);
+  if (xup) swiglu_f16(s, x, xup, x16, (size_t)n * K);
+  else f32_to_f16(s, x, x16, (size_t)n * K);
+  launch_tc<TYPE, 8>(s, dev, scratch, W, y, count, x16, nullptr, n);
 }
 
 // TWINFER_CUDA_SIMT=1 forces the exact F32 kernel for every type (a debugging and testing switch).
@@ -491,7 +651,8 @@ bool getenv_simt() {
 
 bool tc_eligible(const Tensor& W) {
   const size_t rb = row_bytes(W.type, W.ne0);
-  const bool type_ok = W.type == 1 || W.type == 30 || W.type == 2 || W.type == 8;
+  const bool type_ok = W.type == 1 || W.type == 30 || W.type == 2 || W.type == 3 || W.type == 6 || W.type == 7 ||
+                       W.type == 8 || W.type == 12 || W.type == 13 || W.type == 14;
   return type_ok && W.ne0 % 32 == 0 && rb % 16 == 0 && W.ne1 < (1ll << 31) && W.ne0 < (1ll << 31) && !getenv_simt();
 }
 
@@ -499,18 +660,34 @@ bool matmul_groupable(const Tensor& a, const Tensor& b) {
   return tc_eligible(a) && tc_eligible(b) && a.type == b.type && a.ne0 == b.ne0;
 }
 
+// The tensor-core kernels for one type; false if the type has none.
+bool dispatch_any(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
+                  float* const* y, int count, const float* x, const float* xup, int n) {
+  switch (W[0]->type) {
+    case 2: dispatch_tc<2>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 8: dispatch_tc<8>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 1: dispatch_tc<1>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 30: dispatch_tc<30>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 3: dispatch_tc<3>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 6: dispatch_tc<6>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 7: dispatch_tc<7>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 12: dispatch_tc<12>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 13: dispatch_tc<13>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case 14: dispatch_tc<14>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    default: return false;
+  }
+}
+
+void matmul_swiglu(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* gate,
+                   const float* up, int n, float* y) {
+  const Tensor* w = &W;
+  if (n > 0 && !dispatch_any(s, dev, scratch, &w, &y, 1, gate, up, n)) note_error(cudaErrorInvalidValue, "matmul_swiglu type");
+}
+
 void matmul_group(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
                   float* const* y, int count, const float* x, int n) {
   if (n <= 0 || count <= 0) return;
-  if (count > 1 || tc_eligible(*W[0])) {
-    switch (W[0]->type) {
-      case 2: dispatch_tc<2>(s, dev, scratch, W, y, count, x, n); return;
-      case 8: dispatch_tc<8>(s, dev, scratch, W, y, count, x, n); return;
-      case 1: dispatch_tc<1>(s, dev, scratch, W, y, count, x, n); return;
-      case 30: dispatch_tc<30>(s, dev, scratch, W, y, count, x, n); return;
-      default: break;
-    }
-  }
+  if ((count > 1 || tc_eligible(*W[0])) && dispatch_any(s, dev, scratch, W, y, count, x, nullptr, n)) return;
   for (int i = 0; i < count; ++i) {
     const Tensor& w = *W[i];
     if (w.ne1 <= 0) continue;

@@ -93,9 +93,12 @@ export function createEngine(hp, rc) {
 }
 
 export const typeRowSize = (type, n) => need().typeRowSize(type, n);
-// The shared block formats (kernels/common) know more types than the CUDA kernels implement yet (K-quants, Q4_1,
-// Q5_x): only claim the ones with CUDA matmul/get_rows kernels, so the SDK refuses the others with a clear error.
-const CUDA_KERNEL_TYPES = new Set([0 /* F32 */, 1 /* F16 */, 30 /* BF16 */, 8 /* Q8_0 */, 2 /* Q4_0 */]);
+// Only claim the types that have CUDA matmul (tensor-core and exact paths) and get_rows kernels
+// (kernels/cuda/matmul.cu, cuda_common.cuh load_elem), so the SDK refuses any other with a clear error.
+const CUDA_KERNEL_TYPES = new Set([
+  0 /* F32 */, 1 /* F16 */, 30 /* BF16 */, 8 /* Q8_0 */, 2 /* Q4_0 */, 3 /* Q4_1 */, 6 /* Q5_0 */, 7 /* Q5_1 */,
+  12 /* Q4_K */, 13 /* Q5_K */, 14 /* Q6_K */,
+]);
 export const typeSupported = (type) => (addon ? CUDA_KERNEL_TYPES.has(type) && addon.typeSupported(type) : false);
 export const dequantize = (type, src, n) => guard(() => need().dequantize(type, src, n));
 

@@ -22,12 +22,15 @@ if [[ ! -f "$DEV/node20.xz" ]]; then
   rm -rf "$tmp"
 fi
 
-# 2. The addon (cmake-js build; dist/ is carried) and the op test.
-(cd "$ROOT/packages/core-cuda" && TWINFER_CUDA_STRICT=1 node scripts/build.mjs)
+# 2. The addon (cmake-js build; dist/ is carried) and the op test, for the device's sm_90 only (the carried tree is
+#    limited to 64 MiB; TWINFER_DEVICE_ARCHS="80;90" builds both).
+ARCHS="${TWINFER_DEVICE_ARCHS:-90}"
+(cd "$ROOT/packages/core-cuda" && TWINFER_CUDA_STRICT=1 CMAKE_CUDA_ARCHITECTURES="$ARCHS" node scripts/build.mjs)
 NVCC="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 if [[ ! -x "$DEV/bin/op_test" || -n "$(find "$ROOT/kernels/cuda" -newer "$DEV/bin/op_test" -name '*.cu*' -o -newer "$DEV/bin/op_test" -name '*.h')" ]]; then
   log "compiling op_test"
-  "$NVCC" -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+  gencode=(); IFS=';' read -ra archs <<<"$ARCHS"; for a in "${archs[@]}"; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); done
+  "$NVCC" -std=c++17 -O3 "${gencode[@]}" \
     -o "$DEV/bin/op_test" "$ROOT/kernels/cuda/tests/op_test.cu" "$ROOT"/kernels/cuda/*.cu
 fi
 
@@ -39,6 +42,7 @@ ESBUILD="$(ls -d "$ROOT"/node_modules/.pnpm/esbuild@*/node_modules/esbuild/bin/e
 "$ESBUILD" "$ROOT/scripts/make-synthetic-model.ts" --bundle --platform=node --format=esm --target=node20 \
   --log-level=warning --outfile="$DEV/js/make-synthetic-model.mjs"
 cp "$ROOT/bench/gpu/summarize.mjs" "$DEV/js/"
+[[ -f "$DEV/ref/sha256.txt" ]] || log "no .device/ref yet: run scripts/device/make-references.sh for the correctness check"
 
 # 4. llama.cpp sources from node-llama-cpp's git bundle, without docs/models/tests/web UI (the tree limit is 64 MiB).
 BUNDLE="$(ls "$ROOT"/{test,bench}/node_modules/node-llama-cpp/llama/gitRelease.bundle 2>/dev/null | head -1)"

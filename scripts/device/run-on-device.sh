@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine (after scripts/device/pack.sh here, carrying .device and packages/core-cuda/dist):
-#   phase1  start background jobs (llama.cpp CUDA build, synthetic 8B models), op tests, SDK checks on stories260K,
-#           8B logits of the tensor-core path against the exact F32 path
+#   phase1  start background jobs (llama.cpp CUDA build + llama-quantize, synthetic 8B models), op tests, SDK checks
+#           on stories260K, then the correctness check against the CPU reference: the 2-layer Llama-3-8B-shaped
+#           models (F16, Q8_0, Q4_0, Q4_K_M) are written here by the same seeded generator (sha256 checked against
+#           .device/ref/sha256.txt) and their CUDA logits compared with the WASM backend's (.device/ref/ref-*.json.gz,
+#           scripts/device/make-references.sh)
 #   phase2  out-of-memory check, twinfer benchmark, llama.cpp llama-bench / llama-batched-bench on the same files,
 #           summary table
 #   all     both
@@ -14,7 +17,8 @@ W="${TWINFER_DEVICE_WORK:-/tmp/tw}"
 OUT="${OUT:-$W/out}"
 RES="$W/res"
 MODELS="$W/models"
-TYPES="${TYPES:-f16 q8_0 q4_0}"
+TYPES="${TYPES:-f16 q8_0 q4_0 q4_k_m}"
+GEN_TYPES="f16 q8_0 q4_0"  # written by the generator; q4_k_m comes from llama-quantize of the f16 file
 mkdir -p "$W" "$OUT" "$RES" "$MODELS"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
@@ -50,18 +54,30 @@ bg_build_llama() {
     -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
     -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TOOLS=ON \
     -DLLAMA_BUILD_COMMON=ON -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 &&
-    cmake --build "$W/llama/build" -j "${LLAMA_JOBS:-12}" --target llama-bench llama-batched-bench &&
-    touch "$W/llama.done" || touch "$W/llama.failed"
+    cmake --build "$W/llama/build" -j "${LLAMA_JOBS:-12}" --target llama-bench llama-batched-bench llama-quantize &&
+    touch "$W/llama.done" || { touch "$W/llama.failed"; return 1; }
+  # The Q4_K_M mix, as bench/run.ts makes it for the CPU: llama-quantize of the F16 file.
+  wait_for "$W/models.done" 900 || return 1
+  for m in llama3-8b-2l llama3-8b; do
+    [[ -f "$MODELS/$m-q4_k_m.gguf" ]] && continue
+    "$W/llama/build/bin/llama-quantize" --allow-requantize "$MODELS/$m-f16.gguf" "$MODELS/$m-q4_k_m.tmp" Q4_K_M \
+      >"$RES/quantize-$m.log" 2>&1 && mv "$MODELS/$m-q4_k_m.tmp" "$MODELS/$m-q4_k_m.gguf"
+    [[ $m == llama3-8b-2l ]] && touch "$W/kq2l.done"
+  done
+  touch "$W/kq.done"
 }
 
 bg_models() {
   local pids=()
-  for t in $TYPES; do
-    [[ -f "$MODELS/llama3-8b-$t.gguf" ]] && continue
-    (node "$W/run/make-synthetic-model.mjs" --preset llama3-8b --type "$t" --seed 1 \
-      --vocab-from "$DEV/shared/fixtures/vocab/ggml-vocab-llama-bpe.gguf" --out "$MODELS/llama3-8b-$t.tmp" &&
-      mv "$MODELS/llama3-8b-$t.tmp" "$MODELS/llama3-8b-$t.gguf") &
-    pids+=($!)
+  for t in $GEN_TYPES; do
+    for layers in 2 32; do
+      local name=llama3-8b; [[ $layers == 2 ]] && name=llama3-8b-2l
+      [[ -f "$MODELS/$name-$t.gguf" ]] && continue
+      (node "$W/run/make-synthetic-model.mjs" --preset llama3-8b --layers $layers --type "$t" --seed 1 \
+        --vocab-from "$DEV/shared/fixtures/vocab/ggml-vocab-llama-bpe.gguf" --out "$MODELS/$name-$t.tmp" &&
+        mv "$MODELS/$name-$t.tmp" "$MODELS/$name-$t.gguf") &
+      pids+=($!)
+    done
   done
   for p in "${pids[@]}"; do wait "$p"; done
   touch "$W/models.done"
@@ -104,15 +120,22 @@ phase1() {
   log "SDK checks (stories260K)"
   (cd "$W/run" && timeout 180 node gpu-run.mjs check --shared "$DEV/shared") 2>&1 | tee "$RES/check.txt"
   log "waiting for the synthetic 8B models"
-  wait_for "$W/models.done" "${MODEL_WAIT:-240}" || { log "models not ready"; tail -5 "$RES/models.log"; pack_results phase1; return 0; }
+  wait_for "$W/models.done" "${MODEL_WAIT:-300}" || { log "models not ready"; tail -5 "$RES/models.log"; pack_results phase1; return 0; }
   ls -la "$MODELS"
+  # Against the CPU reference (WASM backend, exact float activations), 2-layer 8B-shaped models.
   for t in $TYPES; do
-    local m="$MODELS/llama3-8b-$t.gguf"
-    (cd "$W/run" && TWINFER_CUDA_SIMT=1 timeout 200 node gpu-run.mjs logits --model "$m" --out "$W/ref-$t.json" &&
-      timeout 120 node gpu-run.mjs logits --model "$m" --out "$W/test-$t.json" &&
-      node gpu-run.mjs compare --ref "$W/ref-$t.json" --test "$W/test-$t.json" --label "llama3-8b-$t") 2>&1 |
-      tee -a "$RES/compare.txt"
+    local m="$MODELS/llama3-8b-2l-$t.gguf"
+    [[ $t == q4_k_m ]] && { wait_for "$W/kq2l.done" 420 || { log "no Q4_K_M model"; tail -20 "$RES/llama-build.log"; continue; }; }
+    local want got
+    want="$(grep " llama3-8b-2l-$t.gguf" "$DEV/ref/sha256.txt" | cut -d' ' -f1)"
+    got="$(sha256sum "$m" | cut -d' ' -f1)"
+    log "llama3-8b-2l-$t sha256 here $got, reference machine ${want:-none}" | tee -a "$RES/compare.txt"
+    [[ "$want" == "$got" ]] || log "WARNING: llama3-8b-2l-$t differs from the file the reference was computed on" | tee -a "$RES/compare.txt"
+    (cd "$W/run" && timeout 120 node gpu-run.mjs logits --model "$m" --out "$W/test-2l-$t.json" &&
+      node gpu-run.mjs compare --ref "$DEV/ref/ref-$t.json.gz" --test "$W/test-2l-$t.json" --label "llama3-8b-2l-$t" \
+        --ref-name "WASM backend (CPU, exact activations)") 2>&1 | tee -a "$RES/compare.txt"
   done
+  grep -E '^(PASS|FAIL)' "$RES/compare.txt"
   pack_results phase1
 }
 
@@ -121,6 +144,7 @@ phase2() {
   start_background
   ensure_addon || return 1
   wait_for "$W/models.done" 300 || { log "models not ready"; pack_results phase2; return 1; }
+  wait_for "$W/kq.done" 420 || log "Q4_K_M 8B model not ready"
   (cd "$W/run" && timeout 120 node gpu-run.mjs check --shared "$DEV/shared" --big "$MODELS/llama3-8b-f16.gguf") 2>&1 |
     tee "$RES/check-oom.txt"
   for t in $TYPES; do
@@ -131,6 +155,7 @@ phase2() {
   # Launch-overhead experiment: the same decode with CUDA graphs (opt-in, TWINFER_CUDA_GRAPHS=1).
   (cd "$W/run" && TWINFER_CUDA_GRAPHS=1 timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-q4_0.gguf" \
     --label q4_0-graphs) 2>&1 | tee "$RES/ours-q4_0-graphs.log"
+  grep -h 'tok/s' "$RES"/ours-*.log
   log "waiting for the llama.cpp build"
   wait_for "$W/llama.done" 300 || { log "llama.cpp build not done"; tail -20 "$RES/llama-build.log"; }
   local bin="$W/llama/build/bin"

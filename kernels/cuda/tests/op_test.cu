@@ -74,6 +74,24 @@ static std::vector<uint8_t> random_weights(int32_t type, int64_t ne0, int64_t ne
       }
       break;
     }
+    // The other block types: random bytes everywhere, then finite scales (and minimums) of realistic size in place
+    // of the fp16 fields, so every code, scale and bit pattern of the packed fields is exercised.
+    default: {
+      for (auto& c : w) c = (uint8_t)bd(rng);
+      const int bb = type_traits(type).block_bytes, qk = type_traits(type).block_size;
+      std::normal_distribution<float> md(0.0f, 0.01f);
+      for (int64_t i = 0; i < n / qk; ++i) {
+        uint8_t* b = w.data() + i * bb;
+        auto put = [&](int off, float v) { const uint16_t h = f32_to_fp16(v); std::memcpy(b + off, &h, 2); };
+        switch (type) {
+          case 3: case 7: put(0, ud(rng) / 2), put(2, md(rng)); break;  // Q4_1 / Q5_1: d, m
+          case 6: put(0, ud(rng) / 2); break;                            // Q5_0: d
+          case 12: case 13: put(0, ud(rng) / 16), put(2, ud(rng) / 16); break;  // Q4_K / Q5_K: d, dmin
+          case 14: put(208, ud(rng) / 64); break;                        // Q6_K: d (scales are int8 codes)
+        }
+      }
+      break;
+    }
   }
   return w;
 }
@@ -163,6 +181,41 @@ static void test_grouped(Dev& d, int32_t type, int n) {
   }
   for (int i = 0; i < 3; ++i) d.be->release(W[i].data), d.be->release(dy[i]);
   d.be->release(dx);
+}
+
+// SwiGLU followed by the product that reads its output (the down projection): the backend computes silu(g) * u
+// while loading the matmul's activations (decode) or in the FP16 conversion (n > 8).
+static void test_swiglu_matmul(Dev& d, int32_t type, int n) {
+  const int K = 1024, M = 200;
+  auto g = randn((size_t)n * K, 2.0f), u = randn((size_t)n * K, 1.0f);
+  auto wb = random_weights(type, K, M);
+  std::vector<float> wf((size_t)M * K);
+  for (int r = 0; r < M; ++r) dequantize_row(type, wb.data() + r * row_bytes(type, K), wf.data() + (size_t)r * K, K);
+  std::vector<double> ref((size_t)n * M);
+  for (int t = 0; t < n; ++t)
+    for (int r = 0; r < M; ++r) {
+      double acc = 0;
+      for (int k = 0; k < K; ++k) {
+        const double x = g[(size_t)t * K + k];
+        acc += (double)wf[(size_t)r * K + k] * (x / (1.0 + std::exp(-x)) * u[(size_t)t * K + k]);
+      }
+      ref[(size_t)t * M + r] = acc;
+    }
+  Tensor W;
+  W.type = type;
+  W.ne0 = K;
+  W.ne1 = M;
+  W.data = d.put(wb);
+  float *dg = d.put(g), *du = d.put(u);
+  float* tmp = (float*)d.be->alloc((size_t)n * K * 4);
+  std::vector<float> poison((size_t)n * M, NAN);
+  float* dy = d.put(poison);
+  d.be->swiglu(dg, du, tmp, (size_t)n * K);
+  d.be->matmul(W, tmp, n, dy);
+  char name[128];
+  std::snprintf(name, sizeof name, "swiglu -> matmul (fused) %-4s K=%d n=%d", tname(type), K, n);
+  report(name, rel_err(d.get(dy, (size_t)n * M), ref), 3e-3);
+  for (void* p : {W.data, (void*)dg, (void*)du, (void*)tmp, (void*)dy}) d.be->release(p);
 }
 
 // A residual add followed by the RMSNorm of the same rows (merged by the backend into one kernel).
@@ -477,18 +530,29 @@ int main(int argc, char** argv) {
   twcuda_device_info(0, name, sizeof name, &total, &freeb, &ma, &mi);
   std::printf("device: %s, %.1f GiB, sm_%d%d\n", name, total / 1073741824.0, ma, mi);
   Dev d{be};
-  for (int32_t t : {0, 1, 30, 8, 2}) test_get_rows(d, t);
+  const int32_t all_types[] = {0, 1, 30, 8, 2, 3, 6, 7, 12, 13, 14};
+  for (int32_t t : all_types) test_get_rows(d, t);
   test_elementwise(d);
-  for (int32_t t : {0, 1, 30, 8, 2}) {
+  for (int32_t t : all_types) {
+    const bool kq = type_traits(t).block_size == QK_K;
     for (int n : {1, 3, 8, 9, 64, 100}) test_matmul(d, t, 200, 512, n);
     test_matmul(d, t, 1000, 4096, 1);
     test_matmul(d, t, 1000, 4096, 64);
-    test_matmul(d, t, 72, 320, 5);    // partial last stage / unaligned rows: fallback paths
-    test_matmul(d, t, 72, 320, 33);
+    if (kq) {
+      test_matmul(d, t, 72, 768, 5);    // 3 super-blocks: rows not 16-byte aligned for Q6_K (fallback path)
+      test_matmul(d, t, 72, 768, 33);
+      test_matmul(d, t, 300, 14336, 1);  // FFN-down row length: 56 super-blocks, Q6_K stages at every shift
+      test_matmul(d, t, 300, 14336, 20);
+    } else {
+      test_matmul(d, t, 72, 320, 5);    // partial last stage / unaligned rows: fallback paths
+      test_matmul(d, t, 72, 320, 33);
+    }
   }
   test_matmul(d, 1, 40, 172, 3);  // F16 FFN-down of stories260K: 344-byte rows
-  for (int32_t t : {2, 8, 1})
+  for (int32_t t : {2, 8, 1, 12, 14})
     for (int n : {1, 8, 40}) test_grouped(d, t, n);
+  for (int32_t t : {2, 12, 14})
+    for (int n : {1, 5, 40}) test_swiglu_matmul(d, t, n);
   test_add_norm(d);
   test_attention(d, 8, 4, 8, 0, 0);     // stories260K shape
   test_attention(d, 32, 8, 128, 1, 0);  // Llama-3-8B shape, F16 cache
@@ -502,7 +566,7 @@ int main(int argc, char** argv) {
   std::printf("%s: %d failure(s)\n", g_fail ? "FAILED" : "PASSED", g_fail);
   if (!quick) {
     time_copy();
-    for (int32_t t : {2, 8, 1})
+    for (int32_t t : {2, 8, 1, 12, 14})
       for (int n : {1, 8, 64, 512}) time_matmul(d, t, n);
     e = twcuda_take_error();
     if (e[0]) std::printf("cuda error during timing: %s\n", e);
