@@ -8,6 +8,7 @@
  *   logits  ... --backend wasm           the same from the WASM backend (exact float activations): the CPU reference
  *   compare --ref A.json --test B.json   max |logit difference| and greedy agreement (tolerance 5e-2); .json.gz too
  *   bench   --model F --label L          prefill 512, decode 128, batched decode 8/32/64 sequences
+ *   profile --model F --label L          decode 128 (run with TWINFER_CUDA_PROFILE=1 for per-op GPU times)
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -212,6 +213,17 @@ async function cmdBench(model: string, label: string): Promise<void> {
   m.dispose();
 }
 
+// Decode of 128 tokens from BOS on a fresh model; with TWINFER_CUDA_PROFILE=1 the backend prints each op's GPU time
+// when the model is disposed, to compare with the wall time per token printed here.
+async function cmdProfile(model: string, label: string): Promise<void> {
+  const m = await loadModel(model, { backend: 'cuda', kvCacheType: 'f16', contextSize: 1024, maxBatchTokens: 512 });
+  const bos = m.tokenizer.bosId ?? 1;
+  const r = await m.generate([bos], { maxNewTokens: 128, temperature: 0 });
+  console.log(`${label}: profiled decode ${r.timings.decodeTokensPerSecond.toFixed(1)} tok/s ` +
+    `(${(1000 / r.timings.decodeTokensPerSecond).toFixed(3)} ms per token wall)`);
+  m.dispose();
+}
+
 async function main(): Promise<void> {
   const cmd = positionals[0];
   if (cmd === 'check') await cmdCheck(values.shared ?? '../shared', values.big);
@@ -222,6 +234,7 @@ async function main(): Promise<void> {
   }
   else if (cmd === 'compare') cmdCompare(values.ref!, values.test!, values.label ?? 'model', values['ref-name'] ?? 'exact-F32 CUDA path');
   else if (cmd === 'bench') await cmdBench(values.model!, values.label ?? values.model!);
+  else if (cmd === 'profile') await cmdProfile(values.model!, values.label ?? values.model!);
   else throw new Error(`unknown command ${cmd}`);
   if (failures) {
     console.log(`${failures} check(s) failed`);

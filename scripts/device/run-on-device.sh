@@ -136,7 +136,17 @@ phase1() {
         --ref-name "WASM backend (CPU, exact activations)") 2>&1 | tee -a "$RES/compare.txt"
   done
   grep -E '^(PASS|FAIL)' "$RES/compare.txt"
+  profile ${PROFILE1:-q4_0}
   pack_results phase1
+}
+
+# Per-op GPU time of single-stream decode on the full 8B shape (events around every op; graphs off).
+profile() {
+  for t in "$@"; do
+    [[ $t == q4_k_m ]] && { wait_for "$W/kq.done" 420 || continue; }
+    (cd "$W/run" && TWINFER_CUDA_PROFILE=1 timeout 120 node gpu-run.mjs profile --model "$MODELS/llama3-8b-$t.gguf" \
+      --label "$t") 2>&1 | tee "$RES/profile-$t.txt"
+  done
 }
 
 phase2() {
@@ -145,6 +155,7 @@ phase2() {
   ensure_addon || return 1
   wait_for "$W/models.done" 300 || { log "models not ready"; pack_results phase2; return 1; }
   wait_for "$W/kq.done" 420 || log "Q4_K_M 8B model not ready"
+  profile ${PROFILE2:-q4_k_m}
   (cd "$W/run" && timeout 120 node gpu-run.mjs check --shared "$DEV/shared" --big "$MODELS/llama3-8b-f16.gguf") 2>&1 |
     tee "$RES/check-oom.txt"
   for t in $TYPES; do
@@ -179,5 +190,6 @@ case "${1:-all}" in
   phase1) setup_node && phase1 ;;
   phase2) phase2 ;;
   all) setup_node && phase1 && phase2 ;;
+  pack) pack_results "${2:-partial}" ;;  # after a phase cut short by a time limit
   *) echo "usage: $0 phase1|phase2|all" >&2; exit 2 ;;
 esac
