@@ -172,30 +172,34 @@ describe('SIMD dot kernels against scalar references', () => {
   });
 });
 
-describe('matmul (row chunks, token tiles; one thread: the engine tests cover the pool) against per-row dots', () => {
+describe('matmul (row chunks, token tiles, x4 repacking read back exactly; one thread: the engine tests cover the pool) against per-row dots', () => {
   for (const t of TYPES) {
     for (const flags of [0, 2]) {
       it(`${t.name} ${flags ? 'float' : 'int8'} activations, 1..6 tokens`, () => {
         const rand = rng(t.id * 31 + flags);
         const K = t.qk === 32 ? 32 * 9 : 256 * 3;
-        const R = 37; // not a multiple of the row chunk
-        const rows = Array.from({ length: R }, () => randomRow(t, K, rand));
-        const w = new Uint8Array(R * rows[0].length);
-        rows.forEach((r, i) => w.set(r, i * r.length));
-        for (const n of [1, 2, 3, 4, 5, 6]) {
-          const x = activations(n * K, rand);
-          const wp = place(w);
-          const xp = mod._malloc(x.length * 4);
-          const yp = mod._malloc(n * R * 4);
-          new Float32Array(mod.wasmMemory.buffer, xp, x.length).set(x);
-          expect(mod._tw_test_matmul(t.id, wp.ptr, K, 0, R, 0, xp, n, 1, flags, yp)).toBe(0);
-          const y = new Float32Array(mod.wasmMemory.buffer, yp, n * R).slice();
-          mod._free(wp.base); mod._free(xp); mod._free(yp);
-          for (let tok = 0; tok < n; tok++) {
-            for (let r = 0; r < R; r++) {
-              const [simd, , floatPath] = testDot(t.id, rows[r], x.subarray(tok * K, (tok + 1) * K));
-              const want = flags ? floatPath : simd;
-              expect(close(y[tok * R + r], want, 1e-5, 1e-5), `${t.name} tok ${tok} row ${r}: ${y[tok * R + r]} vs ${want}`).toBe(true);
+        // 37: not a multiple of the row chunk nor of 4 (GGUF layout); 44: whole quads, an odd number of them
+        // (Q4_0 / Q8_0 are repacked four rows at a time; decode takes quads in pairs)
+        for (const R of [37, 44]) {
+          const rows = Array.from({ length: R }, () => randomRow(t, K, rand));
+          const w = new Uint8Array(R * rows[0].length);
+          rows.forEach((r, i) => w.set(r, i * r.length));
+          for (const n of [1, 2, 3, 4, 5, 6]) {
+            const x = activations(n * K, rand);
+            const wp = place(w);
+            const xp = mod._malloc(x.length * 4);
+            const yp = mod._malloc(n * R * 4);
+            new Float32Array(mod.wasmMemory.buffer, xp, x.length).set(x);
+            expect(mod._tw_test_matmul(t.id, wp.ptr, K, 0, R, 0, xp, n, 1, flags, yp)).toBe(0);
+            const y = new Float32Array(mod.wasmMemory.buffer, yp, n * R).slice();
+            mod._free(wp.base); mod._free(xp); mod._free(yp);
+            for (let tok = 0; tok < n; tok++) {
+              for (let r = 0; r < R; r++) {
+                const [simd, , floatPath] = testDot(t.id, rows[r], x.subarray(tok * K, (tok + 1) * K));
+                const want = flags ? floatPath : simd;
+                // same integer sums; the x4 kernels order the float scale products differently
+                expect(close(y[tok * R + r], want, 1e-5, 1e-5 * K), `${t.name} R=${R} tok ${tok} row ${r}: ${y[tok * R + r]} vs ${want}`).toBe(true);
+              }
             }
           }
         }

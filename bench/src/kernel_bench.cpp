@@ -30,7 +30,7 @@ double bench(int64_t K, int64_t R, double* gbs) {
   ActRow act[NT];
   for (int t = 0; t < NT; ++t) {
     act[t] = act_row_at(abuf.data() + (act_row_bytes(K) + 16) * t, K);
-    quantize_act_row(x.data() + K * t, K, (int16_t*)act[t].q, (float*)act[t].d, (float*)act[t].sd, act_spec(TYPE));
+    quantize_act_row(x.data() + K * t, K, act[t], act_spec(TYPE));
   }
   std::vector<float> y(R * NT);
   float out[NT];

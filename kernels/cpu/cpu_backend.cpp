@@ -1,6 +1,7 @@
 // The CPU backend: memory is plain host (WASM linear) memory, ops run on a persistent thread pool, matrix
 // products read quantized blocks directly (dot.h).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -12,11 +13,39 @@
 #include "../model/backend.h"
 #include "dot.h"
 #include "qdot.h"
+#include "qdot_x4.h"
+#include "repack.h"
 #include "thread_pool.h"
 
 namespace tw {
 
 namespace {
+
+// Time per op, for finding where a step goes (build with TWINFER_WASM_PROFILE=1; printed when the backend is
+// destroyed). Compiled out otherwise.
+#if defined(TW_PROFILE)
+struct OpProfile {
+  const char* name[16] = {};
+  double ms[16] = {};
+  long calls[16] = {};
+  void print() {
+    for (int i = 0; i < 16; ++i) if (name[i]) std::fprintf(stderr, "[profile] %-14s %10.1f ms %8ld calls\n", name[i], ms[i], calls[i]);
+  }
+};
+OpProfile& op_profile() { static OpProfile p; return p; }
+struct OpTimer {
+  int slot;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  OpTimer(int i, const char* n) : slot(i) { op_profile().name[i] = n; }
+  ~OpTimer() {
+    op_profile().ms[slot] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ++op_profile().calls[slot];
+  }
+};
+#define TW_PROF(i, n) OpTimer tw_op_timer_(i, n)
+#else
+#define TW_PROF(i, n)
+#endif
 
 // Rows of W handled by one task. Small enough to balance two to sixteen threads, large enough that the
 // scheduling cost (one atomic increment) disappears next to a row chunk's work.
@@ -81,6 +110,50 @@ QMatmulFn qmatmul_fn(int32_t type) {
   }
 }
 
+// Rows [r0, r1) (whole quads) of an x4-repacked weight times n activation rows. Decode takes two quads per call
+// (the activation broadcasts serve 8 rows); prompts take one quad and tiles of up to 4 tokens.
+template <int TYPE>
+void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const ActRow* act, int n, int64_t K,
+                     int64_t R, float* y) {
+  const size_t qb = 4 * rb;
+  const int64_t ng = K / QA;
+  float out[16];
+#if defined(__wasm_simd128__)
+  if (n == 1) {
+    int64_t r = r0;
+    for (; r + 8 <= r1; r += 8) {
+      qdot_x4<TYPE, 2, 1>((const uint8_t*)base + rb * r, qb, act, ng, out);
+      std::memcpy(y + r, out, 8 * sizeof(float));
+    }
+    for (; r < r1; r += 4) {
+      qdot_x4<TYPE, 1, 1>((const uint8_t*)base + rb * r, qb, act, ng, out);
+      std::memcpy(y + r, out, 4 * sizeof(float));
+    }
+    return;
+  }
+  for (int t0 = 0; t0 < n; t0 += 4) {
+    const int nt = std::min(4, n - t0);
+    for (int64_t r = r0; r < r1; r += 4) {
+      const uint8_t* quad = (const uint8_t*)base + rb * r;
+      switch (nt) {
+        case 4: qdot_x4<TYPE, 1, 4>(quad, qb, act + t0, ng, out); break;
+        case 3: qdot_x4<TYPE, 1, 3>(quad, qb, act + t0, ng, out); break;
+        case 2: qdot_x4<TYPE, 1, 2>(quad, qb, act + t0, ng, out); break;
+        default: qdot_x4<TYPE, 1, 1>(quad, qb, act + t0, ng, out); break;
+      }
+      for (int t = 0; t < nt; ++t) std::memcpy(y + (size_t)(t0 + t) * R + r, out + 4 * t, 4 * sizeof(float));
+    }
+  }
+#else
+  (void)qb;
+  for (int t = 0; t < n; ++t)
+    for (int64_t r = r0; r < r1; r += 4) {
+      qdot_x4_scalar(TYPE, (const uint8_t*)base + rb * r, act[t], ng, out);
+      std::memcpy(y + (size_t)t * R + r, out, 4 * sizeof(float));
+    }
+#endif
+}
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend(int n_threads, int32_t flags) : pool_(n_threads), int8_act_(!(flags & kFlagFloatActivations)) {
@@ -90,6 +163,9 @@ class CpuBackend final : public Backend {
 #endif
   }
   const char* name() const override { return "cpu"; }
+#if defined(TW_PROFILE)
+  ~CpuBackend() override { op_profile().print(); }
+#endif
 
   void* alloc(size_t bytes) override {
     void* p = nullptr;
@@ -102,13 +178,40 @@ class CpuBackend final : public Backend {
   void download(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
   void copy(void* dst, const void* src, size_t n) override { std::memmove(dst, src, n); }
 
+  // Quantized weights the integer kernels read four rows at a time are interleaved once, here (repack.h).
+  // Float-activation mode (exact products) keeps GGUF layout: its kernels read rows.
+  bool prepare_weight(Tensor& w) override {
+    if (int8_act_ && w.layout == kLayoutGGUF && x4_type(w.type) && w.ne1 % 4 == 0 && w.ne0 % QA == 0) {
+      x4_repack(w.type, (uint8_t*)w.data, w.ne0, w.ne1);
+      w.layout = kLayoutX4;
+    }
+    return true;
+  }
+  void read_weight(const Tensor& w, void* dst) override {
+    if (w.layout != kLayoutX4) {
+      std::memcpy(dst, w.data, w.nbytes);
+      return;
+    }
+    const size_t rb = row_bytes(w.type, w.ne0);
+    for (int64_t r = 0; r < w.ne1; ++r) x4_read_row(w.type, (const uint8_t*)w.data, w.ne0, r, (uint8_t*)dst + rb * r);
+  }
+
   void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
+    TW_PROF(0, "get_rows");
     const size_t rb = row_bytes(table.type, table.ne0);
-    for (int t = 0; t < n; ++t)
-      dequantize_row(table.type, (const char*)table.data + rb * ids[t], out + (size_t)t * table.ne0, table.ne0);
+    if (table.layout == kLayoutX4) row_tmp_.resize(rb);
+    for (int t = 0; t < n; ++t) {
+      const char* row = (const char*)table.data + rb * ids[t];
+      if (table.layout == kLayoutX4) {
+        x4_read_row(table.type, (const uint8_t*)table.data, table.ne0, ids[t], row_tmp_.data());
+        row = (const char*)row_tmp_.data();
+      }
+      dequantize_row(table.type, row, out + (size_t)t * table.ne0, table.ne0);
+    }
   }
 
   void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) override {
+    TW_PROF(1, "rms_norm");
     const float* g = (const float*)w.data;
     for (int t = 0; t < n; ++t) {
       const float* xr = x + (size_t)t * dim;
@@ -121,10 +224,11 @@ class CpuBackend final : public Backend {
   }
 
   void matmul(const Tensor& W, const float* x, int n, float* y) override {
+    TW_PROF(2, "matmul");
     const int64_t K = W.ne0, R = W.ne1;
     const size_t rb = row_bytes(W.type, K);
     const char* base = (const char*)W.data;
-    if (int8_act_ && int8_activation_type(W.type) && K % QA == 0) {
+    if ((int8_act_ && int8_activation_type(W.type) && K % QA == 0) || W.layout == kLayoutX4) {
       qmatmul(W, x, n, y);
       return;
     }
@@ -168,6 +272,7 @@ class CpuBackend final : public Backend {
   }
 
   void add_bias(float* y, const Tensor& b, int n) override {
+    TW_PROF(3, "add_bias");
     const float* bias = (const float*)b.data;
     for (int t = 0; t < n; ++t)
       for (int64_t i = 0; i < b.ne0; ++i) y[(size_t)t * b.ne0 + i] += bias[i];
@@ -175,6 +280,7 @@ class CpuBackend final : public Backend {
 
   void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
                      const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
+    TW_PROF(4, "rope_store_kv");
     const int hd = s.head_dim, half = hd / 2;
     const size_t kv_dim = (size_t)s.n_head_kv * hd;
     std::vector<float> cs(hd);  // cos, sin pairs for one position
@@ -222,6 +328,7 @@ class CpuBackend final : public Backend {
   // Per query head the arithmetic is the same as a plain loop (same dot, same order of the V accumulation).
   void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
                  float* out) override {
+    TW_PROF(5, "attention");
     const int hd = s.head_dim;
     const int group = s.n_head / s.n_head_kv;
     const size_t kv_dim = (size_t)s.n_head_kv * hd;
@@ -271,6 +378,7 @@ class CpuBackend final : public Backend {
   }
 
   void swiglu(const float* gate, const float* up, float* out, size_t n) override {
+    TW_PROF(6, "swiglu");
     for (size_t i = 0; i < n; ++i) {
       const float g = gate[i];
       out[i] = g / (1.0f + std::exp(-g)) * up[i];
@@ -278,18 +386,22 @@ class CpuBackend final : public Backend {
   }
 
   void add(float* x, const float* y, size_t n) override {
+    TW_PROF(7, "add");
     for (size_t i = 0; i < n; ++i) x[i] += y[i];
   }
 
   void gather_rows(const float* x, const int32_t* rows, int n, int width, float* out) override {
+    TW_PROF(8, "gather_rows");
     for (int i = 0; i < n; ++i) std::memmove(out + (size_t)i * width, x + (size_t)rows[i] * width, (size_t)width * 4);
   }
 
  private:
-  std::vector<float> bf16_act_;  // activations rounded to BF16 for BF16 weights (see matmul)
+  std::vector<float> bf16_act_;
+  std::vector<uint8_t> row_tmp_;  // one GGUF row read back from an x4 table (get_rows)  // activations rounded to BF16 for BF16 weights (see matmul)
 
   // Quantize the n activation rows once (in parallel for prompts), then integer products over row chunks.
   void qmatmul(const Tensor& W, const float* x, int n, float* y) {
+    TW_PROF(n == 1 ? 9 : 10, n == 1 ? "qmatmul(n=1)" : "qmatmul(n>1)");
     const int64_t K = W.ne0, R = W.ne1;
     const size_t rb = row_bytes(W.type, K);
     const size_t ab = (act_row_bytes(K) + 15) & ~(size_t)15;
@@ -299,9 +411,11 @@ class CpuBackend final : public Backend {
     for (int t = 0; t < n; ++t) acts_[t] = act_row_at(abase + ab * t, K);
     const ActSpec spec = act_spec(W.type);
     run(n, (int64_t)n * K * 64, [&](int t, int) {
-      quantize_act_row(x + (size_t)t * K, K, (int16_t*)acts_[t].q, (float*)acts_[t].d, (float*)acts_[t].sd, spec);
+      quantize_act_row(x + (size_t)t * K, K, acts_[t], spec);
     });
-    const QMatmulFn fn = qmatmul_fn(W.type);
+    const QMatmulFn fn = W.layout == kLayoutX4 ? (W.type == TW_TYPE_Q4_0 ? qmatmul_x4_rows<TW_TYPE_Q4_0>
+                                                                          : qmatmul_x4_rows<TW_TYPE_Q8_0>)
+                                               : qmatmul_fn(W.type);
     const char* base = (const char*)W.data;
     const ActRow* act = acts_.data();
     const int n_tasks = (int)((R + kRowsPerTask - 1) / kRowsPerTask);

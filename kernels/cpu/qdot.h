@@ -26,22 +26,25 @@ namespace tw {
 
 constexpr int QA = 32;  // activation group
 
-// One quantized activation row of n values (n a multiple of 32): q[n] int16, d[n/32], sd[n/32].
+// One quantized activation row of n values (n a multiple of 32): q[n] int16, and per group of 32 the scale d,
+// sd = d * sum(q) (float bias terms) and sq = sum(q) (integer offsets, e.g. q4_0's -8 in the x4 kernels).
 struct ActRow {
-  const int16_t* q;
-  const float* d;
-  const float* sd;
+  int16_t* q;
+  float* d;
+  float* sd;
+  int32_t* sq;
 };
 
-// Bytes of scratch for one activation row of n values (q, d, sd; each part 16-byte aligned).
-inline size_t act_row_bytes(int64_t n) { return (size_t)n * 2 + (size_t)(n / QA) * 8 + 32; }
+// Bytes of scratch for one activation row of n values (q, d, sd, sq; q 16-byte aligned at the base).
+inline size_t act_row_bytes(int64_t n) { return (size_t)n * 2 + (size_t)(n / QA) * 12 + 32; }
 
 inline ActRow act_row_at(void* base, int64_t n) {
   char* p = (char*)base;
   ActRow a;
-  a.q = (const int16_t*)p;
-  a.d = (const float*)(p + n * 2);
+  a.q = (int16_t*)p;
+  a.d = (float*)(p + n * 2);
   a.sd = a.d + n / QA;
+  a.sq = (int32_t*)(a.sd + n / QA);
   return a;
 }
 
@@ -60,7 +63,10 @@ inline ActSpec act_spec(int32_t weight_type) {
   return k ? ActSpec{256, false} : ActSpec{32, true};
 }
 
-inline void quantize_act_row_scalar(const float* x, int64_t n, int16_t* q, float* d, float* sd, ActSpec spec = {32, true}) {
+inline void quantize_act_row_scalar(const float* x, int64_t n, const ActRow& a, ActSpec spec = {32, true}) {
+  int16_t* q = a.q;
+  float* d = a.d;
+  float* sd = a.sd;
   const int span = n % spec.span == 0 ? spec.span : QA;
   for (int64_t s0 = 0; s0 < n; s0 += span) {
     float amax = 0;
@@ -76,12 +82,16 @@ inline void quantize_act_row_scalar(const float* x, int64_t n, int16_t* q, float
       }
       d[b] = db;
       sd[b] = db * (float)sum;
+      a.sq[b] = sum;
     }
   }
 }
 
 #if defined(__wasm_simd128__)
-inline void quantize_act_row(const float* x, int64_t n, int16_t* q, float* d, float* sd, ActSpec spec = {32, true}) {
+inline void quantize_act_row(const float* x, int64_t n, const ActRow& a, ActSpec spec = {32, true}) {
+  int16_t* q = a.q;
+  float* d = a.d;
+  float* sd = a.sd;
   const int span = n % spec.span == 0 ? spec.span : QA;
   const v128_t absmask = wasm_i32x4_splat(0x7fffffff);
   for (int64_t s0 = 0; s0 < n; s0 += span) {
@@ -106,12 +116,13 @@ inline void quantize_act_row(const float* x, int64_t n, int16_t* q, float* d, fl
                       wasm_i32x4_extract_lane(s, 3);
       d[b] = db;
       sd[b] = db * (float)sum;
+      a.sq[b] = sum;
     }
   }
 }
 #else
-inline void quantize_act_row(const float* x, int64_t n, int16_t* q, float* d, float* sd, ActSpec spec = {32, true}) {
-  quantize_act_row_scalar(x, n, q, d, sd, spec);
+inline void quantize_act_row(const float* x, int64_t n, const ActRow& a, ActSpec spec = {32, true}) {
+  quantize_act_row_scalar(x, n, a, spec);
 }
 #endif
 

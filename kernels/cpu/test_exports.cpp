@@ -47,8 +47,8 @@ TW_API int tw_test_dot(int32_t type, const void* row, const float* x, int64_t n,
   std::vector<char> a(tw::act_row_bytes(n) + 16), b(tw::act_row_bytes(n) + 16);
   tw::ActRow fast = tw::act_row_at(a.data(), n), slow = tw::act_row_at(b.data(), n);
   const tw::ActSpec spec = tw::act_spec(type);
-  tw::quantize_act_row(x, n, (int16_t*)fast.q, (float*)fast.d, (float*)fast.sd, spec);
-  tw::quantize_act_row_scalar(x, n, (int16_t*)slow.q, (float*)slow.d, (float*)slow.sd, spec);
+  tw::quantize_act_row(x, n, fast, spec);
+  tw::quantize_act_row_scalar(x, n, slow, spec);
   int mismatches = 0;
   for (int64_t i = 0; i < n; ++i) mismatches += fast.q[i] != slow.q[i];
   out[4] = (float)mismatches;
@@ -74,7 +74,9 @@ TW_API int tw_test_dot(int32_t type, const void* row, const float* x, int64_t n,
 }
 
 /* The backend's matmul (threads, row chunks, token tiles) on a weight of R rows x K values and n activation rows:
- * y[t*R + r]. flags as in tw_runtime_config (bit 2 = float activations). */
+ * y[t*R + r]. flags as in tw_runtime_config (bit 2 = float activations). The weight is prepared first as the engine
+ * does (the CPU backend repacks Q4_0/Q8_0 with R % 4 == 0 in place) and must read back byte-identical
+ * (TW_ERR_BACKEND otherwise). */
 TW_API int tw_test_matmul(int32_t type, const void* w, int64_t K, int64_t R, const float* x, int32_t n,
                           int32_t n_threads, int32_t flags, float* y) {
   const tw::TypeTraits tt = tw::type_traits(type);
@@ -89,7 +91,12 @@ TW_API int tw_test_matmul(int32_t type, const void* w, int64_t K, int64_t R, con
   t.ne0 = K;
   t.ne1 = R;
   t.nbytes = tw::row_bytes(type, K) * (size_t)R;
+  // The weight as the engine sees it: prepared (possibly repacked in place), and readable back exactly.
+  std::vector<uint8_t> original((const uint8_t*)w, (const uint8_t*)w + t.nbytes), back(t.nbytes);
+  if (!be->prepare_weight(t)) return TW_ERR_BACKEND;
   be->matmul(t, x, n, y);
+  be->read_weight(t, back.data());
+  if (back != original) return TW_ERR_BACKEND;
   return TW_OK;
 }
 

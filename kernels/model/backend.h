@@ -14,6 +14,7 @@ struct Tensor {
   int64_t ne0 = 0;       // row length (contiguous)
   int64_t ne1 = 0;       // number of rows
   size_t nbytes = 0;
+  int32_t layout = 0;    // backend-private arrangement of the bytes (0 = GGUF blocks; see prepare_weight)
   bool present() const { return data != nullptr; }
 };
 
@@ -62,6 +63,8 @@ struct Backend {
   virtual void synchronize() {}
   // Called once a weight's bytes are all written: a backend may repack it into a faster layout in place.
   virtual bool prepare_weight(Tensor& /*w*/) { return true; }
+  // The weight's bytes in GGUF block layout (undoing whatever prepare_weight did), into host memory dst.
+  virtual void read_weight(const Tensor& w, void* dst) { download(dst, w.data, w.nbytes); }
   // Called at the start and end of a forward step (e.g. to capture/replay graphs or bracket thread-pool work).
   virtual void begin_step(const BatchView& /*b*/) {}
   virtual void end_step() {}

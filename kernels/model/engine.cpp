@@ -236,7 +236,7 @@ int tw_tensor_dequantize(tw_engine* e, int32_t role, int32_t layer, float* out) 
   tw::Tensor* t = find_tensor(e, role, layer);
   if (!t || !t->data) return tw::fail(TW_ERR_MISSING_TENSOR, "tensor " + tensor_label(role, layer) + " not loaded");
   std::vector<char> host(t->nbytes);
-  e->be->download(host.data(), t->data, t->nbytes);
+  e->be->read_weight(*t, host.data());
   tw::dequantize_row(t->type, host.data(), out, t->ne0 * t->ne1);
   return TW_OK;
 }

@@ -24,7 +24,9 @@ sources=(
 )
 # Pool workers are created when the module starts (a pthread cannot be spawned synchronously from Node's main
 # thread later); the loader reads how many from the module options (twinferPoolSize).
-emcc -std=c++17 -O3 -msimd128 -pthread -fno-exceptions -DNDEBUG \
+extra=()
+[ "${TWINFER_WASM_PROFILE:-0}" = 1 ] && extra+=(-DTW_PROFILE)   # per-op times on stderr (cpu_backend.cpp)
+emcc -std=c++17 -O3 -msimd128 -pthread -fno-exceptions -DNDEBUG "${extra[@]}" \
   "${sources[@]}" \
   -o "$out/twinfer-wasm.mjs" \
   -sMODULARIZE=1 -sEXPORT_ES6=1 -sEXPORT_NAME=createTwinferWasm \

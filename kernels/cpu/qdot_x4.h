@@ -1,0 +1,110 @@
+// Integer matrix products on x4-repacked weights (repack.h) with 8-bit activations (qdot.h's ActRow): NQ quads
+// (4 rows each) times NT activation rows at once.
+//
+// Per 32-value group and quad: 16 pair vectors P_j, each multiplied (dot_i16x8 = pmaddwd) with the broadcast pair
+// (q[2j], q[2j+1]) of every activation row; the int32 lanes are the 4 rows' sums. Then, per activation row,
+//   y[4 rows] += d_w[4 rows] * d_a * (isum - offset * sum(q))        (offset: 8 for q4_0, 0 for q8_0)
+// which is llama.cpp's q4_0 x q8_0 / q8_0 x q8_0 arithmetic (integer sums, then one scale product).
+// The activation broadcasts are shared by the NQ quads, the unpacked weights by the NT activation rows:
+// decode uses NQ = 2, NT = 1; prompts NQ = 1, NT = 4 (more spills past 16 vector registers).
+#pragma once
+#include "qdot.h"
+#include "repack.h"
+
+namespace tw {
+
+// Scalar reference of qdot_x4 for one quad and one activation row (same integer sums, same scale products).
+inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, const ActRow& a, int64_t ngroups, float out[4]) {
+  const size_t rec_bytes = x4_record_bytes(type);
+  const int offset = type == TW_TYPE_Q4_0 ? 8 : 0;
+  for (int r = 0; r < 4; ++r) out[r] = 0;
+  for (int64_t g = 0; g < ngroups; ++g) {
+    const uint8_t* rec = quad + g * rec_bytes;
+    const uint16_t* scales = (const uint16_t*)(rec + rec_bytes - 8);
+    for (int r = 0; r < 4; ++r) {
+      int32_t isum = 0;
+      for (int k = 0; k < QA; ++k) isum += x4_value(type, rec, r, k) * a.q[g * QA + k];
+      isum -= offset * a.sq[g];
+      out[r] += (float)isum * a.d[g] * fp16_to_f32(scales[x4_scale_slot(r)]);
+    }
+  }
+}
+
+}  // namespace tw
+
+#if defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+
+namespace tw {
+
+// A record's four fp16 scales (stored in row order 0, 2, 1, 3; repack.h) -> f32x4 in row order, exact (zeros and
+// subnormals included): each value is moved to the top half of its 32-bit lane, exponent and mantissa shifted into
+// f32 position and rescaled by 2^112, then the sign restored. Integer shifts and masks only: V8 rebuilds byte-
+// shuffle masks on every use.
+inline v128_t x4_scales_f32(const void* p) {
+  const v128_t w = wasm_v128_load64_splat(p);                      // [s02, s13, s02, s13] (lo = row 0/1)
+  const v128_t lo = wasm_i32x4_shl(w, 16);                          // rows 0, 1 in the top halves
+  const v128_t hi = wasm_v128_and(w, wasm_i32x4_splat((int32_t)0xFFFF0000u));  // rows 2, 3
+  const v128_t x = wasm_i32x4_shuffle(lo, hi, 0, 1, 6, 7);
+  const v128_t sign = wasm_v128_and(x, wasm_i32x4_splat((int32_t)0x80000000u));
+  const v128_t mag = wasm_u32x4_shr(wasm_v128_xor(x, sign), 3);
+  return wasm_v128_or(wasm_f32x4_mul(mag, wasm_f32x4_splat(0x1p112f)), sign);
+}
+
+// out[t * 4 * NQ + 4 * qi + r] = row (4 qi + r) of the NQ quads starting at `quad` (quad_bytes apart) . act[t]
+template <int TYPE, int NQ, int NT>
+inline void qdot_x4(const uint8_t* quad, size_t quad_bytes, const ActRow* act, int64_t ngroups, float* out) {
+  constexpr bool kQ4 = TYPE == TW_TYPE_Q4_0;
+  constexpr int kRec = kQ4 ? 72 : 136, kWBytes = kRec - 8;
+  v128_t accf[NT][NQ];
+  for (int t = 0; t < NT; ++t)
+    for (int qi = 0; qi < NQ; ++qi) accf[t][qi] = wasm_f32x4_splat(0);
+  const v128_t m15 = wasm_i16x8_splat(15);
+  for (int64_t g = 0; g < ngroups; ++g) {
+    v128_t acc[NT][NQ];
+    for (int t = 0; t < NT; ++t)
+      for (int qi = 0; qi < NQ; ++qi) acc[t][qi] = wasm_i32x4_splat(0);
+    // 4 chunks of 4 pair vectors (j = 4c .. 4c+3)
+    for (int c = 0; c < 4; ++c) {
+      v128_t p[NQ][4];
+      for (int qi = 0; qi < NQ; ++qi) {
+        const uint8_t* rec = quad + qi * quad_bytes + g * kRec;
+        if constexpr (kQ4) {
+          const v128_t w = wasm_v128_load(rec + 16 * c);
+          p[qi][0] = wasm_v128_and(w, m15);
+          p[qi][1] = wasm_v128_and(wasm_u16x8_shr(w, 4), m15);
+          p[qi][2] = wasm_v128_and(wasm_u16x8_shr(w, 8), m15);
+          p[qi][3] = wasm_u16x8_shr(w, 12);
+        } else {
+          const v128_t w0 = wasm_v128_load(rec + 32 * c), w1 = wasm_v128_load(rec + 32 * c + 16);
+          p[qi][0] = wasm_i16x8_extend_low_i8x16(w0);
+          p[qi][1] = wasm_i16x8_extend_high_i8x16(w0);
+          p[qi][2] = wasm_i16x8_extend_low_i8x16(w1);
+          p[qi][3] = wasm_i16x8_extend_high_i8x16(w1);
+        }
+      }
+      for (int t = 0; t < NT; ++t) {
+        const int16_t* q = act[t].q + g * QA + 8 * c;
+        for (int i = 0; i < 4; ++i) {
+          const v128_t a = wasm_v128_load32_splat(q + 2 * i);
+          for (int qi = 0; qi < NQ; ++qi) acc[t][qi] = wasm_i32x4_add(acc[t][qi], wasm_i32x4_dot_i16x8(p[qi][i], a));
+        }
+      }
+    }
+    v128_t d[NQ];
+    for (int qi = 0; qi < NQ; ++qi) d[qi] = x4_scales_f32(quad + qi * quad_bytes + g * kRec + kWBytes);
+    for (int t = 0; t < NT; ++t) {
+      const v128_t da = wasm_f32x4_splat(act[t].d[g]);
+      const v128_t off = wasm_i32x4_splat(8 * act[t].sq[g]);
+      for (int qi = 0; qi < NQ; ++qi) {
+        const v128_t isum = kQ4 ? wasm_i32x4_sub(acc[t][qi], off) : acc[t][qi];
+        accf[t][qi] = wasm_f32x4_add(accf[t][qi], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), da), d[qi]));
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int qi = 0; qi < NQ; ++qi) wasm_v128_store(out + t * 4 * NQ + 4 * qi, accf[t][qi]);
+}
+
+}  // namespace tw
+#endif  // __wasm_simd128__

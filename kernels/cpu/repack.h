@@ -1,0 +1,126 @@
+// Weight layouts of the CPU backend's fast path: four rows interleaved ("x4"), repacked in place once when a
+// weight is loaded (Backend::prepare_weight).
+//
+// Why: WASM SIMD128's best multiply-add is i32x4.dot_i16x8_s (x86 pmaddwd): 8 int16 products summed in pairs into
+// 4 int32 lanes. If those 4 lanes are 4 different weight rows, one dot gives 2 terms of 4 rows' dot products at
+// once, the activation side is a 32-bit broadcast of 2 adjacent values (v128.load32_splat), and per 32-value group
+// the 4 rows' sums land in one vector, scaled by the 4 rows' block scales as one vector — no horizontal sums, no
+// per-row scalar scale work. In GGUF's row-major block layout each of those steps costs extra shuffles.
+//
+// A quad (4 rows) of a row length K is K/32 groups; group g of a quad is one record:
+//   q4_0x4: 64 bytes of nibbles, then the 4 rows' fp16 scales d  (72 bytes = 4 GGUF blocks)
+//   q8_0x4: 128 bytes of int8,   then the 4 rows' fp16 scales d  (136 bytes = 4 GGUF blocks)
+// The scales are stored in row order 0, 2, 1, 3: read as two 32-bit words, the low halves are rows 0 and 1 and the
+// high halves rows 2 and 3, which the kernels widen to f32 lanes 0..3 with shifts and masks (no byte shuffle).
+// Inside a record the weights form 16 int16x8 "pair vectors" P_j (j = 0..15), lane L of P_j holding row L/2's
+// value at k = 2j + L%2:
+//   q4_0x4: 4 little-endian u16x8 words W_m (16 bytes each); nibble i of lane L of W_m is lane L of P_{4m+i}
+//           (so P = (W >> 4i) & 15: one shift and one mask per pair vector; values 0..15, the -8 comes later)
+//   q8_0x4: 8 int8x16 vectors V_m; bytes 0..7 are P_{2m}'s lanes, bytes 8..15 are P_{2m+1}'s (sign-extend low/high)
+// The record is exactly the bytes of the 4 GGUF blocks it replaces, so a quad repacks in place.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../common/quants.h"
+#include "../include/twinfer.h"
+
+namespace tw {
+
+enum WeightLayout : int32_t {
+  kLayoutGGUF = 0,  // rows of GGUF blocks
+  kLayoutX4 = 1,    // quads of interleaved rows (this file)
+};
+
+inline bool x4_type(int32_t type) { return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0; }
+inline size_t x4_record_bytes(int32_t type) { return type == TW_TYPE_Q4_0 ? 72 : 136; }
+
+// Value of row r (0..3), position k (0..31) of a record, as the small integer the kernels multiply (q4_0: 0..15).
+inline int x4_value(int32_t type, const uint8_t* rec, int r, int k) {
+  const int j = k / 2, lane = 2 * r + k % 2;
+  if (type == TW_TYPE_Q4_0) {
+    const int m = j / 4, i = j % 4;
+    const uint16_t word = (uint16_t)(rec[16 * m + 2 * lane] | (rec[16 * m + 2 * lane + 1] << 8));
+    return (word >> (4 * i)) & 15;
+  }
+  const int m = j / 2, half = j % 2;
+  return (int8_t)rec[16 * m + 8 * half + lane];
+}
+
+// Position of row r's scale among the record's 4 fp16 scales.
+inline int x4_scale_slot(int r) { return (r & 1) * 2 + (r >> 1); }
+
+inline uint8_t* x4_value_ptr_q8(uint8_t* rec, int r, int k) {
+  const int j = k / 2, lane = 2 * r + k % 2;
+  return rec + 16 * (j / 2) + 8 * (j % 2) + lane;
+}
+
+// One group of 4 GGUF blocks (blocks[r] = row r's block) -> one record.
+inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t* rec) {
+  const size_t wbytes = x4_record_bytes(type) - 8;
+  std::memset(rec, 0, wbytes);
+  uint16_t* scales = (uint16_t*)(rec + wbytes);
+  for (int r = 0; r < 4; ++r) {
+    if (type == TW_TYPE_Q4_0) {
+      const block_q4_0* b = (const block_q4_0*)blocks[r];
+      for (int k = 0; k < 32; ++k) {
+        const int v = k < 16 ? (b->qs[k] & 15) : (b->qs[k - 16] >> 4);
+        const int j = k / 2, lane = 2 * r + k % 2, m = j / 4, i = j % 4;
+        const int bit = 4 * i + 16 * 8 * m + 16 * lane;  // bit offset of the nibble in the record
+        rec[bit / 8] |= (uint8_t)(v << (bit % 8));
+      }
+      std::memcpy(&scales[x4_scale_slot(r)], &b->d, 2);
+    } else {
+      const block_q8_0* b = (const block_q8_0*)blocks[r];
+      for (int k = 0; k < 32; ++k) *x4_value_ptr_q8(rec, r, k) = (uint8_t)b->qs[k];
+      std::memcpy(&scales[x4_scale_slot(r)], &b->d, 2);
+    }
+  }
+}
+
+// One record -> the 4 GGUF blocks it came from (exact inverse of x4_pack_group).
+inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blocks[4]) {
+  const uint16_t* scales = (const uint16_t*)(rec + x4_record_bytes(type) - 8);
+  for (int r = 0; r < 4; ++r) {
+    if (type == TW_TYPE_Q4_0) {
+      block_q4_0* b = (block_q4_0*)blocks[r];
+      for (int k = 0; k < 16; ++k)
+        b->qs[k] = (uint8_t)(x4_value(type, rec, r, k) | (x4_value(type, rec, r, k + 16) << 4));
+      std::memcpy(&b->d, &scales[x4_scale_slot(r)], 2);
+    } else {
+      block_q8_0* b = (block_q8_0*)blocks[r];
+      for (int k = 0; k < 32; ++k) b->qs[k] = (int8_t)x4_value(type, rec, r, k);
+      std::memcpy(&b->d, &scales[x4_scale_slot(r)], 2);
+    }
+  }
+}
+
+// In place: rows [4q, 4q+4) of a [R x K] GGUF tensor become quad q's K/32 records. R must be a multiple of 4.
+inline void x4_repack(int32_t type, uint8_t* data, int64_t K, int64_t R) {
+  const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
+  const int64_t ng = K / 32;
+  std::vector<uint8_t> quad(4 * rb);
+  for (int64_t q = 0; q < R / 4; ++q) {
+    uint8_t* base = data + 4 * rb * q;
+    std::memcpy(quad.data(), base, 4 * rb);
+    for (int64_t g = 0; g < ng; ++g) {
+      const uint8_t* blocks[4] = {&quad[g * bb], &quad[rb + g * bb], &quad[2 * rb + g * bb], &quad[3 * rb + g * bb]};
+      x4_pack_group(type, blocks, base + g * rec);
+    }
+  }
+}
+
+// Row r of an x4 tensor back in GGUF block layout (K/32 blocks) — for get_rows and reading weights back.
+inline void x4_read_row(int32_t type, const uint8_t* data, int64_t K, int64_t r, uint8_t* out) {
+  const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
+  const uint8_t* quad = data + 4 * rb * (r / 4);
+  uint8_t tmp[4][sizeof(block_q8_0)];
+  for (int64_t g = 0; g < K / 32; ++g) {
+    uint8_t* blocks[4] = {tmp[0], tmp[1], tmp[2], tmp[3]};
+    x4_unpack_group(type, quad + g * rec, blocks);
+    std::memcpy(out + g * bb, tmp[r % 4], bb);
+  }
+}
+
+}  // namespace tw
