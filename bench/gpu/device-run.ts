@@ -8,7 +8,7 @@
  *   logits  ... --backend wasm           the same from the WASM backend (exact float activations): the CPU reference
  *   compare --ref A.json --test B.json   max |logit difference| and greedy agreement (tolerance 5e-2); .json.gz too
  *   bench   --model F --label L          prefill 512, decode 128, batched decode 8/32/64 sequences
- *   profile --model F --label L          decode 128 (run with TWINFER_CUDA_PROFILE=1 for per-op GPU times)
+ *   profile --model F --label L [--batch N]  decode 128 / N-sequence steps (TWINFER_CUDA_PROFILE=1: per-op GPU times)
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -29,6 +29,7 @@ const { positionals, values } = parseArgs({
     backend: { type: 'string' },
     threads: { type: 'string' },
     'ref-name': { type: 'string' },
+    batch: { type: 'string' },
   },
 });
 
@@ -213,14 +214,26 @@ async function cmdBench(model: string, label: string): Promise<void> {
   m.dispose();
 }
 
-// Decode of 128 tokens from BOS on a fresh model; with TWINFER_CUDA_PROFILE=1 the backend prints each op's GPU time
-// when the model is disposed, to compare with the wall time per token printed here.
-async function cmdProfile(model: string, label: string): Promise<void> {
-  const m = await loadModel(model, { backend: 'cuda', kvCacheType: 'f16', contextSize: 1024, maxBatchTokens: 512 });
+// Decode of 128 tokens from BOS on a fresh model (--batch N > 1: N sequences with 128-token prompts, then 64 steps
+// of one token each, as the bench's batched decode); with TWINFER_CUDA_PROFILE=1 the backend prints each op's GPU
+// time when the model is disposed, to compare with the wall time per step printed here.
+async function cmdProfile(model: string, label: string, batch: number): Promise<void> {
+  const m = await loadModel(model, { backend: 'cuda', kvCacheType: 'f16', contextSize: 1024, maxSequences: Math.max(1, batch), maxBatchTokens: 512 });
   const bos = m.tokenizer.bosId ?? 1;
-  const r = await m.generate([bos], { maxNewTokens: 128, temperature: 0 });
-  console.log(`${label}: profiled decode ${r.timings.decodeTokensPerSecond.toFixed(1)} tok/s ` +
-    `(${(1000 / r.timings.decodeTokensPerSecond).toFixed(3)} ms per token wall)`);
+  if (batch <= 1) {
+    const r = await m.generate([bos], { maxNewTokens: 128, temperature: 0 });
+    console.log(`${label}: profiled decode ${r.timings.decodeTokensPerSecond.toFixed(1)} tok/s ` +
+      `(${(1000 / r.timings.decodeTokensPerSecond).toFixed(3)} ms per token wall)`);
+  } else {
+    const engine = (m as unknown as { engine: import('../../packages/sdk/src/engine/engine.js').InferenceEngine }).engine;
+    const seqs = Array.from({ length: batch }, () => engine.createSequence());
+    for (const [i, s] of seqs.entries()) engine.evaluate(s, promptIds(128, bos, m.info.vocabSize, 100 + i), 'last');
+    const step = () => engine.step(seqs.map((seq, i) => ({ seq, tokens: [(i * 7919) % 32000], outputs: 'last' as const })));
+    const t0 = performance.now();
+    for (let k = 0; k < 64; k++) step();
+    const ms = (performance.now() - t0) / 64;
+    console.log(`${label}: profiled batched decode ${batch} seqs: ${ms.toFixed(2)} ms per step wall`);
+  }
   m.dispose();
 }
 
@@ -234,7 +247,7 @@ async function main(): Promise<void> {
   }
   else if (cmd === 'compare') cmdCompare(values.ref!, values.test!, values.label ?? 'model', values['ref-name'] ?? 'exact-F32 CUDA path');
   else if (cmd === 'bench') await cmdBench(values.model!, values.label ?? values.model!);
-  else if (cmd === 'profile') await cmdProfile(values.model!, values.label ?? values.model!);
+  else if (cmd === 'profile') await cmdProfile(values.model!, values.label ?? values.model!, Number(values.batch ?? 1));
   else throw new Error(`unknown command ${cmd}`);
   if (failures) {
     console.log(`${failures} check(s) failed`);

@@ -160,7 +160,7 @@ class CudaBackend final : public Backend {
       return;
     }
     prof_.begin(stream_, "download");
-    TWC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+    staging_.download(stream_, dst, src, n);
     prof_.end(stream_);
     TWC_CHECK(cudaStreamSynchronize(stream_));
     prof_.collect();

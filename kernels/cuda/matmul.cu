@@ -58,6 +58,11 @@ template <int TYPE, int NT> struct Geo {
   static constexpr int WP = ((LB / 16) % 2 == 0) ? LB + 16 : LB;        // padded pitch: odd multiple of 16 bytes
   static constexpr int KE = 32 * KU;                                    // elements of K per stage
   static constexpr int XP = KE + 8;                                     // x tile pitch in halves (odd x 16 bytes)
+  // Weight stages in shared memory. Decode keeps NS-1 stages of cp.async in flight per CTA: with one (double
+  // buffering) a CTA waited a full memory round trip per 9 KB stage and Q4_0 streamed at ~1.5 TB/s (run 4). Rows of
+  // 34/64-byte units get one stage fewer so that 2-3 CTAs still fit on an SM. The many-token kernel keeps 2.
+  static constexpr int NS = NT == 1 ? (WP <= 176 ? 4 : 3) : 2;
+  static constexpr int NX = NT == 1 ? 2 : NS;                           // x tile buffers
   static_assert(SHIFTED || CB % 16 == 0, "a stage row must be whole 16-byte cp.async chunks");
 };
 
@@ -105,6 +110,9 @@ template <int TYPE> __device__ __forceinline__ void unit_frags(const uint8_t* r0
 __device__ __forceinline__ uint16_t ld16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
 __device__ __forceinline__ __half2 dup_half(uint16_t bits) { return __half2half2(__ushort_as_half(bits)); }
 __device__ __forceinline__ __half2 dup_f(float v) { return __float2half2_rn(v); }
+// fp16 bits -> float with the hardware conversion (exact, like fp16_to_f32, but one instruction instead of a
+// branchy bit manipulation: the K-quant fragment builders convert d and dmin for every sub-block of every row).
+__device__ __forceinline__ float hf(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
 // Two bytes of w as the integer halves 1024 + b (low and high 16-bit lanes): [b0, 0, b1, 0] | 0x6400.
 __device__ __forceinline__ uint32_t spread2(uint32_t w) { return __byte_perm(w, 0, 0x4140); }
 
@@ -232,8 +240,8 @@ __device__ __forceinline__ void k4_scales(const uint8_t* b, int u, __half2& ds, 
   const uint8_t* q = b + 4;
   uint8_t sc, m;
   get_scale_min_k4(u, q, &sc, &m);
-  ds = dup_f(fp16_to_f32(ld16(b)) * (float)sc);
-  dm = dup_f(-(fp16_to_f32(ld16(b + 2)) * (float)m));
+  ds = dup_f(hf(ld16(b)) * (float)sc);
+  dm = dup_f(-(hf(ld16(b + 2)) * (float)m));
 }
 // Sub-block u's 32 values are nibble (u & 1) of qs[32 * (u / 2) + l], l < 32; the thread's elements are l = 2t, 2t+1
 // (f0 lanes 0, 1), 2t+8, 2t+9 (f0[2]), 2t+16.. (f1[0]) and 2t+24.. (f1[2]) — four 16-bit loads per row.
@@ -270,7 +278,7 @@ template <> __device__ __forceinline__ void unit_frags<13>(const uint8_t* s0, co
 // (q - 32) * (d*sc): exact integer halves, d*sc rounded to half, one rounding in the multiply.
 __device__ __forceinline__ void k6_row(const uint8_t* b, int u, int t, uint32_t* f0, uint32_t* f1, int i) {
   const int hh = u >> 2, p = u & 3;
-  const float d = fp16_to_f32(ld16(b + 208));
+  const float d = hf(ld16(b + 208));
   const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * hh + 2 * p;
   const __half2 ds0 = dup_f(d * (float)sc[0]), ds1 = dup_f(d * (float)sc[1]);
   const uint8_t* ql = b + 64 * hh + 32 * (p & 1) + 2 * t;
@@ -321,7 +329,7 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
   constexpr int BN = NT * 8;
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* ws = smem;                                                      // [2][BM][WP]
-  __half* xs = reinterpret_cast<__half*>(smem + 2 * BM * G::WP);           // [2][BN][XP]
+  __half* xs = reinterpret_cast<__half*>(smem + G::NS * BM * G::WP);      // [NX][BN][XP]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
@@ -392,33 +400,42 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
 #pragma unroll
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
-  if (st0 < st1) {
-    load_w(st0, 0);
-    if constexpr (NT == 8) load_x16(st0, 0);
+  // Prologue: stages st0 .. st0+NS-2 in flight, one cp.async group each (empty groups past st1 keep the count).
+#pragma unroll
+  for (int i = 0; i < G::NS - 1; ++i) {
+    if (st0 + i < st1) {
+      load_w(st0 + i, i);
+      if constexpr (NT == 8) load_x16(st0 + i, i);
+    }
     cp_async_commit();
-    if constexpr (NT == 1) {
+  }
+  if constexpr (NT == 1) {
+    if (st0 < st1) {
       fetch_x32(st0);
       store_x32(0);
     }
   }
   for (int st = st0; st < st1; ++st) {
-    const int buf = (st - st0) & 1;
+    const int it = st - st0;
+    const int buf = it % G::NS;                        // weight (and NT == 8: x) buffer of this stage
+    const int xbuf = NT == 1 ? (it & 1) : buf;
     const bool more = st + 1 < st1;
-    if (more) {
-      load_w(st + 1, buf ^ 1);
-      if constexpr (NT == 8) load_x16(st + 1, buf ^ 1);
-      cp_async_commit();
-      if constexpr (NT == 1) fetch_x32(st + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
+    // Stage st+NS-1 goes into the buffer the previous iteration computed on (released by its trailing barrier).
+    if (st + G::NS - 1 < st1) {
+      load_w(st + G::NS - 1, (it + G::NS - 1) % G::NS);
+      if constexpr (NT == 8) load_x16(st + G::NS - 1, (it + G::NS - 1) % G::NS);
     }
+    cp_async_commit();
+    if constexpr (NT == 1) {
+      if (more) fetch_x32(st + 1);
+    }
+    cp_async_wait<G::NS - 1>();  // this stage's group has landed
     __syncthreads();
 
     const int shift = G::SHIFTED ? (int)(((size_t)st * G::CB) & 15) : 0;
     const uint8_t* wrow0 = ws + buf * BM * G::WP + (warp * 16 + g) * G::WP + shift;
     const uint8_t* wrow1 = wrow0 + 8 * G::WP;
-    const __half* xb = xs + buf * BN * G::XP;
+    const __half* xb = xs + xbuf * BN * G::XP;
     const int uvalid = min(KU, nunits - st * KU);
 #pragma unroll
     for (int u = 0; u < KU; ++u) {
@@ -447,7 +464,7 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
     }
     __syncthreads();
     if constexpr (NT == 1) {
-      if (more) store_x32(buf ^ 1);
+      if (more) store_x32(xbuf ^ 1);
     }
   }
 
@@ -567,7 +584,7 @@ __global__ void __launch_bounds__(256) mm_simt_tiled(int32_t type, const uint8_t
 
 template <int TYPE, int NT> size_t tc_smem() {
   using G = Geo<TYPE, NT>;
-  return 2 * Tile<NT>::BM * G::WP + 2 * (NT * 8) * G::XP * sizeof(__half);
+  return G::NS * Tile<NT>::BM * G::WP + G::NX * (NT * 8) * G::XP * sizeof(__half);
 }
 
 template <int TYPE, int NT>

@@ -114,6 +114,35 @@ void Staging::upload(cudaStream_t s, void* dst, const void* src, size_t n) {
   }
 }
 
+// The reverse ring: chunk i is copied device -> pinned buffer while the CPU copies chunk i-1 out to `dst`. A plain
+// cudaMemcpyAsync into pageable memory stages through the driver's own small buffers (a 513 KB logits row took
+// ~170 us on an H200, bench/NOTES.md run 4). Synchronous: `dst` holds the bytes when this returns.
+void Staging::download(cudaStream_t s, void* dst, const void* src, size_t n) {
+  const uint8_t* in = (const uint8_t*)src;
+  uint8_t* out = (uint8_t*)dst;
+  size_t off = 0, prev_off = 0, prev_len = 0;
+  int prev = -1;
+  // Pieces smaller than the ring's chunk so that the CPU's copy-out overlaps the next device copy.
+  const size_t piece = chunk < ((size_t)2 << 20) ? chunk : ((size_t)2 << 20);
+  while (off < n) {
+    const size_t len = n - off < piece ? n - off : piece;
+    TWC_CHECK(cudaEventSynchronize(done[next]));  // an upload or an earlier chunk may still use this buffer
+    TWC_CHECK(cudaMemcpyAsync(buf[next], in + off, len, cudaMemcpyDeviceToHost, s));
+    TWC_CHECK(cudaEventRecord(done[next], s));
+    if (prev >= 0) {
+      TWC_CHECK(cudaEventSynchronize(done[prev]));
+      std::memcpy(out + prev_off, buf[prev], prev_len);
+    }
+    prev = next, prev_off = off, prev_len = len;
+    next ^= 1;
+    off += len;
+  }
+  if (prev >= 0) {
+    TWC_CHECK(cudaEventSynchronize(done[prev]));
+    std::memcpy(out + prev_off, buf[prev], prev_len);
+  }
+}
+
 }  // namespace cuda
 }  // namespace tw
 

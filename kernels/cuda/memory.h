@@ -15,6 +15,7 @@ struct Staging {
   bool init(size_t chunk_bytes);
   void destroy();
   void upload(cudaStream_t s, void* dst, const void* src, size_t n);
+  void download(cudaStream_t s, void* dst, const void* src, size_t n);
 };
 
 }  // namespace cuda

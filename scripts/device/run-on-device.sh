@@ -136,7 +136,7 @@ phase1() {
         --ref-name "WASM backend (CPU, exact activations)") 2>&1 | tee -a "$RES/compare.txt"
   done
   grep -E '^(PASS|FAIL)' "$RES/compare.txt"
-  profile ${PROFILE1:-q4_0}
+  PROFILE_BATCH_TYPE=q4_0 profile ${PROFILE1:-q4_0}
   pack_results phase1
 }
 
@@ -147,6 +147,12 @@ profile() {
     (cd "$W/run" && TWINFER_CUDA_PROFILE=1 timeout 120 node gpu-run.mjs profile --model "$MODELS/llama3-8b-$t.gguf" \
       --label "$t") 2>&1 | tee "$RES/profile-$t.txt"
   done
+  # One batched profile: 64 sequences, as batched64 of the benchmark.
+  local bt="${PROFILE_BATCH_TYPE:-}"
+  if [[ -n "$bt" ]]; then
+    (cd "$W/run" && TWINFER_CUDA_PROFILE=1 timeout 120 node gpu-run.mjs profile --model "$MODELS/llama3-8b-$bt.gguf" \
+      --label "$bt-batch64" --batch 64) 2>&1 | tee "$RES/profile-$bt-batch64.txt"
+  fi
 }
 
 phase2() {
