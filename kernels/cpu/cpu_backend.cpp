@@ -11,6 +11,7 @@
 
 #include "../include/twinfer.h"
 #include "../model/backend.h"
+#include "activation.h"
 #include "dot.h"
 #include "qdot.h"
 #include "qdot_x4.h"
@@ -110,8 +111,8 @@ QMatmulFn qmatmul_fn(int32_t type) {
   }
 }
 
-// Rows [r0, r1) (whole quads) of an x4-repacked weight times n activation rows. Decode takes two quads per call
-// (the activation broadcasts serve 8 rows); prompts take one quad and tiles of up to 4 tokens.
+// Rows [r0, r1) (whole quads) of an x4-repacked weight times n activation rows, in tiles of up to 4 tokens. (Two
+// quads per call sharing the activation broadcasts measured slower: V8 hoists the loads and spills them.)
 template <int TYPE>
 void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const ActRow* act, int n, int64_t K,
                      int64_t R, float* y) {
@@ -119,18 +120,6 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
   const int64_t ng = K / QA;
   float out[16];
 #if defined(__wasm_simd128__)
-  if (n == 1) {
-    int64_t r = r0;
-    for (; r + 8 <= r1; r += 8) {
-      qdot_x4<TYPE, 2, 1>((const uint8_t*)base + rb * r, qb, act, ng, out);
-      std::memcpy(y + r, out, 8 * sizeof(float));
-    }
-    for (; r < r1; r += 4) {
-      qdot_x4<TYPE, 1, 1>((const uint8_t*)base + rb * r, qb, act, ng, out);
-      std::memcpy(y + r, out, 4 * sizeof(float));
-    }
-    return;
-  }
   for (int t0 = 0; t0 < n; t0 += 4) {
     const int nt = std::min(4, n - t0);
     for (int64_t r = r0; r < r1; r += 4) {
@@ -165,6 +154,13 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
 #if defined(TW_PROFILE)
   ~CpuBackend() override { op_profile().print(); }
+  std::chrono::steady_clock::time_point step_t0_;
+  void begin_step(const BatchView&) override { step_t0_ = std::chrono::steady_clock::now(); }
+  void end_step() override {
+    op_profile().name[11] = "step";
+    op_profile().ms[11] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - step_t0_).count();
+    ++op_profile().calls[11];
+  }
 #endif
 
   void* alloc(size_t bytes) override {
@@ -223,12 +219,16 @@ class CpuBackend final : public Backend {
     }
   }
 
+  bool uses_int8(const Tensor& W) const {
+    return (int8_act_ && int8_activation_type(W.type) && W.ne0 % QA == 0) || W.layout == kLayoutX4;
+  }
+
   void matmul(const Tensor& W, const float* x, int n, float* y) override {
     TW_PROF(2, "matmul");
     const int64_t K = W.ne0, R = W.ne1;
     const size_t rb = row_bytes(W.type, K);
     const char* base = (const char*)W.data;
-    if ((int8_act_ && int8_activation_type(W.type) && K % QA == 0) || W.layout == kLayoutX4) {
+    if (uses_int8(W)) {
       qmatmul(W, x, n, y);
       return;
     }
@@ -269,6 +269,23 @@ class CpuBackend final : public Backend {
         }
       }
     });
+  }
+
+  // Products of one activation matrix with several weights: one shared quantization and one job when every weight
+  // runs on the integer kernels with the same activation format; otherwise one after another.
+  void matmul_many(const Tensor* const* W, int count, const float* x, int n, float* const* y) override {
+    bool shared = count <= 8;
+    for (int i = 0; i < count && shared; ++i) {
+      const Tensor& w = *W[i];
+      shared = uses_int8(w) && w.ne0 == W[0]->ne0 && act_spec(w.type).span == act_spec(W[0]->type).span &&
+               act_spec(w.type).fp16_scale == act_spec(W[0]->type).fp16_scale;
+    }
+    if (!shared) {
+      for (int i = 0; i < count; ++i) matmul(*W[i], x, n, y[i]);
+      return;
+    }
+    TW_PROF(2, "matmul");
+    qmatmul_many(W, count, x, n, y);
   }
 
   void add_bias(float* y, const Tensor& b, int n) override {
@@ -379,11 +396,14 @@ class CpuBackend final : public Backend {
 
   void swiglu(const float* gate, const float* up, float* out, size_t n) override {
     TW_PROF(6, "swiglu");
-    for (size_t i = 0; i < n; ++i) {
-      const float g = gate[i];
-      out[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
+    constexpr size_t kChunk = 2048;
+    const int n_tasks = (int)((n + kChunk - 1) / kChunk);
+    run(n_tasks, (int64_t)n * 32, [&](int task, int) {
+      const size_t i0 = (size_t)task * kChunk, len = std::min(kChunk, n - i0);
+      silu_mul(gate + i0, up + i0, out + i0, len);
+    });
   }
+
 
   void add(float* x, const float* y, size_t n) override {
     TW_PROF(7, "add");
@@ -401,29 +421,57 @@ class CpuBackend final : public Backend {
 
   // Quantize the n activation rows once (in parallel for prompts), then integer products over row chunks.
   void qmatmul(const Tensor& W, const float* x, int n, float* y) {
+    const Tensor* ws[1] = {&W};
+    float* ys[1] = {y};
+    qmatmul_many(ws, 1, x, n, ys);
+  }
+
+  // Products on integer kernels: quantize the n activation rows once (in parallel for prompts), then one job whose
+  // tasks are row chunks of every weight (one wake-up and one wait for Q, K and V together).
+  void qmatmul_many(const Tensor* const* W, int count, const float* x, int n, float* const* y) {
     TW_PROF(n == 1 ? 9 : 10, n == 1 ? "qmatmul(n=1)" : "qmatmul(n>1)");
-    const int64_t K = W.ne0, R = W.ne1;
-    const size_t rb = row_bytes(W.type, K);
+    const int64_t K = W[0]->ne0;
     const size_t ab = (act_row_bytes(K) + 15) & ~(size_t)15;
     if (act_buf_.size() < ab * n + 16) act_buf_.resize(ab * n + 16);
     if ((int)acts_.size() < n) acts_.resize(n);
     char* abase = (char*)(((uintptr_t)act_buf_.data() + 15) & ~(uintptr_t)15);
     for (int t = 0; t < n; ++t) acts_[t] = act_row_at(abase + ab * t, K);
-    const ActSpec spec = act_spec(W.type);
+    const ActSpec spec = act_spec(W[0]->type);
     run(n, (int64_t)n * K * 64, [&](int t, int) {
       quantize_act_row(x + (size_t)t * K, K, acts_[t], spec);
     });
-    const QMatmulFn fn = W.layout == kLayoutX4 ? (W.type == TW_TYPE_Q4_0 ? qmatmul_x4_rows<TW_TYPE_Q4_0>
-                                                                          : qmatmul_x4_rows<TW_TYPE_Q8_0>)
-                                               : qmatmul_fn(W.type);
-    const char* base = (const char*)W.data;
+    struct Job {
+      QMatmulFn fn;
+      const char* base;
+      size_t rb;
+      int64_t R;
+      int first_task;
+    };
+    Job jobs[8];
+    int n_tasks = 0;
+    int64_t work = 0;
+    for (int i = 0; i < count; ++i) {
+      const Tensor& w = *W[i];
+      jobs[i].fn = w.layout == kLayoutX4 ? (w.type == TW_TYPE_Q4_0 ? qmatmul_x4_rows<TW_TYPE_Q4_0>
+                                                                    : qmatmul_x4_rows<TW_TYPE_Q8_0>)
+                                         : qmatmul_fn(w.type);
+      jobs[i].base = (const char*)w.data;
+      jobs[i].rb = row_bytes(w.type, K);
+      jobs[i].R = w.ne1;
+      jobs[i].first_task = n_tasks;
+      n_tasks += (int)((w.ne1 + kRowsPerTask - 1) / kRowsPerTask);
+      work += w.ne1 * K * n;
+    }
     const ActRow* act = acts_.data();
-    const int n_tasks = (int)((R + kRowsPerTask - 1) / kRowsPerTask);
-    run(n_tasks, R * K * n, [&](int task, int) {
-      const int64_t r0 = (int64_t)task * kRowsPerTask, r1 = std::min<int64_t>(R, r0 + kRowsPerTask);
-      fn(base, rb, r0, r1, act, n, K, R, y);
+    run(n_tasks, work, [&](int task, int) {
+      int i = count - 1;
+      while (task < jobs[i].first_task) --i;
+      const Job& j = jobs[i];
+      const int64_t r0 = (int64_t)(task - j.first_task) * kRowsPerTask, r1 = std::min<int64_t>(j.R, r0 + kRowsPerTask);
+      j.fn(j.base, j.rb, r0, r1, act, n, K, j.R, y[i]);
     });
   }
+
 
   template <class F>
   void run(int n_tasks, int64_t work, F&& f) {

@@ -76,6 +76,11 @@ struct Backend {
   virtual void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) = 0;
   // y[t][r] = sum_k W[r][k] * x[t][k]   for t < n, r < W.ne1, k < W.ne0
   virtual void matmul(const Tensor& W, const float* x, int n, float* y) = 0;
+  // Several products of the same activations: y[i] = W[i] x for i < count (Q/K/V, gate/up). A backend may share the
+  // activation preparation and schedule all rows as one job; the default is one matmul after another.
+  virtual void matmul_many(const Tensor* const* W, int count, const float* x, int n, float* const* y) {
+    for (int i = 0; i < count; ++i) matmul(*W[i], x, n, y[i]);
+  }
   // y[t] += b   (b is F32 [width])
   virtual void add_bias(float* y, const Tensor& b, int n) = 0;
   // Rotate q (n x n_head x head_dim) and k (n x n_head_kv x head_dim) by their positions, then write k and v

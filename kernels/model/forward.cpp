@@ -115,9 +115,11 @@ int forward(tw_engine* e, const tw_batch* b) {
     const auto& w = e->layers[l];
     // Attention block.
     be.rms_norm(e->x, w[TW_ROLE_ATTN_NORM], e->h, T, D, hp.rms_eps);
-    be.matmul(w[TW_ROLE_ATTN_Q], e->h, T, e->q);
-    be.matmul(w[TW_ROLE_ATTN_K], e->h, T, e->k);
-    be.matmul(w[TW_ROLE_ATTN_V], e->h, T, e->v);
+    {
+      const Tensor* qkv[3] = {&w[TW_ROLE_ATTN_Q], &w[TW_ROLE_ATTN_K], &w[TW_ROLE_ATTN_V]};
+      float* out[3] = {e->q, e->k, e->v};
+      be.matmul_many(qkv, 3, e->h, T, out);
+    }
     if (w[TW_ROLE_ATTN_Q_BIAS].present()) be.add_bias(e->q, w[TW_ROLE_ATTN_Q_BIAS], T);
     if (w[TW_ROLE_ATTN_K_BIAS].present()) be.add_bias(e->k, w[TW_ROLE_ATTN_K_BIAS], T);
     if (w[TW_ROLE_ATTN_V_BIAS].present()) be.add_bias(e->v, w[TW_ROLE_ATTN_V_BIAS], T);
@@ -127,8 +129,11 @@ int forward(tw_engine* e, const tw_batch* b) {
     be.add(e->x, e->h, (size_t)T * D);
     // Feed-forward block (SwiGLU).
     be.rms_norm(e->x, w[TW_ROLE_FFN_NORM], e->h, T, D, hp.rms_eps);
-    be.matmul(w[TW_ROLE_FFN_GATE], e->h, T, e->gate);
-    be.matmul(w[TW_ROLE_FFN_UP], e->h, T, e->up);
+    {
+      const Tensor* gate_up[2] = {&w[TW_ROLE_FFN_GATE], &w[TW_ROLE_FFN_UP]};
+      float* out[2] = {e->gate, e->up};
+      be.matmul_many(gate_up, 2, e->h, T, out);
+    }
     be.swiglu(e->gate, e->up, e->gate, (size_t)T * hp.n_ff);
     be.matmul(w[TW_ROLE_FFN_DOWN], e->gate, T, e->h);
     be.add(e->x, e->h, (size_t)T * D);
