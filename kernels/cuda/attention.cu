@@ -31,6 +31,7 @@ template <typename KV>
 __global__ void rope_store_kernel(float* q, float* k, const float* v, const int32_t* pos, const int32_t* slot,
                                   KV* kc, KV* vc, int n_head, int n_head_kv, int hd, int neox, float theta_scale,
                                   float freq_scale) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   const int t = blockIdx.x, hh = blockIdx.y;
   const int half = hd / 2;
   const int kv_dim = n_head_kv * hd;
@@ -112,6 +113,7 @@ struct AttnArgs {
 template <typename KV, int QG>
 __global__ void __launch_bounds__(ATHREADS) attn_kernel(AttnArgs a, const KV* __restrict__ kc,
                                                         const KV* __restrict__ vc) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   extern __shared__ float sm[];
   const int G = a.n_head / a.n_head_kv;
   const int R = QG * G;
@@ -264,6 +266,7 @@ __global__ void __launch_bounds__(ATHREADS) attn_kernel(AttnArgs a, const KV* __
 __global__ void attn_combine(const float* __restrict__ pm, const float* __restrict__ pl,
                              const float* __restrict__ pacc, int splits, int T, int n_head, int hd,
                              float* __restrict__ out) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   const int t = blockIdx.x, h = blockIdx.y;
   float M = -INFINITY;
   for (int s = 0; s < splits; ++s) M = fmaxf(M, pm[((size_t)s * T + t) * n_head + h]);

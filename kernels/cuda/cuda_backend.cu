@@ -107,6 +107,8 @@ class CudaBackend final : public Backend {
     if (e != cudaSuccess) return fail(err, "cudaGetDeviceProperties", e);
     dev_.sm_count = p.multiProcessorCount;
     dev_.max_smem_optin = p.sharedMemPerBlockOptin;
+    const char* pdl = std::getenv("TWINFER_CUDA_PDL");
+    dev_.pdl = p.major >= 9 && !(pdl && pdl[0] == '0');
     if (p.major < 8) {
       err = std::string("CUDA device ") + p.name + " has compute capability " + std::to_string(p.major) + "." +
             std::to_string(p.minor) + "; twinfer needs 8.0 or newer";

@@ -16,6 +16,21 @@ void note_error(cudaError_t e, const char* where);
 #define TWC_CHECK(call) ::tw::cuda::note_error((call), #call)
 #define TWC_LAUNCHED(name) ::tw::cuda::note_error(cudaGetLastError(), name)
 
+// Programmatic dependent launch (sm_90): a kernel launched with the PDL attribute (the matmuls) may start while the
+// previous kernel of the stream still runs, once every CTA of that kernel has called pdl_trigger(); it must call
+// pdl_wait() before it reads anything the previous kernel writes (or writes anything it reads). The matmuls stream
+// their first weight stage in between: weights are never written by a step. No-ops before sm_90.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -10,6 +10,7 @@ namespace {
 
 __global__ void get_rows_kernel(int32_t type, const uint8_t* table, size_t row_bytes, const int32_t* ids, int64_t ne0,
                                 float* out) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   const int t = blockIdx.x;
   const uint8_t* row = table + (size_t)ids[t] * row_bytes;
   float* o = out + (size_t)t * ne0;
@@ -18,6 +19,7 @@ __global__ void get_rows_kernel(int32_t type, const uint8_t* table, size_t row_b
 
 // One block per row: sum of squares in float (ggml sums in float too, then divides by dim).
 __global__ void rms_norm_kernel(const float* x, const float* w, float* out, int dim, float eps) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   const float* xr = x + (size_t)blockIdx.x * dim;
   float* o = out + (size_t)blockIdx.x * dim;
   float ss = 0.0f;
@@ -38,6 +40,7 @@ __global__ void rms_norm_kernel(const float* x, const float* w, float* out, int 
 }
 
 __global__ void add_rms_norm_kernel(float* x, const float* y, const float* w, float* out, int dim, float eps) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   float* xr = x + (size_t)blockIdx.x * dim;
   const float* yr = y + (size_t)blockIdx.x * dim;
   float* o = out + (size_t)blockIdx.x * dim;
@@ -67,6 +70,7 @@ __global__ void add_rms_norm_kernel(float* x, const float* y, const float* w, fl
 template <bool ADD, int NPT>
 __global__ void __launch_bounds__(256) rms_norm_v4_kernel(float* x, const float* y, const float* w, float* out,
                                                           int dim, float eps) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   const int d4 = dim / 4;
   float4* xr = reinterpret_cast<float4*>(x + (size_t)blockIdx.x * dim);
   const float4* yr = reinterpret_cast<const float4*>(y + (size_t)blockIdx.x * dim);
@@ -125,11 +129,13 @@ bool rms_norm_v4(cudaStream_t s, float* x, const float* y, const float* w, float
 }
 
 __global__ void add_bias_kernel(float* y, const float* b, size_t total, int width) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
     y[i] += b[i % width];
 }
 
 __global__ void swiglu_kernel(const float* g, const float* u, float* out, size_t n) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const float x = g[i];
     out[i] = x / (1.0f + expf(-x)) * u[i];  // ggml_silu_f32 * up
@@ -137,22 +143,26 @@ __global__ void swiglu_kernel(const float* g, const float* u, float* out, size_t
 }
 
 __global__ void add_kernel(float* x, const float* y, size_t n) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     x[i] += y[i];
 }
 
 __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int width, float* out) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   const float* src = x + (size_t)rows[blockIdx.x] * width;
   float* dst = out + (size_t)blockIdx.x * width;
   for (int i = threadIdx.x; i < width; i += blockDim.x) dst[i] = src[i];
 }
 
 __global__ void f32_to_f16_kernel(const float* x, __half* out, size_t n) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     out[i] = __float2half_rn(x[i]);
 }
 
 __global__ void swiglu_f16_kernel(const float* g, const float* u, __half* out, size_t n) {
+  pdl_trigger();  // lets a following matmul start streaming its weights
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const float x = g[i];
     out[i] = __float2half_rn(x / (1.0f + expf(-x)) * u[i]);  // swiglu_kernel's value, then f32_to_f16's rounding

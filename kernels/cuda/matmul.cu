@@ -58,10 +58,10 @@ template <int TYPE, int NT> struct Geo {
   static constexpr int WP = ((LB / 16) % 2 == 0) ? LB + 16 : LB;        // padded pitch: odd multiple of 16 bytes
   static constexpr int KE = 32 * KU;                                    // elements of K per stage
   static constexpr int XP = KE + 8;                                     // x tile pitch in halves (odd x 16 bytes)
-  // Weight stages in shared memory. Decode keeps NS-1 stages of cp.async in flight per CTA: with one (double
-  // buffering) a CTA waited a full memory round trip per 9 KB stage and Q4_0 streamed at ~1.5 TB/s (run 4). Rows of
-  // 34/64-byte units get one stage fewer so that 2-3 CTAs still fit on an SM. The many-token kernel keeps 2.
-  static constexpr int NS = NT == 1 ? (WP <= 176 ? 4 : 3) : 2;
+  // Weight stages in shared memory (NS-1 in flight while one is computed). Measured on an H200 (bench/NOTES.md run
+  // 5): 4 stages for Q4_0 / 3 for Q8_0 and F16 made decode slower (1547 -> 1389, 2479 -> 1982 GB/s per layer) — the
+  // decode grids are ~4 CTAs per SM of 3-8 stages each, so residency, not depth, is what they lack. Kept at 2.
+  static constexpr int NS = 2;
   static constexpr int NX = NT == 1 ? 2 : NS;                           // x tile buffers
   static_assert(SHIFTED || CB % 16 == 0, "a stage row must be whole 16-byte cp.async chunks");
 };
@@ -314,6 +314,7 @@ template <int TYPE, int NT>
 __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t row_bytes, int K, const void* __restrict__ xin,
                                                  const float* __restrict__ xup, int n, int stages_per_split,
                                                  float* __restrict__ partial_base, unsigned int* __restrict__ counters) {
+  pdl_trigger();
   const int gi = (blockIdx.y >= (unsigned)grp.tile0[1]) + (blockIdx.y >= (unsigned)grp.tile0[2]);
   // Selected with constant indices: a run-time index into the parameter struct would copy it to local memory.
   const uint8_t* __restrict__ W = gi == 0 ? grp.W[0] : gi == 1 ? grp.W[1] : grp.W[2];
@@ -401,11 +402,16 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
   // Prologue: stages st0 .. st0+NS-2 in flight, one cp.async group each (empty groups past st1 keep the count).
+  // The weights are issued before pdl_wait (they may stream while the previous kernel finishes); the activations,
+  // the previous kernel's output, after it.
+#pragma unroll
+  for (int i = 0; i < G::NS - 1; ++i)
+    if (st0 + i < st1) load_w(st0 + i, i);
+  pdl_wait();
 #pragma unroll
   for (int i = 0; i < G::NS - 1; ++i) {
-    if (st0 + i < st1) {
-      load_w(st0 + i, i);
-      if constexpr (NT == 8) load_x16(st0 + i, i);
+    if constexpr (NT == 8) {
+      if (st0 + i < st1) load_x16(st0 + i, i);
     }
     cp_async_commit();
   }
@@ -630,8 +636,18 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
     if (!partial || !counters) splits = 1, partial = nullptr;
   }
   dim3 grid(n_tiles, row_tiles, splits);
-  mm_tc<TYPE, NT><<<grid, Tile<NT>::THREADS, smem, s>>>(grp, row_bytes(W[0]->type, K), K, x, xup, n,
-                                                        splits > 1 ? sps : S, partial, counters);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(Tile<NT>::THREADS);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = dev.pdl ? 1 : 0;
+  TWC_CHECK(cudaLaunchKernelEx(&cfg, mm_tc<TYPE, NT>, grp, row_bytes(W[0]->type, K), K, x, xup, n,
+                               splits > 1 ? sps : S, partial, counters));
   TWC_LAUNCHED("mm_tc");
 }
 
