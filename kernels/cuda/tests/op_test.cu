@@ -493,6 +493,70 @@ static void time_matmul(Dev& d, int32_t type, int n) {
   d.be->release(dy);
 }
 
+// GPU time of the per-layer small ops of a Llama-3-8B step (32/8 heads, head 128, F16 cache), queued back to back so
+// that the host's launch rate does not enter: T tokens of T different sequences (decode, batched decode) at context
+// `ctx`, or one sequence's T-token prompt chunk (prefill = true).
+static void time_small_ops(Dev& d, int T, int ctx, bool prefill) {
+  const int nh = 32, nkv = 8, hd = 128, B = 16, D = 4096;
+  const int n_seqs = prefill ? 1 : T;
+  const int bps = (ctx + B - 1) / B;
+  const int n_blocks = n_seqs * bps;
+  std::vector<int32_t> tables((size_t)n_seqs * bps), pos(T), seq(T), slot(T);
+  for (int i = 0; i < n_seqs * bps; ++i) tables[i] = i;
+  for (int t = 0; t < T; ++t) {
+    seq[t] = prefill ? 0 : t;
+    pos[t] = prefill ? ctx - T + t : ctx - 1;
+    slot[t] = tables[seq[t] * bps + pos[t] / B] * B + pos[t] % B;
+  }
+  auto q = randn((size_t)T * nh * hd, 1.0f), k = randn((size_t)T * nkv * hd, 1.0f), x = randn((size_t)T * D, 1.0f);
+  float *dq = d.put(q), *dk = d.put(k), *dv = d.put(k), *dx = d.put(x), *dy = d.put(x);
+  float* out = (float*)d.be->alloc((size_t)T * nh * hd * 4);
+  int32_t *dpos = d.put(pos), *dseq = d.put(seq), *dslot = d.put(slot), *dtab = d.put(tables);
+  KVLayer kv;
+  const size_t kvb = (size_t)n_blocks * B * nkv * hd * 2;
+  kv.k = d.be->alloc(kvb);
+  kv.v = d.be->alloc(kvb);
+  cudaMemset(kv.k, 0x22, kvb);  // finite halves
+  cudaMemset(kv.v, 0x22, kvb);
+  Tensor W;
+  W.type = 0;
+  W.ne0 = D;
+  W.ne1 = 1;
+  W.data = d.put(randn(D, 1.0f));
+  BatchView bv;
+  bv.n_tokens = T;
+  bv.pos = dpos;
+  bv.seq_idx = dseq;
+  bv.slot = dslot;
+  bv.block_tables = dtab;
+  bv.n_seqs = n_seqs;
+  bv.blocks_per_seq = bps;
+  bv.max_pos = ctx - 1;
+  bv.host_pos = pos.data();
+  bv.host_seq_idx = seq.data();
+  bv.host_block_tables = tables.data();
+  AttentionShape sh{nh, nkv, hd, B, 1, 1.0f / std::sqrt((float)hd)};
+  auto timeit = [&](const char* what, auto&& fn) {
+    fn();
+    d.be->synchronize();
+    const int iters = 200;
+    const double t0 = now();
+    for (int i = 0; i < iters; ++i) fn();
+    d.be->synchronize();
+    std::printf("time %-13s T=%-4d ctx=%-5d %s %8.2f us\n", what, T, ctx, prefill ? "prefill" : "decode ",
+                (now() - t0) / iters * 1e6);
+  };
+  timeit("attention", [&] { d.be->attention(dq, bv, kv, sh, out); });
+  timeit("rope_store_kv", [&] { d.be->rope_store_kv(dq, dk, dv, bv, kv, sh, 0, 500000.0f, 1.0f); });
+  timeit("add+rms_norm", [&] {
+    d.be->add(dx, dy, (size_t)T * D);
+    d.be->rms_norm(dx, W, out, T, D, 1e-5f);
+  });
+  for (void* p : {(void*)dq, (void*)dk, (void*)dv, (void*)dx, (void*)dy, (void*)out, (void*)dpos, (void*)dseq,
+                  (void*)dslot, (void*)dtab, kv.k, kv.v, W.data})
+    d.be->release(p);
+}
+
 static void time_copy() {
   const size_t n = (size_t)4 << 30;
   void *a = nullptr, *b = nullptr;
@@ -568,6 +632,10 @@ int main(int argc, char** argv) {
     time_copy();
     for (int32_t t : {2, 8, 1, 12, 14})
       for (int n : {1, 8, 64, 512}) time_matmul(d, t, n);
+    time_small_ops(d, 1, 128, false);
+    time_small_ops(d, 1, 1024, false);
+    time_small_ops(d, 64, 256, false);
+    time_small_ops(d, 512, 512, true);
     e = twcuda_take_error();
     if (e[0]) std::printf("cuda error during timing: %s\n", e);
   }
