@@ -354,6 +354,36 @@ class CpuBackend final : public Backend {
     if ((int)vbuf_.size() < pool_.size()) vbuf_.resize(pool_.size());
     int64_t work = 0;
     for (int t = 0; t < b.n_tokens; ++t) work += (int64_t)(b.host_pos[t] + 1) * hd * s.n_head * 2;
+    // F16 cache: a sequence with several tokens in this batch (a prompt chunk) would convert each of its K/V rows once
+    // per token that reads it (O(T^2) conversions); convert its rows 0..max pos once, in parallel, and read floats.
+    seq_rows_.assign(b.n_seqs, -1);
+    if (s.kv_type == TW_TYPE_F16 && b.n_tokens >= 4) {
+      std::vector<int> count(b.n_seqs, 0), max_pos(b.n_seqs, -1);
+      for (int t = 0; t < b.n_tokens; ++t) {
+        ++count[b.host_seq_idx[t]];
+        max_pos[b.host_seq_idx[t]] = std::max(max_pos[b.host_seq_idx[t]], b.host_pos[t]);
+      }
+      struct Span { int seq, p0, p1; };
+      std::vector<Span> spans;
+      size_t rows = 0;
+      for (int sq = 0; sq < b.n_seqs; ++sq) {
+        if (count[sq] < 4) continue;
+        seq_rows_[sq] = (int64_t)rows;
+        for (int p0 = 0; p0 <= max_pos[sq]; p0 += 16) spans.push_back({sq, p0, std::min(max_pos[sq] + 1, p0 + 16)});
+        rows += (size_t)max_pos[sq] + 1;
+      }
+      if (kvf_.size() < rows * kv_dim * 2) kvf_.resize(rows * kv_dim * 2);
+      run((int)spans.size(), (int64_t)rows * kv_dim * 16, [&](int i, int) {
+        const Span& sp = spans[i];
+        const int32_t* table = b.host_block_tables + (size_t)sp.seq * b.blocks_per_seq;
+        for (int p = sp.p0; p < sp.p1; ++p) {
+          const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
+          float* dst = kvf_.data() + ((size_t)seq_rows_[sp.seq] + p) * kv_dim * 2;
+          f16_row_to_f32((const uint16_t*)kv.k + slot * kv_dim, dst, (int64_t)kv_dim);
+          f16_row_to_f32((const uint16_t*)kv.v + slot * kv_dim, dst + kv_dim, (int64_t)kv_dim);
+        }
+      });
+    }
     run(n_tasks, work, [&](int task, int thread) {
       const int t = task / s.n_head_kv, hk = task % s.n_head_kv;
       const int n_ctx = b.host_pos[t] + 1;
@@ -364,7 +394,10 @@ class CpuBackend final : public Backend {
       if ((int)vb.size() < hd) vb.resize(hd);
       const float* q0 = q + ((size_t)t * s.n_head + (size_t)hk * group) * hd;  // first query head of the group
       float* o0 = out + ((size_t)t * s.n_head + (size_t)hk * group) * hd;
+      const int64_t converted = seq_rows_[b.host_seq_idx[t]];
       auto row = [&](const void* base, int p) -> const float* {
+        if (converted >= 0)
+          return kvf_.data() + ((size_t)converted + p) * kv_dim * 2 + (base == kv.v ? kv_dim : 0) + (size_t)hk * hd;
         const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
         if (s.kv_type == TW_TYPE_F32) return (const float*)base + slot * kv_dim + (size_t)hk * hd;
         f16_row_to_f32((const uint16_t*)base + slot * kv_dim + (size_t)hk * hd, vb.data(), hd);
@@ -379,7 +412,18 @@ class CpuBackend final : public Backend {
         float mx = -INFINITY;
         for (int p = 0; p < n_ctx; ++p) mx = std::max(mx, sg[p]);
         double sum = 0;
-        for (int p = 0; p < n_ctx; ++p) {
+        int p = 0;
+#if defined(__wasm_simd128__)
+        const v128_t vmx = wasm_f32x4_splat(mx);
+        v128_t vsum = wasm_f32x4_splat(0);
+        for (; p + 4 <= n_ctx; p += 4) {
+          const v128_t e = exp_f32x4(wasm_f32x4_sub(wasm_v128_load(sg + p), vmx));
+          wasm_v128_store(sg + p, e);
+          vsum = wasm_f32x4_add(vsum, e);
+        }
+        sum = (double)hsum_f32(vsum);
+#endif
+        for (; p < n_ctx; ++p) {
           sg[p] = std::exp(sg[p] - mx);
           sum += sg[p];
         }
@@ -489,6 +533,8 @@ class CpuBackend final : public Backend {
   std::vector<std::vector<float>> rowf_;
   std::vector<ActRow> acts_;
   std::vector<std::vector<float>> scores_, vbuf_;
+  std::vector<float> kvf_;         // F16 K/V rows of prompt chunks converted once per attention call
+  std::vector<int64_t> seq_rows_;  // per sequence of the batch: first row in kvf_, or -1
 };
 
 }  // namespace
