@@ -124,11 +124,20 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
     const int nt = std::min(4, n - t0);
     for (int64_t r = r0; r < r1; r += 4) {
       const uint8_t* quad = (const uint8_t*)base + rb * r;
-      switch (nt) {
-        case 4: qdot_x4<TYPE, 1, 4>(quad, qb, act + t0, ng, out); break;
-        case 3: qdot_x4<TYPE, 1, 3>(quad, qb, act + t0, ng, out); break;
-        case 2: qdot_x4<TYPE, 1, 2>(quad, qb, act + t0, ng, out); break;
-        default: qdot_x4<TYPE, 1, 1>(quad, qb, act + t0, ng, out); break;
+      if constexpr (TYPE == TW_TYPE_Q4_K) {
+        switch (nt) {
+          case 4: qdot_q4k_x4<4>(quad, act + t0, ng, out); break;
+          case 3: qdot_q4k_x4<3>(quad, act + t0, ng, out); break;
+          case 2: qdot_q4k_x4<2>(quad, act + t0, ng, out); break;
+          default: qdot_q4k_x4<1>(quad, act + t0, ng, out); break;
+        }
+      } else {
+        switch (nt) {
+          case 4: qdot_x4<TYPE, 1, 4>(quad, qb, act + t0, ng, out); break;
+          case 3: qdot_x4<TYPE, 1, 3>(quad, qb, act + t0, ng, out); break;
+          case 2: qdot_x4<TYPE, 1, 2>(quad, qb, act + t0, ng, out); break;
+          default: qdot_x4<TYPE, 1, 1>(quad, qb, act + t0, ng, out); break;
+        }
       }
       for (int t = 0; t < nt; ++t) std::memcpy(y + (size_t)(t0 + t) * R + r, out + 4 * t, 4 * sizeof(float));
     }
@@ -141,6 +150,15 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
       std::memcpy(y + (size_t)t * R + r, out, 4 * sizeof(float));
     }
 #endif
+}
+
+QMatmulFn qmatmul_x4_fn(int32_t type) {
+  switch (type) {
+    case TW_TYPE_Q4_0: return qmatmul_x4_rows<TW_TYPE_Q4_0>;
+    case TW_TYPE_Q8_0: return qmatmul_x4_rows<TW_TYPE_Q8_0>;
+    case TW_TYPE_Q4_K: return qmatmul_x4_rows<TW_TYPE_Q4_K>;
+    default: return nullptr;
+  }
 }
 
 class CpuBackend final : public Backend {
@@ -496,9 +514,7 @@ class CpuBackend final : public Backend {
     int64_t work = 0;
     for (int i = 0; i < count; ++i) {
       const Tensor& w = *W[i];
-      jobs[i].fn = w.layout == kLayoutX4 ? (w.type == TW_TYPE_Q4_0 ? qmatmul_x4_rows<TW_TYPE_Q4_0>
-                                                                    : qmatmul_x4_rows<TW_TYPE_Q8_0>)
-                                         : qmatmul_fn(w.type);
+      jobs[i].fn = w.layout == kLayoutX4 ? qmatmul_x4_fn(w.type) : qmatmul_fn(w.type);
       jobs[i].base = (const char*)w.data;
       jobs[i].rb = row_bytes(w.type, K);
       jobs[i].R = w.ne1;

@@ -14,10 +14,30 @@
 namespace tw {
 
 // Scalar reference of qdot_x4 for one quad and one activation row (same integer sums, same scale products).
+// ngroups counts 32-value groups (8 per q4_K super-block).
 inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, const ActRow& a, int64_t ngroups, float out[4]) {
+  for (int r = 0; r < 4; ++r) out[r] = 0;
+  if (type == TW_TYPE_Q4_K) {
+    for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
+      const uint8_t* rec = quad + sb * x4_record_bytes(type);
+      const uint16_t* d = (const uint16_t*)(rec + kQ4KD);
+      const uint16_t* dmin = (const uint16_t*)(rec + kQ4KDmin);
+      for (int r = 0; r < 4; ++r) {
+        int32_t S = 0, M = 0;
+        for (int j = 0; j < 8; ++j) {
+          const int64_t g = sb * 8 + j;
+          int32_t isum = 0;
+          for (int k = 0; k < QA; ++k) isum += x4_value(type, rec, r, 32 * j + k) * a.q[g * QA + k];
+          S += x4_get6(rec + kQ4KScales + 6 * j, r) * isum;
+          M += x4_get6(rec + kQ4KScales + 6 * j + 3, r) * a.sq[g];
+        }
+        out[r] += a.d[sb * 8] * (fp16_to_f32(d[x4_scale_slot(r)]) * (float)S - fp16_to_f32(dmin[x4_scale_slot(r)]) * (float)M);
+      }
+    }
+    return;
+  }
   const size_t rec_bytes = x4_record_bytes(type);
   const int offset = type == TW_TYPE_Q4_0 ? 8 : 0;
-  for (int r = 0; r < 4; ++r) out[r] = 0;
   for (int64_t g = 0; g < ngroups; ++g) {
     const uint8_t* rec = quad + g * rec_bytes;
     const uint16_t* scales = (const uint16_t*)(rec + rec_bytes - 8);
@@ -117,6 +137,66 @@ inline void qdot_x4(const uint8_t* quad, size_t quad_bytes, const ActRow* act, i
   }
   for (int t = 0; t < NT; ++t)
     for (int qi = 0; qi < NQ; ++qi) wasm_v128_store(out + t * 4 * NQ + 4 * qi, accf[t][qi]);
+}
+
+// q4_K x4: per super-block and activation row, S = sum_j sc_j * isum_j and M = sum_j m_j * sum(q_j) in int32
+// lanes (4 rows), then y += d_a * (d * S - dmin * M) — llama.cpp's q4_K x q8_K arithmetic. The 6-bit scales of a
+// group's 4 rows are one 24-bit field: broadcast, shift lane r left by 18 - 6r (a multiply), shift right by 18, mask.
+// Bounds: sc <= 63, |isum| <= 32 * 15 * 127, 8 groups: |S| < 2^25.
+inline v128_t x4_unpack6(const uint8_t* p) {
+  const v128_t v = wasm_v128_load32_splat(p);
+  const v128_t shifted = wasm_i32x4_mul(v, wasm_i32x4_make(1 << 18, 1 << 12, 1 << 6, 1));
+  return wasm_v128_and(wasm_u32x4_shr(shifted, 18), wasm_i32x4_splat(63));
+}
+
+template <int NT>
+inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
+  constexpr bool kMask = NT == 1;
+  v128_t accf[NT];
+  for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
+  const v128_t m0 = wasm_i16x8_splat(0x000F), m1 = wasm_i16x8_splat(kMask ? 0x00F0 : 0x000F),
+               m2 = wasm_i16x8_splat(kMask ? 0x0F00 : 0x000F);
+  const size_t rec_bytes = x4_record_bytes(TW_TYPE_Q4_K);
+  for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
+    const uint8_t* rec = quad + sb * rec_bytes;
+    v128_t S[NT], M[NT];
+    for (int t = 0; t < NT; ++t) S[t] = M[t] = wasm_i32x4_splat(0);
+    for (int j = 0; j < 8; ++j) {
+      const int64_t g = sb * 8 + j;
+      v128_t s0[NT], s1[NT], s2[NT];
+      for (int t = 0; t < NT; ++t) s0[t] = s1[t] = s2[t] = wasm_i32x4_splat(0);
+      for (int c = 0; c < 4; ++c) {
+        const v128_t w = wasm_v128_load(rec + 64 * j + 16 * c);
+        const v128_t p[4] = {wasm_v128_and(w, m0),
+                             kMask ? wasm_v128_and(w, m1) : wasm_v128_and(wasm_u16x8_shr(w, 4), m1),
+                             kMask ? wasm_v128_and(w, m2) : wasm_v128_and(wasm_u16x8_shr(w, 8), m2),
+                             wasm_u16x8_shr(w, 12)};
+        for (int t = 0; t < NT; ++t) {
+          const int16_t* q = act[t].q + g * QA + 8 * c;
+          for (int i = 0; i < 4; ++i) {
+            const v128_t prod = wasm_i32x4_dot_i16x8(p[i], wasm_v128_load32_splat(q + 2 * i));
+            if (!kMask || i == 0 || i == 3) s0[t] = wasm_i32x4_add(s0[t], prod);
+            else if (i == 1) s1[t] = wasm_i32x4_add(s1[t], prod);
+            else s2[t] = wasm_i32x4_add(s2[t], prod);
+          }
+        }
+      }
+      const v128_t sc = x4_unpack6(rec + kQ4KScales + 6 * j), mn = x4_unpack6(rec + kQ4KScales + 6 * j + 3);
+      for (int t = 0; t < NT; ++t) {
+        v128_t isum = s0[t];
+        if constexpr (kMask) isum = wasm_i32x4_add(isum, wasm_i32x4_add(wasm_i32x4_shr(s1[t], 4), wasm_i32x4_shr(s2[t], 8)));
+        S[t] = wasm_i32x4_add(S[t], wasm_i32x4_mul(sc, isum));
+        M[t] = wasm_i32x4_add(M[t], wasm_i32x4_mul(mn, wasm_v128_load32_splat(act[t].sq + g)));
+      }
+    }
+    const v128_t d = x4_scales_f32(rec + kQ4KD), dmin = x4_scales_f32(rec + kQ4KDmin);
+    for (int t = 0; t < NT; ++t) {
+      const v128_t f = wasm_f32x4_sub(wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(S[t])),
+                                      wasm_f32x4_mul(dmin, wasm_f32x4_convert_i32x4(M[t])));
+      accf[t] = wasm_f32x4_add(accf[t], wasm_f32x4_mul(f, wasm_v128_load32_splat(act[t].d + sb * 8)));
+    }
+  }
+  for (int t = 0; t < NT; ++t) wasm_v128_store(out + 4 * t, accf[t]);
 }
 
 }  // namespace tw

@@ -10,6 +10,10 @@
 // A quad (4 rows) of a row length K is K/32 groups; group g of a quad is one record:
 //   q4_0x4: 64 bytes of nibbles, then the 4 rows' fp16 scales d  (72 bytes = 4 GGUF blocks)
 //   q8_0x4: 128 bytes of int8,   then the 4 rows' fp16 scales d  (136 bytes = 4 GGUF blocks)
+//   q4_Kx4: per super-block of 256 (one record = 4 GGUF blocks, 576 bytes): 8 groups of 64 bytes of nibbles as in
+//           q4_0x4, then per group 6 bytes: the 4 rows' 6-bit scales (24 bits, row r at bit 6r) and 6-bit mins,
+//           then the 4 rows' fp16 d and the 4 rows' fp16 dmin (the 12-byte scale field of each block holds exactly
+//           these 16 six-bit values, so the record is again the size of the blocks it replaces)
 // The scales are stored in row order 0, 2, 1, 3: read as two 32-bit words, the low halves are rows 0 and 1 and the
 // high halves rows 2 and 3, which the kernels widen to f32 lanes 0..3 with shifts and masks (no byte shuffle).
 // Inside a record the weights form 16 int16x8 "pair vectors" P_j (j = 0..15), lane L of P_j holding row L/2's
@@ -24,6 +28,7 @@
 #include <vector>
 
 #include "../common/quants.h"
+#include "../common/quants_k.h"
 #include "../include/twinfer.h"
 
 namespace tw {
@@ -33,13 +38,23 @@ enum WeightLayout : int32_t {
   kLayoutX4 = 1,    // quads of interleaved rows (this file)
 };
 
-inline bool x4_type(int32_t type) { return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0; }
-inline size_t x4_record_bytes(int32_t type) { return type == TW_TYPE_Q4_0 ? 72 : 136; }
+inline bool x4_type(int32_t type) { return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 || type == TW_TYPE_Q4_K; }
+// One record = one GGUF block of each of the 4 rows.
+inline size_t x4_record_bytes(int32_t type) { return 4 * type_traits(type).block_bytes; }
+
+// q4_Kx4 record offsets
+constexpr int kQ4KScales = 512;  // 8 x (3 bytes of scales, 3 bytes of mins)
+constexpr int kQ4KD = 560;       // 4 x fp16 d (slot order 0, 2, 1, 3)
+constexpr int kQ4KDmin = 568;    // 4 x fp16 dmin
 
 // Value of row r (0..3), position k (0..31) of a record, as the small integer the kernels multiply (q4_0: 0..15).
 inline int x4_value(int32_t type, const uint8_t* rec, int r, int k) {
+  if (type == TW_TYPE_Q4_K) {
+    rec += 64 * (k / 32);
+    k %= 32;
+  }
   const int j = k / 2, lane = 2 * r + k % 2;
-  if (type == TW_TYPE_Q4_0) {
+  if (type == TW_TYPE_Q4_0 || type == TW_TYPE_Q4_K) {
     const int m = j / 4, i = j % 4;
     const uint16_t word = (uint16_t)(rec[16 * m + 2 * lane] | (rec[16 * m + 2 * lane + 1] << 8));
     return (word >> (4 * i)) & 15;
@@ -56,20 +71,53 @@ inline uint8_t* x4_value_ptr_q8(uint8_t* rec, int r, int k) {
   return rec + 16 * (j / 2) + 8 * (j % 2) + lane;
 }
 
+// Writes nibble value v for row r, position k (0..31) into a zeroed 64-byte nibble area.
+inline void x4_set_nibble(uint8_t* area, int r, int k, int v) {
+  const int j = k / 2, lane = 2 * r + k % 2, m = j / 4, i = j % 4;
+  const int bit = 4 * i + 128 * m + 16 * lane;  // bit offset of the nibble in the area
+  area[bit / 8] |= (uint8_t)(v << (bit % 8));
+}
+// 6-bit field r (0..3) of a 24-bit little-endian triple.
+inline int x4_get6(const uint8_t* p, int r) {
+  const uint32_t v = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16);
+  return (int)((v >> (6 * r)) & 63);
+}
+inline void x4_set6(uint8_t* p, int r, int v) {
+  uint32_t w = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16);
+  w = (w & ~(63u << (6 * r))) | ((uint32_t)v << (6 * r));
+  p[0] = (uint8_t)w; p[1] = (uint8_t)(w >> 8); p[2] = (uint8_t)(w >> 16);
+}
+
 // One group of 4 GGUF blocks (blocks[r] = row r's block) -> one record.
 inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t* rec) {
+  std::memset(rec, 0, x4_record_bytes(type));
+  if (type == TW_TYPE_Q4_K) {
+    uint16_t* d = (uint16_t*)(rec + kQ4KD);
+    uint16_t* dmin = (uint16_t*)(rec + kQ4KDmin);
+    for (int r = 0; r < 4; ++r) {
+      const block_q4_K* b = (const block_q4_K*)blocks[r];
+      for (int k = 0; k < 256; ++k) {
+        const int j = k / 32, kk = k % 32;
+        const uint8_t byte = b->qs[32 * (j / 2) + kk];
+        x4_set_nibble(rec + 64 * j, r, kk, (j & 1) ? byte >> 4 : byte & 15);
+      }
+      for (int j = 0; j < 8; ++j) {
+        uint8_t sc, m;
+        get_scale_min_k4(j, b->scales, &sc, &m);
+        x4_set6(rec + kQ4KScales + 6 * j, r, sc);
+        x4_set6(rec + kQ4KScales + 6 * j + 3, r, m);
+      }
+      std::memcpy(&d[x4_scale_slot(r)], &b->d, 2);
+      std::memcpy(&dmin[x4_scale_slot(r)], &b->dmin, 2);
+    }
+    return;
+  }
   const size_t wbytes = x4_record_bytes(type) - 8;
-  std::memset(rec, 0, wbytes);
   uint16_t* scales = (uint16_t*)(rec + wbytes);
   for (int r = 0; r < 4; ++r) {
     if (type == TW_TYPE_Q4_0) {
       const block_q4_0* b = (const block_q4_0*)blocks[r];
-      for (int k = 0; k < 32; ++k) {
-        const int v = k < 16 ? (b->qs[k] & 15) : (b->qs[k - 16] >> 4);
-        const int j = k / 2, lane = 2 * r + k % 2, m = j / 4, i = j % 4;
-        const int bit = 4 * i + 16 * 8 * m + 16 * lane;  // bit offset of the nibble in the record
-        rec[bit / 8] |= (uint8_t)(v << (bit % 8));
-      }
+      for (int k = 0; k < 32; ++k) x4_set_nibble(rec, r, k, k < 16 ? (b->qs[k] & 15) : (b->qs[k - 16] >> 4));
       std::memcpy(&scales[x4_scale_slot(r)], &b->d, 2);
     } else {
       const block_q8_0* b = (const block_q8_0*)blocks[r];
@@ -81,6 +129,31 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
 
 // One record -> the 4 GGUF blocks it came from (exact inverse of x4_pack_group).
 inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blocks[4]) {
+  if (type == TW_TYPE_Q4_K) {
+    const uint16_t* d = (const uint16_t*)(rec + kQ4KD);
+    const uint16_t* dmin = (const uint16_t*)(rec + kQ4KDmin);
+    for (int r = 0; r < 4; ++r) {
+      block_q4_K* b = (block_q4_K*)blocks[r];
+      for (int i = 0; i < 128; ++i) {
+        const int j = 2 * (i / 32), kk = i % 32;
+        b->qs[i] = (uint8_t)(x4_value(type, rec, r, 32 * j + kk) | (x4_value(type, rec, r, 32 * (j + 1) + kk) << 4));
+      }
+      int sc[8], m[8];
+      for (int j = 0; j < 8; ++j) {
+        sc[j] = x4_get6(rec + kQ4KScales + 6 * j, r);
+        m[j] = x4_get6(rec + kQ4KScales + 6 * j + 3, r);
+      }
+      // inverse of get_scale_min_k4: 8 scales and 8 mins of 6 bits in 12 bytes
+      for (int j = 0; j < 4; ++j) {
+        b->scales[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        b->scales[j + 4] = (uint8_t)((m[j] & 63) | ((m[j + 4] >> 4) << 6));
+        b->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+      }
+      std::memcpy(&b->d, &d[x4_scale_slot(r)], 2);
+      std::memcpy(&b->dmin, &dmin[x4_scale_slot(r)], 2);
+    }
+    return;
+  }
   const uint16_t* scales = (const uint16_t*)(rec + x4_record_bytes(type) - 8);
   for (int r = 0; r < 4; ++r) {
     if (type == TW_TYPE_Q4_0) {
@@ -99,7 +172,7 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
 // In place: rows [4q, 4q+4) of a [R x K] GGUF tensor become quad q's K/32 records. R must be a multiple of 4.
 inline void x4_repack(int32_t type, uint8_t* data, int64_t K, int64_t R) {
   const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
-  const int64_t ng = K / 32;
+  const int64_t ng = K / type_traits(type).block_size;  // records per quad
   std::vector<uint8_t> quad(4 * rb);
   for (int64_t q = 0; q < R / 4; ++q) {
     uint8_t* base = data + 4 * rb * q;
@@ -115,8 +188,8 @@ inline void x4_repack(int32_t type, uint8_t* data, int64_t K, int64_t R) {
 inline void x4_read_row(int32_t type, const uint8_t* data, int64_t K, int64_t r, uint8_t* out) {
   const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
   const uint8_t* quad = data + 4 * rb * (r / 4);
-  uint8_t tmp[4][sizeof(block_q8_0)];
-  for (int64_t g = 0; g < K / 32; ++g) {
+  uint8_t tmp[4][sizeof(block_q4_K)];
+  for (int64_t g = 0; g < K / type_traits(type).block_size; ++g) {
     uint8_t* blocks[4] = {tmp[0], tmp[1], tmp[2], tmp[3]};
     x4_unpack_group(type, quad + g * rec, blocks);
     std::memcpy(out + g * bb, tmp[r % 4], bb);
