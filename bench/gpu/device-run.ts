@@ -98,14 +98,19 @@ async function cmdCheck(shared: string, big?: string): Promise<void> {
     const kvTokens = Math.floor((free - weights / 2) / perToken);
     const maxSequences = Math.max(1, Math.floor(kvTokens / 8192));
     let msg = '';
+    let code = '';
     try {
       const mb = await loadModel(big, { backend: 'cuda', kvCacheType: 'f32', contextSize: 8192, maxSequences });
       mb.dispose();
     } catch (e) {
       msg = (e as Error).message;
+      code = String((e as { code?: unknown }).code ?? '');
     }
-    check('out-of-memory load fails with needed and free bytes', /out of memory/i.test(msg) && /free/i.test(msg),
-      msg || 'no error');
+    // Either the SDK's check before loading ("model needs N bytes ... but F bytes are free", E_OUT_OF_MEMORY) or the
+    // backend's allocation failure part-way ("out of memory allocating N bytes ...; the GPU has F bytes free").
+    const oom = code === 'E_OUT_OF_MEMORY' || /out of memory/i.test(msg);
+    check('out-of-memory load fails with needed and free bytes', oom && /\d+ bytes/.test(msg) && /free/i.test(msg),
+      `${code} ${msg}`.trim() || 'no error');
     const again = await loadModel(`${models}/stories260K.gguf`, { backend: 'cuda', kvCacheType: 'f32' });
     const r2 = await again.generate(undefined, { maxNewTokens: 200, temperature: 0 });
     check('process usable after OOM (stories260K again)', r2.text === expected, `${r2.ids.length} tokens`);

@@ -107,8 +107,10 @@ class CudaBackend final : public Backend {
     if (e != cudaSuccess) return fail(err, "cudaGetDeviceProperties", e);
     dev_.sm_count = p.multiProcessorCount;
     dev_.max_smem_optin = p.sharedMemPerBlockOptin;
+    // Opt-in (TWINFER_CUDA_PDL=1): on an H100 it measured slightly slower (q4_0 tg128 206 vs 215 tok/s without,
+    // bench/NOTES.md run 5).
     const char* pdl = std::getenv("TWINFER_CUDA_PDL");
-    dev_.pdl = p.major >= 9 && !(pdl && pdl[0] == '0');
+    dev_.pdl = p.major >= 9 && pdl && pdl[0] == '1';
     if (p.major < 8) {
       err = std::string("CUDA device ") + p.name + " has compute capability " + std::to_string(p.major) + "." +
             std::to_string(p.minor) + "; twinfer needs 8.0 or newer";

@@ -43,7 +43,7 @@ struct MatmulScratch {
 struct DeviceInfo {
   int sm_count = 0;
   size_t max_smem_optin = 0;
-  bool pdl = false;  // launch the matmuls with programmatic dependent launch (sm_90+, TWINFER_CUDA_PDL != 0)
+  bool pdl = false;  // launch the matmuls with programmatic dependent launch (sm_90+, TWINFER_CUDA_PDL=1)
 };
 
 // ---- elementwise.cu ----
