@@ -7,6 +7,7 @@
 // tiles of positions and a small combine kernel merges the splits. K/V rows are gathered through the block table.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
@@ -285,6 +286,111 @@ __global__ void attn_combine(const float* __restrict__ pm, const float* __restri
   }
 }
 
+// Decode attention without splits or a combine pass (F16 cache, head_dim 128): one CTA per (token, KV head) with
+// the G query heads of that KV head; its 4 warps take interleaved chunks of 32 positions, one position per lane:
+// the lane loads its K row with 16 independent 16-byte loads and scores it against the G query rows (shared memory,
+// broadcast); online softmax per warp; for V, lane owns 4 of the 128 dimensions and the warp walks the chunk's 32
+// rows (each row read once, 256 coalesced bytes); the 4 warps' partial results merge in shared memory. The split
+// kernel took 16 us for a 128-token context on an H100 (a chain of dependent round trips and a second launch);
+// this one needs about three round trips.
+template <int G>
+__global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __half* __restrict__ kc,
+                                                          const __half* __restrict__ vc) {
+  pdl_trigger();
+  constexpr int HD = 128;
+  const int t = blockIdx.x, kvh = blockIdx.y;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __shared__ float qs[G][HD];
+  __shared__ float cm[4][G], cl[4][G];
+  __shared__ float cacc[4][G][HD];
+  const int pos = a.pos[t];
+  const int32_t* table = a.block_tables + (size_t)a.seq_idx[t] * a.blocks_per_seq;
+  const int kv_dim = a.n_head_kv * HD;
+  for (int i = threadIdx.x; i < G * HD; i += 128)
+    qs[i / HD][i % HD] = a.q[((size_t)t * a.n_head + kvh * G) * HD + i] * a.scale;
+  __syncthreads();
+  float m[G], l[G], acc[G][4];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    m[h] = -INFINITY, l[h] = 0.0f;
+    acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.0f;
+  }
+  for (int p0 = warp * 32; p0 <= pos; p0 += 128) {
+    const int p = p0 + lane;
+    const bool live = p <= pos;  // lane 0 always is: p0 <= pos
+    const int slot = live ? table[p / a.block_size] * a.block_size + p % a.block_size : 0;
+    float sc[G];
+#pragma unroll
+    for (int h = 0; h < G; ++h) sc[h] = 0.0f;
+    {
+      const uint4* kr = reinterpret_cast<const uint4*>(kc + (size_t)slot * kv_dim + kvh * HD);
+      uint4 kv[16];
+#pragma unroll
+      for (int c = 0; c < 16; ++c) kv[c] = live ? __ldg(kr + c) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int c = 0; c < 16; ++c) {
+        const uint32_t w[4] = {kv[c].x, kv[c].y, kv[c].z, kv[c].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[e]));
+          const int d = c * 8 + e * 2;
+#pragma unroll
+          for (int h = 0; h < G; ++h) sc[h] += f.x * qs[h][d] + f.y * qs[h][d + 1];
+        }
+      }
+    }
+    float pr[G];
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      const float sh = live ? sc[h] : -INFINITY;
+      const float mn = fmaxf(m[h], warp_max(sh));  // finite: lane 0 is live
+      const float c = expf(m[h] - mn);               // 0 on the first chunk (m = -inf)
+      pr[h] = live ? expf(sh - mn) : 0.0f;
+      l[h] = l[h] * c + warp_sum(pr[h]);
+      m[h] = mn;
+      acc[h][0] *= c, acc[h][1] *= c, acc[h][2] *= c, acc[h][3] *= c;
+    }
+    const int nlive = min(32, pos - p0 + 1);
+#pragma unroll 4
+    for (int j = 0; j < nlive; ++j) {
+      const int sj = __shfl_sync(0xffffffffu, slot, j);
+      const uint2 v = __ldg(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane);
+      const float2 v01 = __half22float2(*reinterpret_cast<const __half2*>(&v.x));
+      const float2 v23 = __half22float2(*reinterpret_cast<const __half2*>(&v.y));
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        const float ph = __shfl_sync(0xffffffffu, pr[h], j);
+        acc[h][0] += ph * v01.x, acc[h][1] += ph * v01.y, acc[h][2] += ph * v23.x, acc[h][3] += ph * v23.y;
+      }
+    }
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) cm[warp][h] = m[h], cl[warp][h] = l[h];
+  }
+#pragma unroll
+  for (int h = 0; h < G; ++h)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) cacc[warp][h][4 * lane + i] = acc[h][i];
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * HD; i += 128) {
+    const int h = i / HD, d = i % HD;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) M = fmaxf(M, cm[w][h]);
+    float L = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      if (cm[w][h] != -INFINITY) {  // a warp that had no positions
+        const float e = expf(cm[w][h] - M);
+        L += cl[w][h] * e;
+        o += cacc[w][h][d] * e;
+      }
+    }
+    a.out[((size_t)t * a.n_head + kvh * G) * HD + i] = o / L;
+  }
+}
+
 size_t attn_smem(int R, int hd) {
   return sizeof(float) * ((size_t)R * hd + TILE * (hd + 1) + TILE * hd + R * TILE + 3 * R);
 }
@@ -342,6 +448,35 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
   const int max_len = b.max_pos + 1;
   const int tiles = ceil_div(max_len, TILE);
   const int QG = groupable(b, G, sh.head_dim) ? QG_PREFILL : 1;
+  // One token per CTA, F16 cache, head 128: the single-pass decode kernel, unless few long contexts would leave
+  // most SMs idle (then the split kernel spreads each context over CTAs).
+  if (QG == 1 && sh.kv_type == 1 && sh.head_dim == 128 && (G == 1 || G == 2 || G == 4 || G == 8) &&
+      (max_len <= 512 || T * sh.n_head_kv >= 2 * dev.sm_count) && !std::getenv("TWINFER_CUDA_SPLIT_ATTENTION")) {
+    AttnArgs a{};
+    a.n_tokens = T;
+    a.q = q;
+    a.pos = b.pos;
+    a.seq_idx = b.seq_idx;
+    a.block_tables = b.block_tables;
+    a.blocks_per_seq = b.blocks_per_seq;
+    a.block_size = sh.block_size;
+    a.n_head = sh.n_head;
+    a.n_head_kv = sh.n_head_kv;
+    a.hd = sh.head_dim;
+    a.scale = sh.scale;
+    a.out = out;
+    const dim3 grid(T, sh.n_head_kv);
+    const __half* kc = (const __half*)kv.k;
+    const __half* vc = (const __half*)kv.v;
+    switch (G) {
+      case 1: attn_decode_kernel<1><<<grid, 128, 0, s>>>(a, kc, vc); break;
+      case 2: attn_decode_kernel<2><<<grid, 128, 0, s>>>(a, kc, vc); break;
+      case 4: attn_decode_kernel<4><<<grid, 128, 0, s>>>(a, kc, vc); break;
+      default: attn_decode_kernel<8><<<grid, 128, 0, s>>>(a, kc, vc); break;
+    }
+    TWC_LAUNCHED("attention (decode)");
+    return;
+  }
   const int groups = ceil_div(T, QG);
   const int ctas = groups * sh.n_head_kv;
   int want = std::max(1, std::min(tiles, ceil_div(2 * std::max(dev.sm_count, 1), ctas)));

@@ -22,6 +22,9 @@ namespace cuda {
 
 namespace {
 
+// CTAs per SM the split-K heuristic aims for (set_matmul_split_target; op_test sweeps it).
+int g_split_ctas_per_sm = 4;
+
 // Weight rows and threads per CTA: 4 warps x 16 rows for decode (n <= 8); 8 warps x 16 rows for the many-token
 // kernel, whose activation tile is then shared by twice the warps (it is occupancy-bound, not bandwidth-bound).
 template <int NT> struct Tile {
@@ -619,7 +622,7 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
   const int n_tiles = ceil_div(n, NT * 8);
   const int S = ceil_div(K / 32, G::KU);
   // Enough CTAs to keep every SM streaming: split K when rows x token tiles are too few.
-  const int target = 4 * std::max(dev.sm_count, 1);
+  const int target = g_split_ctas_per_sm * std::max(dev.sm_count, 1);
   int splits = 1;
   if (row_tiles * n_tiles < target) splits = std::min(S, ceil_div(target, row_tiles * n_tiles));
   const int sps = ceil_div(S, splits);
@@ -681,6 +684,8 @@ bool getenv_simt() {
 }
 
 }  // namespace
+
+void set_matmul_split_target(int ctas_per_sm) { g_split_ctas_per_sm = ctas_per_sm > 0 ? ctas_per_sm : 4; }
 
 bool tc_eligible(const Tensor& W) {
   const size_t rb = row_bytes(W.type, W.ne0);

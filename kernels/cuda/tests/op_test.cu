@@ -16,6 +16,7 @@
 
 #include "../../common/quants.h"
 #include "../../model/backend.h"
+#include "../cuda_ops.h"
 #include "../twinfer_cuda.h"
 
 using namespace tw;
@@ -434,6 +435,17 @@ static void test_attention(Dev& d, int n_head, int n_head_kv, int hd, int kv_typ
   std::snprintf(name, sizeof name, "attention decode pos=%d (split) hd=%d kv=%s", pos[t_last], hd,
                 kv_type == 1 ? "F16" : "F32");
   report(name, rel_err(d.get(out, qd), r1), atol);
+  // Decode at a short context (the last token of sequence 1): the single-pass decode kernel where it applies.
+  const int t1 = lens[0] + lens[1] - 1;
+  bv.pos = dpos + t1;
+  bv.seq_idx = dseq + t1;
+  bv.slot = dslot + t1;
+  bv.max_pos = pos[t1];
+  d.be->attention(dq + (size_t)t1 * qd, bv, kv, sh, out);
+  std::vector<double> r2(ref.begin() + (size_t)t1 * qd, ref.begin() + (size_t)(t1 + 1) * qd);
+  std::snprintf(name, sizeof name, "attention decode pos=%d (short) h=%d/%d hd=%d kv=%s", pos[t1], n_head, n_head_kv,
+                hd, kv_type == 1 ? "F16" : "F32");
+  report(name, rel_err(d.get(out, qd), r2), atol);
   for (void* p : {(void*)dq, (void*)dk, (void*)dv, (void*)dpos, (void*)dseq, (void*)dslot, (void*)dtab, kv.k, kv.v,
                   (void*)out})
     d.be->release(p);
@@ -622,6 +634,7 @@ int main(int argc, char** argv) {
   test_attention(d, 32, 8, 128, 1, 0);  // Llama-3-8B shape, F16 cache
   test_attention(d, 32, 8, 128, 0, 2);  // F32 cache, NEOX
   test_attention(d, 14, 2, 64, 1, 2);   // Qwen2-0.5B shape
+  test_attention(d, 64, 8, 128, 1, 2);  // 8 query heads per KV head (decode kernel G = 8)
   const char* e = twcuda_take_error();
   if (e[0]) {
     std::printf("FAIL cuda error: %s\n", e);
@@ -632,6 +645,13 @@ int main(int argc, char** argv) {
     time_copy();
     for (int32_t t : {2, 8, 1, 12, 14})
       for (int n : {1, 8, 64, 512}) time_matmul(d, t, n);
+    // Split-K target sweep for decode (CTAs per SM the heuristic aims for; 4 is the default).
+    for (int target : {1, 2, 8, 16}) {
+      tw::cuda::set_matmul_split_target(target);
+      std::printf("split target %d CTAs/SM:\n", target);
+      for (int32_t t : {2, 8, 1, 12}) time_matmul(d, t, 1);
+    }
+    tw::cuda::set_matmul_split_target(4);
     time_small_ops(d, 1, 128, false);
     time_small_ops(d, 1, 1024, false);
     time_small_ops(d, 64, 256, false);
