@@ -43,7 +43,9 @@ struct OpTimer {
     ++op_profile().calls[slot];
   }
 };
-#define TW_PROF(i, n) OpTimer tw_op_timer_(i, n)
+#define TW_PROF_CAT2(a, b) a##b
+#define TW_PROF_CAT(a, b) TW_PROF_CAT2(a, b)
+#define TW_PROF(i, n) OpTimer TW_PROF_CAT(tw_op_timer_, __LINE__)(i, n)
 #else
 #define TW_PROF(i, n)
 #endif
@@ -492,6 +494,11 @@ class CpuBackend final : public Backend {
   // tasks are row chunks of every weight (one wake-up and one wait for Q, K and V together).
   void qmatmul_many(const Tensor* const* W, int count, const float* x, int n, float* const* y) {
     TW_PROF(n == 1 ? 9 : 10, n == 1 ? "qmatmul(n=1)" : "qmatmul(n>1)");
+#if defined(TW_PROFILE)
+    const int32_t t0 = W[0]->type;
+    TW_PROF(t0 == TW_TYPE_Q6_K ? 12 : t0 == TW_TYPE_Q4_K ? 13 : t0 == TW_TYPE_Q8_0 ? 14 : 15,
+            t0 == TW_TYPE_Q6_K ? " q6_K" : t0 == TW_TYPE_Q4_K ? " q4_K" : t0 == TW_TYPE_Q8_0 ? " q8_0" : " other");
+#endif
     const int64_t K = W[0]->ne0;
     const size_t ab = (act_row_bytes(K) + 15) & ~(size_t)15;
     if (act_buf_.size() < ab * n + 16) act_buf_.resize(ab * n + 16);
