@@ -27,17 +27,19 @@ struct Scratch {
 
 // Scratch of the matmul kernels: split-K partial sums, their per-tile arrival counters, FP16 activations.
 struct MatmulScratch {
-  Scratch partial, counters, xh;
-  void freeze() { partial.frozen = counters.frozen = xh.frozen = true; }
+  Scratch partial, counters, xh, wh;  // wh: F16 copy of a quantized weight for cuBLAS (cublas.cu)
+  void freeze() { partial.frozen = counters.frozen = xh.frozen = wh.frozen = true; }
   void thaw() {
     partial.thaw();
     counters.thaw(true);
     xh.thaw();
+    wh.thaw();
   }
   void free_all() {
     partial.free_all();
     counters.free_all();
     xh.free_all();
+    wh.free_all();
   }
 };
 
@@ -77,6 +79,12 @@ void set_matmul_split_target(int ctas_per_sm);
 bool tc_eligible(const Tensor& W);
 // Whether two weights can share one grouped launch (same type and row length, tensor-core path).
 bool matmul_groupable(const Tensor& a, const Tensor& b);
+
+// ---- cublas.cu ----
+// y = W x16^T through cuBLAS (loaded at run time) for F16 or, dequantized to F16 first, quantized W; false when
+// cuBLAS is not available (TWINFER_CUDA_CUBLAS=0 turns it off; =PATH names the library).
+bool cublas_matmul(cudaStream_t s, MatmulScratch& scratch, const Tensor& W, const __half* x16, int n, float* y);
+const char* cublas_path();  // the loaded library, or nullptr
 
 // ---- attention.cu ----
 void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,

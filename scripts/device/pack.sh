@@ -31,7 +31,7 @@ if [[ ! -x "$DEV/bin/op_test" || -n "$(find "$ROOT/kernels/cuda" -newer "$DEV/bi
   log "compiling op_test"
   gencode=(); IFS=';' read -ra archs <<<"$ARCHS"; for a in "${archs[@]}"; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); done
   "$NVCC" -std=c++17 -O3 "${gencode[@]}" \
-    -o "$DEV/bin/op_test" "$ROOT/kernels/cuda/tests/op_test.cu" "$ROOT"/kernels/cuda/*.cu
+    -o "$DEV/bin/op_test" "$ROOT/kernels/cuda/tests/op_test.cu" "$ROOT"/kernels/cuda/*.cu -ldl
 fi
 
 # 3. JS bundles: the GPU runner (SDK from source; the cores stay external and resolve on the device) and the

@@ -606,6 +606,8 @@ int main(int argc, char** argv) {
   twcuda_device_info(0, name, sizeof name, &total, &freeb, &ma, &mi);
   std::printf("device: %s, %.1f GiB, sm_%d%d\n", name, total / 1073741824.0, ma, mi);
   Dev d{be};
+  const char* cub = tw::cuda::cublas_path();
+  std::printf("cublas: %s\n", cub ? cub : "not found (tensor-core kernels for every n)");
   const int32_t all_types[] = {0, 1, 30, 8, 2, 3, 6, 7, 12, 13, 14};
   for (int32_t t : all_types) test_get_rows(d, t);
   test_elementwise(d);
@@ -614,6 +616,7 @@ int main(int argc, char** argv) {
     for (int n : {1, 3, 8, 9, 64, 100}) test_matmul(d, t, 200, 512, n);
     test_matmul(d, t, 1000, 4096, 1);
     test_matmul(d, t, 1000, 4096, 64);
+    test_matmul(d, t, 300, 4096, 200);  // prompt-sized: cuBLAS (with dequantization) where present
     if (kq) {
       test_matmul(d, t, 72, 768, 5);    // 3 super-blocks: rows not 16-byte aligned for Q6_K (fallback path)
       test_matmul(d, t, 72, 768, 33);
@@ -627,8 +630,8 @@ int main(int argc, char** argv) {
   test_matmul(d, 1, 40, 172, 3);  // F16 FFN-down of stories260K: 344-byte rows
   for (int32_t t : {2, 8, 1, 12, 14})
     for (int n : {1, 8, 40}) test_grouped(d, t, n);
-  for (int32_t t : {2, 12, 14})
-    for (int n : {1, 5, 40}) test_swiglu_matmul(d, t, n);
+  for (int32_t t : {2, 12, 14, 1})
+    for (int n : {1, 5, 40, 150}) test_swiglu_matmul(d, t, n);
   test_add_norm(d);
   test_attention(d, 8, 4, 8, 0, 0);     // stories260K shape
   test_attention(d, 32, 8, 128, 1, 0);  // Llama-3-8B shape, F16 cache
