@@ -126,7 +126,14 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
     const int nt = std::min(4, n - t0);
     for (int64_t r = r0; r < r1; r += 4) {
       const uint8_t* quad = (const uint8_t*)base + rb * r;
-      if constexpr (TYPE == TW_TYPE_Q4_K) {
+      if constexpr (TYPE == TW_TYPE_Q6_K) {
+        switch (nt) {
+          case 4: qdot_q6k_x4<4>(quad, act + t0, ng, out); break;
+          case 3: qdot_q6k_x4<3>(quad, act + t0, ng, out); break;
+          case 2: qdot_q6k_x4<2>(quad, act + t0, ng, out); break;
+          default: qdot_q6k_x4<1>(quad, act + t0, ng, out); break;
+        }
+      } else if constexpr (TYPE == TW_TYPE_Q4_K) {
         switch (nt) {
           case 4: qdot_q4k_x4<4>(quad, act + t0, ng, out); break;
           case 3: qdot_q4k_x4<3>(quad, act + t0, ng, out); break;
@@ -159,6 +166,7 @@ QMatmulFn qmatmul_x4_fn(int32_t type) {
     case TW_TYPE_Q4_0: return qmatmul_x4_rows<TW_TYPE_Q4_0>;
     case TW_TYPE_Q8_0: return qmatmul_x4_rows<TW_TYPE_Q8_0>;
     case TW_TYPE_Q4_K: return qmatmul_x4_rows<TW_TYPE_Q4_K>;
+    case TW_TYPE_Q6_K: return qmatmul_x4_rows<TW_TYPE_Q6_K>;
     default: return nullptr;
   }
 }

@@ -27,16 +27,18 @@ namespace tw {
 constexpr int QA = 32;  // activation group
 
 // One quantized activation row of n values (n a multiple of 32): q[n] int16, and per group of 32 the scale d,
-// sd = d * sum(q) (float bias terms) and sq = sum(q) (integer offsets, e.g. q4_0's -8 in the x4 kernels).
+// sd = d * sum(q) (float bias terms) and sq = sum(q) (integer offsets, e.g. q4_0's -8 in the x4 kernels); sq16 =
+// sum(q) per 16 values (q6_K's -32 under its per-16 scales).
 struct ActRow {
   int16_t* q;
   float* d;
   float* sd;
   int32_t* sq;
+  int32_t* sq16;
 };
 
 // Bytes of scratch for one activation row of n values (q, d, sd, sq; q 16-byte aligned at the base).
-inline size_t act_row_bytes(int64_t n) { return (size_t)n * 2 + (size_t)(n / QA) * 12 + 32; }
+inline size_t act_row_bytes(int64_t n) { return (size_t)n * 2 + (size_t)(n / QA) * 20 + 32; }
 
 inline ActRow act_row_at(void* base, int64_t n) {
   char* p = (char*)base;
@@ -45,6 +47,7 @@ inline ActRow act_row_at(void* base, int64_t n) {
   a.d = (float*)(p + n * 2);
   a.sd = a.d + n / QA;
   a.sq = (int32_t*)(a.sd + n / QA);
+  a.sq16 = a.sq + n / QA;
   return a;
 }
 
@@ -74,15 +77,18 @@ inline void quantize_act_row_scalar(const float* x, int64_t n, const ActRow& a, 
     const float d0 = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;  // as ggml's AVX quantizer
     const float db = spec.fp16_scale ? fp16_to_f32(f32_to_fp16(d0)) : (id != 0.0f ? 1.0f / id : 0.0f);
     for (int64_t b = s0 / QA; b < (s0 + span) / QA; ++b) {
-      int sum = 0;
+      int sum = 0, lo = 0;
       for (int j = 0; j < QA; ++j) {
         const int v = (int)std::nearbyint(x[b * QA + j] * id);
         q[b * QA + j] = (int16_t)v;
         sum += v;
+        if (j == 15) lo = sum;
       }
       d[b] = db;
       sd[b] = db * (float)sum;
       a.sq[b] = sum;
+      a.sq16[2 * b] = lo;
+      a.sq16[2 * b + 1] = sum - lo;
     }
   }
 }
@@ -105,8 +111,9 @@ inline void quantize_act_row(const float* x, int64_t n, const ActRow& a, ActSpec
     const v128_t vid = wasm_f32x4_splat(id);
     for (int64_t b = s0 / QA; b < (s0 + span) / QA; ++b) {
       const float* xb = x + b * QA;
-      v128_t s = wasm_i32x4_splat(0);
+      v128_t s = wasm_i32x4_splat(0), half = s;
       for (int i = 0; i < 4; ++i) {
+        if (i == 2) half = s;
         const v128_t a = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(xb + 8 * i), vid)));
         const v128_t c = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(xb + 8 * i + 4), vid)));
         s = wasm_i32x4_add(s, wasm_i32x4_add(a, c));
@@ -114,9 +121,13 @@ inline void quantize_act_row(const float* x, int64_t n, const ActRow& a, ActSpec
       }
       const int sum = wasm_i32x4_extract_lane(s, 0) + wasm_i32x4_extract_lane(s, 1) + wasm_i32x4_extract_lane(s, 2) +
                       wasm_i32x4_extract_lane(s, 3);
+      const int lo = wasm_i32x4_extract_lane(half, 0) + wasm_i32x4_extract_lane(half, 1) +
+                     wasm_i32x4_extract_lane(half, 2) + wasm_i32x4_extract_lane(half, 3);
       d[b] = db;
       sd[b] = db * (float)sum;
       a.sq[b] = sum;
+      a.sq16[2 * b] = lo;
+      a.sq16[2 * b + 1] = sum - lo;
     }
   }
 }

@@ -28,10 +28,27 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, const ActRow& a, i
           const int64_t g = sb * 8 + j;
           int32_t isum = 0;
           for (int k = 0; k < QA; ++k) isum += x4_value(type, rec, r, 32 * j + k) * a.q[g * QA + k];
-          S += x4_get6(rec + kQ4KScales + 6 * j, r) * isum;
-          M += x4_get6(rec + kQ4KScales + 6 * j + 3, r) * a.sq[g];
+          S += x4_q4k_scale(rec, r, j, 0) * isum;
+          M += x4_q4k_scale(rec, r, j, 1) * a.sq[g];
         }
         out[r] += a.d[sb * 8] * (fp16_to_f32(d[x4_scale_slot(r)]) * (float)S - fp16_to_f32(dmin[x4_scale_slot(r)]) * (float)M);
+      }
+    }
+    return;
+  }
+  if (type == TW_TYPE_Q6_K) {
+    for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
+      const uint8_t* rec = quad + sb * x4_record_bytes(type);
+      const uint16_t* d = (const uint16_t*)(rec + kQ6KD);
+      for (int r = 0; r < 4; ++r) {
+        int32_t S = 0;
+        for (int sub = 0; sub < 16; ++sub) {
+          int32_t isum = 0;
+          for (int k = 16 * sub; k < 16 * sub + 16; ++k) isum += x4_value(type, rec, r, k) * a.q[sb * 256 + k];
+          isum -= 32 * a.sq16[sb * 16 + sub];
+          S += (int8_t)rec[kQ6KScales + 4 * sub + r] * isum;
+        }
+        out[r] += a.d[sb * 8] * (fp16_to_f32(d[x4_scale_slot(r)]) * (float)S);
       }
     }
     return;
@@ -140,15 +157,9 @@ inline void qdot_x4(const uint8_t* quad, size_t quad_bytes, const ActRow* act, i
 }
 
 // q4_K x4: per super-block and activation row, S = sum_j sc_j * isum_j and M = sum_j m_j * sum(q_j) in int32
-// lanes (4 rows), then y += d_a * (d * S - dmin * M) — llama.cpp's q4_K x q8_K arithmetic. The 6-bit scales of a
-// group's 4 rows are one 24-bit field: broadcast, shift lane r left by 18 - 6r (a multiply), shift right by 18, mask.
-// Bounds: sc <= 63, |isum| <= 32 * 15 * 127, 8 groups: |S| < 2^25.
-inline v128_t x4_unpack6(const uint8_t* p) {
-  const v128_t v = wasm_v128_load32_splat(p);
-  const v128_t shifted = wasm_i32x4_mul(v, wasm_i32x4_make(1 << 18, 1 << 12, 1 << 6, 1));
-  return wasm_v128_and(wasm_u32x4_shr(shifted, 18), wasm_i32x4_splat(63));
-}
-
+// lanes (4 rows), then y += d_a * (d * S - dmin * M) — llama.cpp's q4_K x q8_K arithmetic. A group's 4 scales come
+// out of the record's scale words with uniform shifts and masks (repack.h). Bounds: sc <= 63,
+// |isum| <= 32 * 15 * 127, 8 groups: |S| < 2^25.
 template <int NT>
 inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
   constexpr bool kMask = NT == 1;
@@ -181,7 +192,12 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
           }
         }
       }
-      const v128_t sc = x4_unpack6(rec + kQ4KScales + 6 * j), mn = x4_unpack6(rec + kQ4KScales + 6 * j + 3);
+      const v128_t lo_sc = wasm_v128_load(rec + kQ4KScales), lo_m = wasm_v128_load(rec + kQ4KScales + 16);
+      const v128_t hi = wasm_v128_load(rec + kQ4KScales + 32), m4 = wasm_i32x4_splat(15), m2b = wasm_i32x4_splat(3);
+      const v128_t sc = wasm_v128_or(wasm_v128_and(wasm_u32x4_shr(lo_sc, 4 * j), m4),
+                                     wasm_i32x4_shl(wasm_v128_and(wasm_u32x4_shr(hi, 2 * j), m2b), 4));
+      const v128_t mn = wasm_v128_or(wasm_v128_and(wasm_u32x4_shr(lo_m, 4 * j), m4),
+                                     wasm_i32x4_shl(wasm_v128_and(wasm_u32x4_shr(hi, 16 + 2 * j), m2b), 4));
       for (int t = 0; t < NT; ++t) {
         v128_t isum = s0[t];
         if constexpr (kMask) isum = wasm_i32x4_add(isum, wasm_i32x4_add(wasm_i32x4_shr(s1[t], 4), wasm_i32x4_shr(s2[t], 8)));
@@ -195,6 +211,79 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
                                       wasm_f32x4_mul(dmin, wasm_f32x4_convert_i32x4(M[t])));
       accf[t] = wasm_f32x4_add(accf[t], wasm_f32x4_mul(f, wasm_v128_load32_splat(act[t].d + sb * 8)));
     }
+  }
+  for (int t = 0; t < NT; ++t) wasm_v128_store(out + 4 * t, accf[t]);
+}
+
+// q6_K x4: q = low nibble | high pair << 4 assembled in int16 lanes (NT = 1: with masks only, pair vectors 1 and 2
+// scaled by 16 and 256 into accumulators of their own, as in qdot_x4), integer sums per 16-value sub-block minus
+// 32 * sum(q), times the sub-block's int8 scales, summed over the super-block in int32 (|S| < 2^29), then
+// y += d_a * d * S — llama.cpp's q6_K x q8_K arithmetic.
+inline v128_t x4_int8x4_to_i32x4(const uint8_t* p) {
+  return wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(wasm_v128_load32_zero(p)));
+}
+
+template <int NT>
+inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
+  constexpr bool kMask = NT == 1;
+  v128_t accf[NT];
+  for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
+  const v128_t m0 = wasm_i16x8_splat(0x000F), h0 = wasm_i16x8_splat(0x0030);
+  const v128_t m1 = wasm_i16x8_splat(kMask ? 0x00F0 : 0x000F), h1 = wasm_i16x8_splat(kMask ? 0x0300 : 0x0030);
+  const v128_t m2 = wasm_i16x8_splat(kMask ? 0x0F00 : 0x000F), h2 = wasm_i16x8_splat(kMask ? 0x3000 : 0x0030);
+  const size_t rec_bytes = x4_record_bytes(TW_TYPE_Q6_K);
+  for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
+    const uint8_t* rec = quad + sb * rec_bytes;
+    v128_t S[NT];
+    for (int t = 0; t < NT; ++t) S[t] = wasm_i32x4_splat(0);
+    for (int j = 0; j < 8; ++j) {
+      const int64_t g = sb * 8 + j;
+      // per sub-block (A: chunks 0-1, B: chunks 2-3): s0 unscaled, s1 x16, s2 x256 (kMask) or all in s0
+      v128_t s0[2][NT], s1[2][NT], s2[2][NT];
+      for (int h = 0; h < 2; ++h)
+        for (int t = 0; t < NT; ++t) s0[h][t] = s1[h][t] = s2[h][t] = wasm_i32x4_splat(0);
+      for (int c = 0; c < 4; ++c) {
+        const v128_t w = wasm_v128_load(rec + 64 * j + 16 * c);
+        v128_t hb = wasm_v128_load(rec + kQ6KHi + 32 * j + 16 * (c / 2));
+        if (c & 1) hb = wasm_u16x8_shr(hb, 2);
+        v128_t p[4];
+        p[0] = wasm_v128_or(wasm_v128_and(w, m0), wasm_v128_and(hb, h0));
+        if constexpr (kMask) {
+          p[1] = wasm_v128_or(wasm_v128_and(w, m1), wasm_v128_and(hb, h1));
+          p[2] = wasm_v128_or(wasm_v128_and(w, m2), wasm_v128_and(hb, h2));
+        } else {
+          p[1] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(w, 4), m1), wasm_v128_and(wasm_u16x8_shr(hb, 4), h1));
+          p[2] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(w, 8), m2), wasm_v128_and(wasm_u16x8_shr(hb, 8), h2));
+        }
+        p[3] = wasm_v128_or(wasm_u16x8_shr(w, 12), wasm_v128_and(wasm_i16x8_shl(hb, 4), h0));
+        const int sub = c / 2;
+        for (int t = 0; t < NT; ++t) {
+          const int16_t* q = act[t].q + g * QA + 8 * c;
+          for (int i = 0; i < 4; ++i) {
+            const v128_t prod = wasm_i32x4_dot_i16x8(p[i], wasm_v128_load32_splat(q + 2 * i));
+            if (!kMask || i == 0 || i == 3) s0[sub][t] = wasm_i32x4_add(s0[sub][t], prod);
+            else if (i == 1) s1[sub][t] = wasm_i32x4_add(s1[sub][t], prod);
+            else s2[sub][t] = wasm_i32x4_add(s2[sub][t], prod);
+          }
+        }
+      }
+      const v128_t scA = x4_int8x4_to_i32x4(rec + kQ6KScales + 4 * (2 * j));
+      const v128_t scB = x4_int8x4_to_i32x4(rec + kQ6KScales + 4 * (2 * j + 1));
+      for (int t = 0; t < NT; ++t) {
+        v128_t isum[2];
+        for (int h = 0; h < 2; ++h) {
+          isum[h] = s0[h][t];
+          if constexpr (kMask)
+            isum[h] = wasm_i32x4_add(isum[h], wasm_i32x4_add(wasm_i32x4_shr(s1[h][t], 4), wasm_i32x4_shr(s2[h][t], 8)));
+          isum[h] = wasm_i32x4_sub(isum[h], wasm_i32x4_splat(32 * act[t].sq16[2 * g + h]));
+        }
+        S[t] = wasm_i32x4_add(S[t], wasm_i32x4_add(wasm_i32x4_mul(scA, isum[0]), wasm_i32x4_mul(scB, isum[1])));
+      }
+    }
+    const v128_t d = x4_scales_f32(rec + kQ6KD);
+    for (int t = 0; t < NT; ++t)
+      accf[t] = wasm_f32x4_add(accf[t], wasm_f32x4_mul(wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(S[t])),
+                                                       wasm_v128_load32_splat(act[t].d + sb * 8)));
   }
   for (int t = 0; t < NT; ++t) wasm_v128_store(out + 4 * t, accf[t]);
 }

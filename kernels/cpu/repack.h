@@ -11,9 +11,16 @@
 //   q4_0x4: 64 bytes of nibbles, then the 4 rows' fp16 scales d  (72 bytes = 4 GGUF blocks)
 //   q8_0x4: 128 bytes of int8,   then the 4 rows' fp16 scales d  (136 bytes = 4 GGUF blocks)
 //   q4_Kx4: per super-block of 256 (one record = 4 GGUF blocks, 576 bytes): 8 groups of 64 bytes of nibbles as in
-//           q4_0x4, then per group 6 bytes: the 4 rows' 6-bit scales (24 bits, row r at bit 6r) and 6-bit mins,
-//           then the 4 rows' fp16 d and the 4 rows' fp16 dmin (the 12-byte scale field of each block holds exactly
-//           these 16 six-bit values, so the record is again the size of the blocks it replaces)
+//           q4_0x4; then the 6-bit scales and mins of the 4 rows x 8 groups in three u32x4 words (lane = row):
+//           low 4 bits of the scales (group j at bit 4j), low 4 bits of the mins, and the high 2 bits of both
+//           (scale j at bit 2j, min j at bit 16 + 2j), so the kernels take a group's 4 scales with uniform shifts;
+//           then the 4 rows' fp16 d and fp16 dmin (the 12-byte scale field of each block holds exactly these 16
+//           six-bit values, so the record is again the size of the blocks it replaces)
+//   q6_Kx4: per super-block (840 bytes): 8 groups of 64 bytes of low nibbles as in q4_0x4; 8 groups of 32 bytes of
+//           high 2-bit pairs (two u16x8 words per group; word h serves chunks 2h and 2h+1 of the group, the four pair
+//           vectors of a chunk at bits 4, 8, 12, 0 of each lane, the odd chunk's two bits higher: so one mask places
+//           them next to the masked nibble, see qdot_x4.h); the 16 int8 sub-block scales as [sub-block][row]; the
+//           4 rows' fp16 d
 // The scales are stored in row order 0, 2, 1, 3: read as two 32-bit words, the low halves are rows 0 and 1 and the
 // high halves rows 2 and 3, which the kernels widen to f32 lanes 0..3 with shifts and masks (no byte shuffle).
 // Inside a record the weights form 16 int16x8 "pair vectors" P_j (j = 0..15), lane L of P_j holding row L/2's
@@ -38,17 +45,38 @@ enum WeightLayout : int32_t {
   kLayoutX4 = 1,    // quads of interleaved rows (this file)
 };
 
-inline bool x4_type(int32_t type) { return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 || type == TW_TYPE_Q4_K; }
+inline bool x4_type(int32_t type) {
+  return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 || type == TW_TYPE_Q4_K || type == TW_TYPE_Q6_K;
+}
 // One record = one GGUF block of each of the 4 rows.
 inline size_t x4_record_bytes(int32_t type) { return 4 * type_traits(type).block_bytes; }
 
 // q4_Kx4 record offsets
-constexpr int kQ4KScales = 512;  // 8 x (3 bytes of scales, 3 bytes of mins)
+constexpr int kQ4KScales = 512;  // u32x4 low scale nibbles, u32x4 low min nibbles, u32x4 high bits (see above)
 constexpr int kQ4KD = 560;       // 4 x fp16 d (slot order 0, 2, 1, 3)
 constexpr int kQ4KDmin = 568;    // 4 x fp16 dmin
+// q6_Kx4 record offsets
+constexpr int kQ6KHi = 512;      // 8 x 32 bytes of high bit pairs
+constexpr int kQ6KScales = 768;  // 16 sub-blocks x 4 rows, int8
+constexpr int kQ6KD = 832;       // 4 x fp16 d (slot order 0, 2, 1, 3)
+
+// Byte and bit of the high pair of row r, position kk (0..31) of a q6_K group's 32-byte high area.
+inline void x4_q6_hi_pos(int r, int kk, int* byte, int* bit) {
+  static const int base[4] = {4, 8, 12, 0};
+  const int jp = kk / 2, lane = 2 * r + kk % 2, c = jp / 4, ip = jp % 4;
+  const int pos = base[ip] + 2 * (c % 2);
+  *byte = 16 * (c / 2) + 2 * lane + pos / 8;
+  *bit = pos % 8;
+}
 
 // Value of row r (0..3), position k (0..31) of a record, as the small integer the kernels multiply (q4_0: 0..15).
 inline int x4_value(int32_t type, const uint8_t* rec, int r, int k) {
+  if (type == TW_TYPE_Q6_K) {  // 6-bit q (0..63): low nibble | high pair << 4
+    int byte, bit;
+    x4_q6_hi_pos(r, k % 32, &byte, &bit);
+    const int hi = (rec[kQ6KHi + 32 * (k / 32) + byte] >> bit) & 3;
+    return x4_value(TW_TYPE_Q4_K, rec, r, k) | (hi << 4);
+  }
   if (type == TW_TYPE_Q4_K) {
     rec += 64 * (k / 32);
     k %= 32;
@@ -77,20 +105,42 @@ inline void x4_set_nibble(uint8_t* area, int r, int k, int v) {
   const int bit = 4 * i + 128 * m + 16 * lane;  // bit offset of the nibble in the area
   area[bit / 8] |= (uint8_t)(v << (bit % 8));
 }
-// 6-bit field r (0..3) of a 24-bit little-endian triple.
-inline int x4_get6(const uint8_t* p, int r) {
-  const uint32_t v = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16);
-  return (int)((v >> (6 * r)) & 63);
+// q4_Kx4: 6-bit scale (which = 0) or min (which = 1) of row r, group j.
+inline uint32_t x4_load_u32(const uint8_t* p) {
+  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-inline void x4_set6(uint8_t* p, int r, int v) {
-  uint32_t w = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16);
-  w = (w & ~(63u << (6 * r))) | ((uint32_t)v << (6 * r));
-  p[0] = (uint8_t)w; p[1] = (uint8_t)(w >> 8); p[2] = (uint8_t)(w >> 16);
+inline int x4_q4k_scale(const uint8_t* rec, int r, int j, int which) {
+  const uint32_t lo = x4_load_u32(rec + kQ4KScales + 16 * which + 4 * r);
+  const uint32_t hi = x4_load_u32(rec + kQ4KScales + 32 + 4 * r);
+  return (int)(((lo >> (4 * j)) & 15) | (((hi >> (16 * which + 2 * j)) & 3) << 4));
+}
+inline void x4_q4k_set_scale(uint8_t* rec, int r, int j, int which, int v) {
+  uint8_t* lo = rec + kQ4KScales + 16 * which + 4 * r + (4 * j) / 8;
+  *lo |= (uint8_t)((v & 15) << ((4 * j) % 8));
+  const int bit = 16 * which + 2 * j;
+  rec[kQ4KScales + 32 + 4 * r + bit / 8] |= (uint8_t)((v >> 4) << (bit % 8));
 }
 
 // One group of 4 GGUF blocks (blocks[r] = row r's block) -> one record.
 inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t* rec) {
   std::memset(rec, 0, x4_record_bytes(type));
+  if (type == TW_TYPE_Q6_K) {
+    uint16_t* d = (uint16_t*)(rec + kQ6KD);
+    for (int r = 0; r < 4; ++r) {
+      const block_q6_K* b = (const block_q6_K*)blocks[r];
+      for (int k = 0; k < 256; ++k) {
+        const int j = k / 32, i = k % 32, half = j / 4, kq = j % 4;
+        const uint8_t l = b->ql[64 * half + 32 * (kq & 1) + i];
+        x4_set_nibble(rec + 64 * j, r, i, (kq >> 1) ? l >> 4 : l & 15);
+        int byte, bit;
+        x4_q6_hi_pos(r, i, &byte, &bit);
+        rec[kQ6KHi + 32 * j + byte] |= (uint8_t)(((b->qh[32 * half + i] >> (2 * kq)) & 3) << bit);
+      }
+      for (int sb = 0; sb < 16; ++sb) rec[kQ6KScales + 4 * sb + r] = (uint8_t)b->scales[sb];
+      std::memcpy(&d[x4_scale_slot(r)], &b->d, 2);
+    }
+    return;
+  }
   if (type == TW_TYPE_Q4_K) {
     uint16_t* d = (uint16_t*)(rec + kQ4KD);
     uint16_t* dmin = (uint16_t*)(rec + kQ4KDmin);
@@ -104,8 +154,8 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
       for (int j = 0; j < 8; ++j) {
         uint8_t sc, m;
         get_scale_min_k4(j, b->scales, &sc, &m);
-        x4_set6(rec + kQ4KScales + 6 * j, r, sc);
-        x4_set6(rec + kQ4KScales + 6 * j + 3, r, m);
+        x4_q4k_set_scale(rec, r, j, 0, sc);
+        x4_q4k_set_scale(rec, r, j, 1, m);
       }
       std::memcpy(&d[x4_scale_slot(r)], &b->d, 2);
       std::memcpy(&dmin[x4_scale_slot(r)], &b->dmin, 2);
@@ -129,6 +179,23 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
 
 // One record -> the 4 GGUF blocks it came from (exact inverse of x4_pack_group).
 inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blocks[4]) {
+  if (type == TW_TYPE_Q6_K) {
+    const uint16_t* d = (const uint16_t*)(rec + kQ6KD);
+    for (int r = 0; r < 4; ++r) {
+      block_q6_K* b = (block_q6_K*)blocks[r];
+      std::memset(b->ql, 0, sizeof b->ql);
+      std::memset(b->qh, 0, sizeof b->qh);
+      for (int k = 0; k < 256; ++k) {
+        const int j = k / 32, i = k % 32, half = j / 4, kq = j % 4;
+        const int q = x4_value(type, rec, r, k);
+        b->ql[64 * half + 32 * (kq & 1) + i] |= (uint8_t)((q & 15) << ((kq >> 1) ? 4 : 0));
+        b->qh[32 * half + i] |= (uint8_t)((q >> 4) << (2 * kq));
+      }
+      for (int sb = 0; sb < 16; ++sb) b->scales[sb] = (int8_t)rec[kQ6KScales + 4 * sb + r];
+      std::memcpy(&b->d, &d[x4_scale_slot(r)], 2);
+    }
+    return;
+  }
   if (type == TW_TYPE_Q4_K) {
     const uint16_t* d = (const uint16_t*)(rec + kQ4KD);
     const uint16_t* dmin = (const uint16_t*)(rec + kQ4KDmin);
@@ -140,8 +207,8 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
       }
       int sc[8], m[8];
       for (int j = 0; j < 8; ++j) {
-        sc[j] = x4_get6(rec + kQ4KScales + 6 * j, r);
-        m[j] = x4_get6(rec + kQ4KScales + 6 * j + 3, r);
+        sc[j] = x4_q4k_scale(rec, r, j, 0);
+        m[j] = x4_q4k_scale(rec, r, j, 1);
       }
       // inverse of get_scale_min_k4: 8 scales and 8 mins of 6 bits in 12 bytes
       for (int j = 0; j < 4; ++j) {
@@ -188,7 +255,7 @@ inline void x4_repack(int32_t type, uint8_t* data, int64_t K, int64_t R) {
 inline void x4_read_row(int32_t type, const uint8_t* data, int64_t K, int64_t r, uint8_t* out) {
   const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
   const uint8_t* quad = data + 4 * rb * (r / 4);
-  uint8_t tmp[4][sizeof(block_q4_K)];
+  uint8_t tmp[4][sizeof(block_q6_K)];
   for (int64_t g = 0; g < K / type_traits(type).block_size; ++g) {
     uint8_t* blocks[4] = {tmp[0], tmp[1], tmp[2], tmp[3]};
     x4_unpack_group(type, quad + g * rec, blocks);
