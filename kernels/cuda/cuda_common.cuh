@@ -42,27 +42,30 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// fp16 bits -> float through the hardware conversion: exact, so identical to fp16_to_f32, in one instruction.
+__device__ __forceinline__ float h2f(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
+
 // Element j (0-based within the row) of a weight row in GGUF block layout, as F32: exact (ggml's arithmetic).
 __device__ __forceinline__ float load_elem(int32_t type, const uint8_t* row, int64_t j) {
   switch (type) {
     case 0: return reinterpret_cast<const float*>(row)[j];
-    case 1: return fp16_to_f32(reinterpret_cast<const uint16_t*>(row)[j]);
+    case 1: return h2f(reinterpret_cast<const uint16_t*>(row)[j]);
     case 30: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[j]);
     case 2: {
       const block_q4_0* b = reinterpret_cast<const block_q4_0*>(row) + j / QK4_0;
       const int i = (int)(j % QK4_0);
       const int q = i < QK4_0 / 2 ? (b->qs[i] & 0x0F) : (b->qs[i - QK4_0 / 2] >> 4);
-      return (q - 8) * fp16_to_f32(b->d);
+      return (q - 8) * h2f(b->d);
     }
     case 8: {
       const block_q8_0* b = reinterpret_cast<const block_q8_0*>(row) + j / QK8_0;
-      return b->qs[j % QK8_0] * fp16_to_f32(b->d);
+      return b->qs[j % QK8_0] * h2f(b->d);
     }
     case 3: {
       const block_q4_1* b = reinterpret_cast<const block_q4_1*>(row) + j / QK4_1;
       const int i = (int)(j % QK4_1);
       const int q = i < 16 ? (b->qs[i] & 0x0F) : (b->qs[i - 16] >> 4);
-      return mul_add_exact((float)q, fp16_to_f32(b->d), fp16_to_f32(b->m));
+      return mul_add_exact((float)q, h2f(b->d), h2f(b->m));
     }
     case 6:
     case 7: {  // Q5_0 / Q5_1: the fifth bit of element i is bit i of qh
@@ -71,16 +74,16 @@ __device__ __forceinline__ float load_elem(int32_t type, const uint8_t* row, int
       const uint8_t* qh = b + (type == 6 ? 2 : 4);
       const uint8_t* qs = qh + 4;
       const int q = (i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4)) | (((load_u32_le(qh) >> i) & 1) << 4);
-      const float d = fp16_to_f32(*reinterpret_cast<const uint16_t*>(b));
+      const float d = h2f(*reinterpret_cast<const uint16_t*>(b));
       if (type == 6) return (float)(q - 16) * d;
-      return mul_add_exact((float)q, d, fp16_to_f32(*reinterpret_cast<const uint16_t*>(b + 2)));
+      return mul_add_exact((float)q, d, h2f(*reinterpret_cast<const uint16_t*>(b + 2)));
     }
     case 12:
     case 13: {  // Q4_K / Q5_K, as dequant_block_q{4,5}_K: d*sc * q - dmin*m, sub-block u = i / 32
       const int i = (int)(j % QK_K), u = i / 32, l = i % 32;
       const uint8_t* b = row + (j / QK_K) * (type == 12 ? sizeof(block_q4_K) : sizeof(block_q5_K));
-      const float d = fp16_to_f32(*reinterpret_cast<const uint16_t*>(b));
-      const float dmin = fp16_to_f32(*reinterpret_cast<const uint16_t*>(b + 2));
+      const float d = h2f(*reinterpret_cast<const uint16_t*>(b));
+      const float dmin = h2f(*reinterpret_cast<const uint16_t*>(b + 2));
       uint8_t sc, m;
       get_scale_min_k4(u, b + 4, &sc, &m);
       const uint8_t* qs = b + (type == 12 ? 16 : 48) + 32 * (u / 2);
@@ -93,7 +96,7 @@ __device__ __forceinline__ float load_elem(int32_t type, const uint8_t* row, int
       const block_q6_K* b = reinterpret_cast<const block_q6_K*>(row) + j / QK_K;
       const uint8_t lo = b->ql[64 * hh + 32 * (p & 1) + l];
       const int q = (((p >> 1) ? (lo >> 4) : (lo & 0x0F)) | (((b->qh[32 * hh + l] >> (2 * p)) & 3) << 4)) - 32;
-      return fp16_to_f32(b->d) * (float)b->scales[8 * hh + 2 * p + l / 16] * (float)q;
+      return h2f(b->d) * (float)b->scales[8 * hh + 2 * p + l / 16] * (float)q;
     }
     default: return 0.0f;
   }

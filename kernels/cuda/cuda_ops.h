@@ -73,7 +73,7 @@ void matmul_group(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch,
 // y = W (silu(gate) * up): the SwiGLU product computed as the activations are loaded (tensor-core path only).
 void matmul_swiglu(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* gate,
                    const float* up, int n, float* y);
-// CTAs per SM that split-K aims for in the tensor-core kernels (default 4; a tuning knob for op_test).
+// CTAs per SM that split-K aims for in the tensor-core kernels (default 2; a tuning knob for op_test).
 void set_matmul_split_target(int ctas_per_sm);
 // Whether W takes the tensor-core kernels (type with fragments, 16-byte aligned rows).
 bool tc_eligible(const Tensor& W);

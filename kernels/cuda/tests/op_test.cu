@@ -648,13 +648,13 @@ int main(int argc, char** argv) {
     time_copy();
     for (int32_t t : {2, 8, 1, 12, 14})
       for (int n : {1, 8, 64, 512}) time_matmul(d, t, n);
-    // Split-K target sweep for decode (CTAs per SM the heuristic aims for; 4 is the default).
-    for (int target : {1, 2, 8, 16}) {
+    // Split-K target sweep for decode (CTAs per SM the heuristic aims for; 2 is the default).
+    for (int target : {1, 4, 8}) {
       tw::cuda::set_matmul_split_target(target);
       std::printf("split target %d CTAs/SM:\n", target);
       for (int32_t t : {2, 8, 1, 12}) time_matmul(d, t, 1);
     }
-    tw::cuda::set_matmul_split_target(4);
+    tw::cuda::set_matmul_split_target(2);
     time_small_ops(d, 1, 128, false);
     time_small_ops(d, 1, 1024, false);
     time_small_ops(d, 64, 256, false);
