@@ -1,12 +1,13 @@
-// Single-thread speed of the CPU matmul kernels (the WASM build's qdot.h), without the model around them:
-// a [R x K] weight of each type times 1 (decode) or 4 (prefill tile) activation rows, repeated; prints GMAC/s and
-// weight GB/s. Build: emcc -O3 -msimd128 bench/src/kernel_bench.cpp -o /tmp/kb.js && node /tmp/kb.js
+// Single-thread speed of the CPU matmul kernels (the WASM build's qdot.h / qdot_x4.h), without the model around
+// them: a [R x K] weight of each type times 1 (decode) or 4 (prefill tile) activation rows, repeated; prints GMAC/s
+// and weight GB/s. Types the backend repacks (repack.h: Q4_0, Q8_0, Q4_K, Q6_K) run the x4 kernels on repacked
+// weights, as the engine does; every output is stored (nothing for the compiler to drop). Build: emcc -O3 -msimd128 bench/src/kernel_bench.cpp -o /tmp/kb.js && node /tmp/kb.js
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-#include "../../kernels/cpu/qdot.h"
+#include "../../kernels/cpu/qdot_x4.h"
 
 using namespace tw;
 
@@ -33,15 +34,32 @@ double bench(int64_t K, int64_t R, double* gbs) {
     quantize_act_row(x.data() + K * t, K, act[t], act_spec(TYPE));
   }
   std::vector<float> y(R * NT);
-  float out[NT];
+  float out[4 * NT];
   double best = 1e30;
+  const bool x4 = x4_type(TYPE);
+  if (x4) x4_repack(TYPE, w.data(), K, R);
   for (int rep = 0; rep < 5; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
-    for (int64_t r = 0; r < R; ++r) {
-      qdot_rows<TYPE, NT>(w.data() + rb * r, act, K, out);
-      for (int t = 0; t < NT; ++t) y[t * R + r] = out[t];
+    if (x4) {
+      for (int64_t r = 0; r < R; r += 4) {
+        const uint8_t* quad = w.data() + rb * r;
+        if constexpr (TYPE == TW_TYPE_Q4_K) qdot_q4k_x4<NT>(quad, act, K / QA, out);
+        else if constexpr (TYPE == TW_TYPE_Q6_K) qdot_q6k_x4<NT>(quad, act, K / QA, out);
+        else if constexpr (TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0) qdot_x4<TYPE, 1, NT>(quad, 4 * rb, act, K / QA, out);
+        for (int t = 0; t < NT; ++t)
+          for (int i = 0; i < 4; ++i) y[t * R + r + i] = out[4 * t + i];
+      }
+    } else {
+      for (int64_t r = 0; r < R; ++r) {
+        qdot_rows<TYPE, NT>(w.data() + rb * r, act, K, out);
+        for (int t = 0; t < NT; ++t) y[t * R + r] = out[t];
+      }
     }
     double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    static volatile float sink;
+    float sum = 0;
+    for (float v : y) sum += v;
+    sink = sum;  // every output is used
     if (sec < best) best = sec;
   }
   *gbs = rb * R / best / 1e9;
