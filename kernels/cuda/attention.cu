@@ -391,6 +391,180 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
   }
 }
 
+// ---- Prompt attention on tensor cores (FlashAttention-2 style), F16 cache, head_dim 128 ----
+// A CTA owns 16 consecutive query tokens of one sequence and one KV head; warp w computes query head kvh*G + w for
+// those 16 tokens (one m16 tile). K/V tiles of 64 positions go through shared memory (cp.async, double-buffered,
+// gathered through the block table). S = Q K^T and O += P V are mma.sync m16n8k16 (FP16 operands, FP32
+// accumulators); the online softmax runs on the accumulator fragments, and P is reused from them as the A operand.
+// The SIMT kernel above spent 533 us per 8B layer on a 512-token prompt (H100, bench/NOTES.md run 6).
+constexpr int FA_TQ = 16, FA_TK = 64, FA_HD = 128, FA_P = FA_HD + 8;  // pitch in halves: rows 272 bytes apart
+
+__device__ __forceinline__ uint32_t fa_smem(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void fa_cp16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(fa_smem(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void fa_mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t fa_h2(float a, float b) {
+  __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+template <int G>
+__global__ void __launch_bounds__(G * 32) attn_prefill_fa(AttnArgs a, const __half* __restrict__ kc,
+                                                          const __half* __restrict__ vc) {
+  pdl_trigger();
+  extern __shared__ __align__(16) __half fsm[];  // [2][K, V][FA_TK][FA_P]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int t0 = blockIdx.x * FA_TQ, kvh = blockIdx.y, h = kvh * G + warp;
+  const int T = a.n_tokens;
+  const int kv_dim = a.n_head_kv * FA_HD;
+  const int32_t* table = a.block_tables + (size_t)a.seq_idx[t0] * a.blocks_per_seq;
+  // Causal limits of this thread's two rows (tokens g and g+8), and the CTA's context end.
+  const int r0 = t0 + g, r1 = t0 + g + 8;
+  const int lim0 = r0 < T ? a.pos[r0] : -1, lim1 = r1 < T ? a.pos[r1] : -1;
+  int ctx = 0;
+  for (int i = 0; i < FA_TQ && t0 + i < T; ++i) ctx = max(ctx, a.pos[t0 + i] + 1);
+
+  // Q fragments (A operand, 8 k-steps of 16 dims), scaled and rounded to half.
+  uint32_t qf[8][4];
+  {
+    const float* q0 = a.q + ((size_t)min(r0, T - 1) * a.n_head + h) * FA_HD;
+    const float* q1 = a.q + ((size_t)min(r1, T - 1) * a.n_head + h) * FA_HD;
+    const float sc = a.scale;
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+      const int d = kk * 16 + 2 * t;
+      const float2 x00 = *reinterpret_cast<const float2*>(q0 + d), x10 = *reinterpret_cast<const float2*>(q1 + d);
+      const float2 x01 = *reinterpret_cast<const float2*>(q0 + d + 8), x11 = *reinterpret_cast<const float2*>(q1 + d + 8);
+      qf[kk][0] = fa_h2(x00.x * sc, x00.y * sc);
+      qf[kk][1] = fa_h2(x10.x * sc, x10.y * sc);
+      qf[kk][2] = fa_h2(x01.x * sc, x01.y * sc);
+      qf[kk][3] = fa_h2(x11.x * sc, x11.y * sc);
+    }
+  }
+  float o[16][4];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+  auto load_tile = [&](int p0, int buf) {
+    __half* ks = fsm + (size_t)buf * 2 * FA_TK * FA_P;
+    __half* vs = ks + FA_TK * FA_P;
+    for (int i = threadIdx.x; i < FA_TK * (FA_HD / 8); i += G * 32) {
+      const int r = i / (FA_HD / 8), c = i % (FA_HD / 8), p = p0 + r;
+      const bool ok = p < ctx;
+      const size_t off = ok ? ((size_t)table[p / a.block_size] * a.block_size + p % a.block_size) * kv_dim +
+                                  kvh * FA_HD + c * 8
+                            : 0;
+      fa_cp16(ks + r * FA_P + c * 8, kc + off, ok);
+      fa_cp16(vs + r * FA_P + c * 8, vc + off, ok);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+
+  const int ntiles = (ctx + FA_TK - 1) / FA_TK;
+  if (ntiles > 0) load_tile(0, 0);
+  for (int it = 0; it < ntiles; ++it) {
+    const int buf = it & 1, p0 = it * FA_TK;
+    if (it + 1 < ntiles) {
+      load_tile(p0 + FA_TK, buf ^ 1);
+      asm volatile("cp.async.wait_group 1;\n" ::);
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::);
+    }
+    __syncthreads();
+    const __half* ks = fsm + (size_t)buf * 2 * FA_TK * FA_P;
+    const __half* vs = ks + FA_TK * FA_P;
+    // S = Q K^T: 8 n-tiles of 8 positions.
+    float sc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        const int which = lane >> 3;
+        const __half* addr = ks + ((j + (which >> 1)) * 8 + (lane & 7)) * FA_P + kk * 16 + (which & 1) * 8;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3]) : "r"(fa_smem(addr)));
+        fa_mma(sc[j], qf[kk], b[0], b[1]);
+        fa_mma(sc[j + 1], qf[kk], b[2], b[3]);
+      }
+    }
+    // Causal mask and online softmax (rows g: c0, c1; row g+8: c2, c3; a row's 64 values live in its quad).
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int p = p0 + j * 8 + 2 * t;
+      if (p > lim0) sc[j][0] = -INFINITY;
+      if (p + 1 > lim0) sc[j][1] = -INFINITY;
+      if (p > lim1) sc[j][2] = -INFINITY;
+      if (p + 1 > lim1) sc[j][3] = -INFINITY;
+      mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    // A row with nothing visible yet keeps m = -inf: its factors are 0 and its probabilities 0.
+    const float c0 = n0 == -INFINITY ? 1.0f : expf(m0 - n0), c1 = n1 == -INFINITY ? 1.0f : expf(m1 - n1);
+    m0 = n0, m1 = n1;
+    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      sc[j][0] = n0 == -INFINITY ? 0.0f : expf(sc[j][0] - n0);
+      sc[j][1] = n0 == -INFINITY ? 0.0f : expf(sc[j][1] - n0);
+      sc[j][2] = n1 == -INFINITY ? 0.0f : expf(sc[j][2] - n1);
+      sc[j][3] = n1 == -INFINITY ? 0.0f : expf(sc[j][3] - n1);
+      s0 += sc[j][0] + sc[j][1];
+      s1 += sc[j][2] + sc[j][3];
+    }
+    l0 = l0 * c0 + s0;  // this thread's share of the row sum; the quad is summed at the end
+    l1 = l1 * c1 + s1;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) o[j][0] *= c0, o[j][1] *= c0, o[j][2] *= c1, o[j][3] *= c1;
+    // O += P V: 4 k-steps of 16 positions; P from the S fragments, V through ldmatrix.trans.
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t pa[4];
+      pa[0] = fa_h2(sc[2 * kk][0], sc[2 * kk][1]);
+      pa[1] = fa_h2(sc[2 * kk][2], sc[2 * kk][3]);
+      pa[2] = fa_h2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+      pa[3] = fa_h2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+      for (int j = 0; j < 16; j += 2) {
+        uint32_t b[4];
+        const int mi = lane >> 3;
+        const __half* addr = vs + (kk * 16 + (mi & 1) * 8 + (lane & 7)) * FA_P + (j + (mi >> 1)) * 8;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3]) : "r"(fa_smem(addr)));
+        fa_mma(o[j], pa, b[0], b[1]);
+        fa_mma(o[j + 1], pa, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // the next iteration's load overwrites this buffer
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int d = j * 8 + 2 * t;
+    if (r0 < T) *reinterpret_cast<float2*>(a.out + ((size_t)r0 * a.n_head + h) * FA_HD + d) = make_float2(o[j][0] * inv0, o[j][1] * inv0);
+    if (r1 < T) *reinterpret_cast<float2*>(a.out + ((size_t)r1 * a.n_head + h) * FA_HD + d) = make_float2(o[j][2] * inv1, o[j][3] * inv1);
+  }
+}
+
 size_t attn_smem(int R, int hd) {
   return sizeof(float) * ((size_t)R * hd + TILE * (hd + 1) + TILE * hd + R * TILE + 3 * R);
 }
@@ -406,6 +580,25 @@ void launch_attn(cudaStream_t s, dim3 grid, size_t smem, const AttnArgs& a, cons
 }
 
 // Prompt chunks: groups of QG consecutive tokens that all belong to one sequence share their K/V tiles.
+// Whether every group of n consecutive tokens of the batch belongs to one sequence (host metadata).
+bool groupable_n(const BatchView& b, int n) {
+  if (!b.host_seq_idx) return false;
+  for (int t = 0; t < b.n_tokens; t += n)
+    for (int i = t + 1; i < std::min(b.n_tokens, t + n); ++i)
+      if (b.host_seq_idx[i] != b.host_seq_idx[t]) return false;
+  return true;
+}
+
+template <int G>
+void launch_fa(cudaStream_t s, dim3 grid, size_t smem, const AttnArgs& a, const __half* kc, const __half* vc) {
+  static bool configured = false;
+  if (!configured) {
+    TWC_CHECK(cudaFuncSetAttribute(attn_prefill_fa<G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    configured = true;
+  }
+  attn_prefill_fa<G><<<grid, G * 32, smem, s>>>(a, kc, vc);
+}
+
 constexpr int QG_PREFILL = 4;
 bool groupable(const BatchView& b, int G, int hd) {
   if (!b.host_seq_idx || b.n_tokens < 2 * QG_PREFILL || QG_PREFILL * G * hd > MAXACC * ATHREADS) return false;
@@ -447,6 +640,35 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
   const int G = sh.n_head / sh.n_head_kv;
   const int max_len = b.max_pos + 1;
   const int tiles = ceil_div(max_len, TILE);
+  // Prompt chunks: 16 consecutive tokens of one sequence per CTA on tensor cores, where the shape allows.
+  if (sh.kv_type == 1 && sh.head_dim == FA_HD && (G == 1 || G == 2 || G == 4 || G == 8) && T >= 2 * FA_TQ &&
+      groupable_n(b, FA_TQ) && !std::getenv("TWINFER_CUDA_SIMT_ATTENTION")) {
+    AttnArgs a{};
+    a.n_tokens = T;
+    a.q = q;
+    a.pos = b.pos;
+    a.seq_idx = b.seq_idx;
+    a.block_tables = b.block_tables;
+    a.blocks_per_seq = b.blocks_per_seq;
+    a.block_size = sh.block_size;
+    a.n_head = sh.n_head;
+    a.n_head_kv = sh.n_head_kv;
+    a.hd = sh.head_dim;
+    a.scale = sh.scale;
+    a.out = out;
+    const dim3 grid(ceil_div(T, FA_TQ), sh.n_head_kv);
+    const size_t smem = 2 * 2 * FA_TK * FA_P * sizeof(__half);
+    const __half* kc = (const __half*)kv.k;
+    const __half* vc = (const __half*)kv.v;
+    switch (G) {
+      case 1: launch_fa<1>(s, grid, smem, a, kc, vc); break;
+      case 2: launch_fa<2>(s, grid, smem, a, kc, vc); break;
+      case 4: launch_fa<4>(s, grid, smem, a, kc, vc); break;
+      default: launch_fa<8>(s, grid, smem, a, kc, vc); break;
+    }
+    TWC_LAUNCHED("attention (prompt, tensor cores)");
+    return;
+  }
   const int QG = groupable(b, G, sh.head_dim) ? QG_PREFILL : 1;
   // One token per CTA, F16 cache, head 128: the single-pass decode kernel, unless few long contexts would leave
   // most SMs idle (then the split kernel spreads each context over CTAs).
