@@ -1,7 +1,7 @@
 // Many-token products through cuBLAS, when the machine has it: loaded at run time (dlopen), never linked, so the
 // addon still loads where only the driver is installed and falls back to its own tensor-core kernels there.
 //
-// Why: the mma.sync kernel of matmul.cu reaches ~190 TFLOP/s on an H100 at n = 512 (bench/NOTES.md run 5), while
+// Why: the mma.sync kernel of matmul.cu reaches ~190 TFLOP/s on an H100 at n = 512 (bench/NOTES.md run 6), while
 // cuBLAS's Hopper kernels (wgmma) reach several times that. F16 weights go straight in; quantized weights are first
 // dequantized to an F16 copy in scratch (one pass over the weight, exact values rounded to half), which pays only
 // for prompt-sized n. Activations are rounded to F16 as in the tensor-core path; accumulation and output are F32.

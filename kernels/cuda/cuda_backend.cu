@@ -108,7 +108,7 @@ class CudaBackend final : public Backend {
     dev_.sm_count = p.multiProcessorCount;
     dev_.max_smem_optin = p.sharedMemPerBlockOptin;
     // Opt-in (TWINFER_CUDA_PDL=1): on an H100 it measured slightly slower (q4_0 tg128 206 vs 215 tok/s without,
-    // bench/NOTES.md run 5).
+    // bench/NOTES.md run 6; later runs: within noise either way).
     const char* pdl = std::getenv("TWINFER_CUDA_PDL");
     dev_.pdl = p.major >= 9 && pdl && pdl[0] == '1';
     if (p.major < 8) {

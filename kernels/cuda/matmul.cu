@@ -23,7 +23,7 @@ namespace cuda {
 namespace {
 
 // CTAs per SM the split-K heuristic aims for (set_matmul_split_target; op_test sweeps it).
-// 2: the op_test sweep on an H100 (run 6, n=1, one 8B layer): 1 / 2 / 4 / 8 / 16 CTAs per SM gave Q4_0 89.5 / 82.0 /
+// 2: the op_test sweep on an H100 (run 7, n=1, one 8B layer): 1 / 2 / 4 / 8 / 16 CTAs per SM gave Q4_0 89.5 / 82.0 /
 // 95.6 / 80.5 / 82.4 us, Q8_0 117.9 / 111.6 / 118.6 / 127.1 / 121.4, F16 175.3 / 170.8 / 175.7 / 181.0 / 176.6.
 int g_split_ctas_per_sm = 2;
 
@@ -676,7 +676,7 @@ void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, 
   }
   if (xup) swiglu_f16(s, x, xup, x16, (size_t)n * K);
   else f32_to_f16(s, x, x16, (size_t)n * K);
-  // cuBLAS where it measured faster (H100, bench/NOTES.md run 6): F16 weights from 16 tokens (n=512: 561 vs 183
+  // cuBLAS where it measured faster (H100, bench/NOTES.md run 7): F16 weights from 16 tokens (n=512: 561 vs 183
   // TFLOP/s); Q8_0 and Q6_K, dequantized to an F16 copy per call, for prompt-sized batches (n=512: 1.22 vs 1.43 ms,
   // 1.57 vs 1.72 ms per layer). Q4_0 and Q4_K lost (1.19 vs 1.08 ms, 2.30 vs 1.22 ms): the copy costs more there.
   const int min_n = TYPE == 1 ? 16 : (TYPE == 8 || TYPE == 14) ? 128 : (1 << 30);
