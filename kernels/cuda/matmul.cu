@@ -27,12 +27,17 @@ namespace {
 // 95.6 / 80.5 / 82.4 us, Q8_0 117.9 / 111.6 / 118.6 / 127.1 / 121.4, F16 175.3 / 170.8 / 175.7 / 181.0 / 176.6.
 int g_split_ctas_per_sm = 2;
 
-// Weight rows and threads per CTA: 4 warps x 16 rows for decode (n <= 8); 8 warps x 16 rows for the many-token
-// kernel, whose activation tile is then shared by twice the warps (it is occupancy-bound, not bandwidth-bound).
-template <int NT> struct Tile {
-  static constexpr int BM = NT == 1 ? 64 : 128;
-  static constexpr int THREADS = NT == 1 ? 128 : 256;
+// Weight rows and threads per CTA: WARPS x 16 rows. Decode (n <= 8) uses 4 warps by default
+// (TWINFER_CUDA_DECODE_WARPS=8 doubles the rows and bytes per stage of a CTA; an experiment); the many-token kernel
+// uses 8, whose activation tile is then shared by twice the warps (it is occupancy-bound, not bandwidth-bound).
+template <int NT, int WARPS> struct Tile {
+  static constexpr int BM = WARPS * 16;
+  static constexpr int THREADS = WARPS * 32;
 };
+int g_decode_warps = [] {
+  const char* v = std::getenv("TWINFER_CUDA_DECODE_WARPS");
+  return v && v[0] == '8' ? 8 : 4;
+}();
 
 // Per-type geometry. A "unit" is 32 elements (one quant block of the 32-value types; for F16/BF16, 32 plain values;
 // for the K-quants, one eighth of a 256-value super-block). UB: bytes of one unit (32-value types); KU: units per
@@ -315,8 +320,8 @@ struct MMGroup {
   size_t poff[3];    // offset of each weight's split-K partials (floats)
 };
 
-template <int TYPE, int NT>
-__global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t row_bytes, int K, const void* __restrict__ xin,
+template <int TYPE, int NT, int WARPS>
+__global__ void __launch_bounds__(Tile<NT, WARPS>::THREADS) mm_tc(MMGroup grp, size_t row_bytes, int K, const void* __restrict__ xin,
                                                  const float* __restrict__ xup, int n, int stages_per_split,
                                                  float* __restrict__ partial_base, unsigned int* __restrict__ counters) {
   pdl_trigger();
@@ -329,7 +334,7 @@ __global__ void __launch_bounds__(Tile<NT>::THREADS) mm_tc(MMGroup grp, size_t r
   const size_t poff = gi == 0 ? grp.poff[0] : gi == 1 ? grp.poff[1] : grp.poff[2];
   float* __restrict__ partial = partial_base ? partial_base + poff : nullptr;
   using G = Geo<TYPE, NT>;
-  constexpr int BM = Tile<NT>::BM, THREADS = Tile<NT>::THREADS;
+  constexpr int BM = Tile<NT, WARPS>::BM, THREADS = Tile<NT, WARPS>::THREADS;
   constexpr int KU = G::KU;
   constexpr int C16 = G::LB / 16;
   constexpr int BN = NT * 8;
@@ -593,20 +598,20 @@ __global__ void __launch_bounds__(256) mm_simt_tiled(int32_t type, const uint8_t
     }
 }
 
-template <int TYPE, int NT> size_t tc_smem() {
+template <int TYPE, int NT, int WARPS> size_t tc_smem() {
   using G = Geo<TYPE, NT>;
-  return G::NS * Tile<NT>::BM * G::WP + G::NX * (NT * 8) * G::XP * sizeof(__half);
+  return G::NS * Tile<NT, WARPS>::BM * G::WP + G::NX * (NT * 8) * G::XP * sizeof(__half);
 }
 
-template <int TYPE, int NT>
+template <int TYPE, int NT, int WARPS>
 void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
                float* const* y, int count, const void* x, const float* xup, int n) {
   using G = Geo<TYPE, NT>;
   const int K = (int)W[0]->ne0;
-  const size_t smem = tc_smem<TYPE, NT>();
+  const size_t smem = tc_smem<TYPE, NT, WARPS>();
   static bool configured = false;  // per template instance; one device per process in practice
   if (!configured) {
-    TWC_CHECK(cudaFuncSetAttribute(mm_tc<TYPE, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    TWC_CHECK(cudaFuncSetAttribute(mm_tc<TYPE, NT, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     configured = true;
   }
   MMGroup grp{};
@@ -617,7 +622,7 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
     grp.W[i] = (const uint8_t*)W[j]->data;
     grp.y[i] = y[j];
     grp.M[i] = (int)W[j]->ne1;
-    grp.tile0[i + 1] = grp.tile0[i] + (i < count ? ceil_div(W[i]->ne1, Tile<NT>::BM) : 0);
+    grp.tile0[i + 1] = grp.tile0[i] + (i < count ? ceil_div(W[i]->ne1, Tile<NT, WARPS>::BM) : 0);
   }
   for (int i = count; i < 3; ++i) grp.tile0[i + 1] = grp.tile0[count];
   const int row_tiles = grp.tile0[count];
@@ -643,7 +648,7 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
   dim3 grid(n_tiles, row_tiles, splits);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
-  cfg.blockDim = dim3(Tile<NT>::THREADS);
+  cfg.blockDim = dim3(Tile<NT, WARPS>::THREADS);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
@@ -651,7 +656,7 @@ void launch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, co
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = dev.pdl ? 1 : 0;
-  TWC_CHECK(cudaLaunchKernelEx(&cfg, mm_tc<TYPE, NT>, grp, row_bytes(W[0]->type, K), K, x, xup, n,
+  TWC_CHECK(cudaLaunchKernelEx(&cfg, mm_tc<TYPE, NT, WARPS>, grp, row_bytes(W[0]->type, K), K, x, xup, n,
                                splits > 1 ? sps : S, partial, counters));
   TWC_LAUNCHED("mm_tc");
 }
@@ -660,7 +665,8 @@ template <int TYPE>
 void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
                  float* const* y, int count, const float* x, const float* xup, int n) {
   if (n <= 8) {
-    launch_tc<TYPE, 1>(s, dev, scratch, W, y, count, x, xup, n);
+    if (g_decode_warps == 8) launch_tc<TYPE, 1, 8>(s, dev, scratch, W, y, count, x, xup, n);
+    else launch_tc<TYPE, 1, 4>(s, dev, scratch, W, y, count, x, xup, n);
     return;
   }
   const int64_t K = W[0]->ne0;
@@ -669,7 +675,7 @@ void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, 
     for (int t0 = 0; t0 < n; t0 += 8) {
       float* ys[3];
       for (int i = 0; i < count; ++i) ys[i] = y[i] + (size_t)t0 * W[i]->ne1;
-      launch_tc<TYPE, 1>(s, dev, scratch, W, ys, count, x + (size_t)t0 * K, xup ? xup + (size_t)t0 * K : nullptr,
+      launch_tc<TYPE, 1, 4>(s, dev, scratch, W, ys, count, x + (size_t)t0 * K, xup ? xup + (size_t)t0 * K : nullptr,
                          std::min(8, n - t0));
     }
     return;
@@ -685,7 +691,7 @@ void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, 
     for (int i = 0; i < count && ok; ++i) ok = cublas_matmul(s, scratch, *W[i], x16, n, y[i]);
     if (ok) return;
   }
-  launch_tc<TYPE, 8>(s, dev, scratch, W, y, count, x16, nullptr, n);
+  launch_tc<TYPE, 8, 8>(s, dev, scratch, W, y, count, x16, nullptr, n);
 }
 
 // TWINFER_CUDA_SIMT=1 forces the exact F32 kernel for every type (a debugging and testing switch).
@@ -695,6 +701,8 @@ bool getenv_simt() {
 }
 
 }  // namespace
+
+void set_matmul_decode_warps(int warps) { g_decode_warps = warps == 8 ? 8 : 4; }
 
 void set_matmul_split_target(int ctas_per_sm) { g_split_ctas_per_sm = ctas_per_sm > 0 ? ctas_per_sm : 2; }
 

@@ -183,6 +183,11 @@ phase2() {
   # A/B in the same call: the same q4_0 benchmark with programmatic dependent launch (opt-in).
   (cd "$W/run" && TWINFER_CUDA_PDL=1 timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-q4_0.gguf" \
     --label q4_0-pdl) 2>&1 | tee "$RES/ours-q4_0-pdl.log"
+  # ... and with 8-warp decode matmul CTAs.
+  for t in q4_0 q4_k_m; do
+    (cd "$W/run" && TWINFER_CUDA_DECODE_WARPS=8 timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-$t.gguf" \
+      --label $t-warps8) 2>&1 | tee "$RES/ours-$t-warps8.log"
+  done
   grep -h 'tok/s' "$RES"/ours-*.log
   log "waiting for the llama.cpp build"
   wait_for "$W/llama.done" 300 || { log "llama.cpp build not done"; tail -20 "$RES/llama-build.log"; }

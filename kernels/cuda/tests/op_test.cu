@@ -630,6 +630,14 @@ int main(int argc, char** argv) {
     }
   }
   test_matmul(d, 1, 40, 172, 3);  // F16 FFN-down of stories260K: 344-byte rows
+  tw::cuda::set_matmul_decode_warps(8);  // the 8-warp decode variant (TWINFER_CUDA_DECODE_WARPS=8)
+  for (int32_t t : {2, 8, 1, 12, 14}) {
+    test_matmul(d, t, 1000, 4096, 1);
+    test_matmul(d, t, 300, 4096, 8);
+  }
+  test_grouped(d, 12, 1);
+  test_swiglu_matmul(d, 14, 5);
+  tw::cuda::set_matmul_decode_warps(4);
   for (int32_t t : {2, 8, 1, 12, 14})
     for (int n : {1, 8, 40}) test_grouped(d, t, n);
   for (int32_t t : {2, 12, 14, 1})
@@ -650,13 +658,17 @@ int main(int argc, char** argv) {
     time_copy();
     for (int32_t t : {2, 8, 1, 12, 14})
       for (int n : {1, 8, 64, 512}) time_matmul(d, t, n);
-    // Split-K target sweep for decode (CTAs per SM the heuristic aims for; 2 is the default).
-    for (int target : {1, 4, 8}) {
-      tw::cuda::set_matmul_split_target(target);
-      std::printf("split target %d CTAs/SM:\n", target);
-      for (int32_t t : {2, 8, 1, 12}) time_matmul(d, t, 1);
-    }
+    // Decode matmul shape sweep: split-K target (CTAs per SM; default 2) x warps per CTA (default 4).
+    for (int warps : {4, 8})
+      for (int target : {1, 2, 4}) {
+        if (warps == 4 && target == 2) continue;  // the default, timed above
+        tw::cuda::set_matmul_split_target(target);
+        tw::cuda::set_matmul_decode_warps(warps);
+        std::printf("split target %d CTAs/SM, %d warps:\n", target, warps);
+        for (int32_t t : {2, 8, 1, 12, 14}) time_matmul(d, t, 1);
+      }
     tw::cuda::set_matmul_split_target(2);
+    tw::cuda::set_matmul_decode_warps(4);
     time_small_ops(d, 1, 128, false);
     time_small_ops(d, 1, 1024, false);
     time_small_ops(d, 64, 256, false);
