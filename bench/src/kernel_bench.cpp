@@ -43,9 +43,8 @@ double bench(int64_t K, int64_t R, double* gbs) {
     if (x4) {
       for (int64_t r = 0; r < R; r += 4) {
         const uint8_t* quad = w.data() + rb * r;
-        if constexpr (TYPE == TW_TYPE_Q4_K) qdot_q4k_x4<NT>(quad, act, K / QA, out);
-        else if constexpr (TYPE == TW_TYPE_Q6_K) qdot_q6k_x4<NT>(quad, act, K / QA, out);
-        else if constexpr (TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0) qdot_x4<TYPE, 1, NT>(quad, 4 * rb, act, K / QA, out);
+        if constexpr (TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K || TYPE == TW_TYPE_Q6_K)
+          qdot_x4_tile<TYPE, NT>(quad, 4 * rb, act, K / QA, out);
         for (int t = 0; t < NT; ++t)
           for (int i = 0; i < 4; ++i) y[t * R + r + i] = out[4 * t + i];
       }

@@ -126,27 +126,11 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
     const int nt = std::min(4, n - t0);
     for (int64_t r = r0; r < r1; r += 4) {
       const uint8_t* quad = (const uint8_t*)base + rb * r;
-      if constexpr (TYPE == TW_TYPE_Q6_K) {
-        switch (nt) {
-          case 4: qdot_q6k_x4<4>(quad, act + t0, ng, out); break;
-          case 3: qdot_q6k_x4<3>(quad, act + t0, ng, out); break;
-          case 2: qdot_q6k_x4<2>(quad, act + t0, ng, out); break;
-          default: qdot_q6k_x4<1>(quad, act + t0, ng, out); break;
-        }
-      } else if constexpr (TYPE == TW_TYPE_Q4_K) {
-        switch (nt) {
-          case 4: qdot_q4k_x4<4>(quad, act + t0, ng, out); break;
-          case 3: qdot_q4k_x4<3>(quad, act + t0, ng, out); break;
-          case 2: qdot_q4k_x4<2>(quad, act + t0, ng, out); break;
-          default: qdot_q4k_x4<1>(quad, act + t0, ng, out); break;
-        }
-      } else {
-        switch (nt) {
-          case 4: qdot_x4<TYPE, 1, 4>(quad, qb, act + t0, ng, out); break;
-          case 3: qdot_x4<TYPE, 1, 3>(quad, qb, act + t0, ng, out); break;
-          case 2: qdot_x4<TYPE, 1, 2>(quad, qb, act + t0, ng, out); break;
-          default: qdot_x4<TYPE, 1, 1>(quad, qb, act + t0, ng, out); break;
-        }
+      switch (nt) {
+        case 4: qdot_x4_tile<TYPE, 4>(quad, qb, act + t0, ng, out); break;
+        case 3: qdot_x4_tile<TYPE, 3>(quad, qb, act + t0, ng, out); break;
+        case 2: qdot_x4_tile<TYPE, 2>(quad, qb, act + t0, ng, out); break;
+        default: qdot_x4_tile<TYPE, 1>(quad, qb, act + t0, ng, out); break;
       }
       for (int t = 0; t < nt; ++t) std::memcpy(y + (size_t)(t0 + t) * R + r, out + 4 * t, 4 * sizeof(float));
     }

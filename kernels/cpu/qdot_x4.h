@@ -288,5 +288,13 @@ inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
   for (int t = 0; t < NT; ++t) wasm_v128_store(out + 4 * t, accf[t]);
 }
 
+// One quad times NT activation rows, whatever the x4 type: out[4 t + r].
+template <int TYPE, int NT>
+inline void qdot_x4_tile(const uint8_t* quad, size_t quad_bytes, const ActRow* act, int64_t ngroups, float* out) {
+  if constexpr (TYPE == TW_TYPE_Q4_K) qdot_q4k_x4<NT>(quad, act, ngroups, out);
+  else if constexpr (TYPE == TW_TYPE_Q6_K) qdot_q6k_x4<NT>(quad, act, ngroups, out);
+  else qdot_x4<TYPE, 1, NT>(quad, quad_bytes, act, ngroups, out);
+}
+
 }  // namespace tw
 #endif  // __wasm_simd128__
