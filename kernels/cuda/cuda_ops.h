@@ -75,7 +75,7 @@ void matmul_swiglu(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch
                    const float* up, int n, float* y);
 // CTAs per SM that split-K aims for in the tensor-core kernels (default 2; a tuning knob for op_test).
 void set_matmul_split_target(int ctas_per_sm);
-// Warps (4 or 8, x 16 weight rows) per CTA of the decode matmul (default 4, TWINFER_CUDA_DECODE_WARPS=8).
+// Warps (4 or 8, x 16 weight rows) per CTA of the decode matmul for every type; 0 = per type (the default).
 void set_matmul_decode_warps(int warps);
 // Whether W takes the tensor-core kernels (type with fragments, 16-byte aligned rows).
 bool tc_eligible(const Tensor& W);

@@ -27,16 +27,17 @@ namespace {
 // 95.6 / 80.5 / 82.4 us, Q8_0 117.9 / 111.6 / 118.6 / 127.1 / 121.4, F16 175.3 / 170.8 / 175.7 / 181.0 / 176.6.
 int g_split_ctas_per_sm = 2;
 
-// Weight rows and threads per CTA: WARPS x 16 rows. Decode (n <= 8) uses 4 warps by default
-// (TWINFER_CUDA_DECODE_WARPS=8 doubles the rows and bytes per stage of a CTA; an experiment); the many-token kernel
-// uses 8, whose activation tile is then shared by twice the warps (it is occupancy-bound, not bandwidth-bound).
+// Weight rows and threads per CTA: WARPS x 16 rows. Decode (n <= 8): 8 warps for Q4_0, Q4_K and Q6_K, 4 for the
+// others — H100, bench/NOTES.md run 9, µs per 8B layer at n=1 (4 / 8 warps): Q4_0 84.4 / 78.4, Q4_K 104.6 / 99.3,
+// Q6_K 125.6 / 122.4, but Q8_0 111.2 / 116.0 and F16 170.5 / 183.0. TWINFER_CUDA_DECODE_WARPS=4|8 forces one for every
+// type. The many-token kernel uses 8, whose activation tile is then shared by twice the warps.
 template <int NT, int WARPS> struct Tile {
   static constexpr int BM = WARPS * 16;
   static constexpr int THREADS = WARPS * 32;
 };
-int g_decode_warps = [] {
+int g_decode_warps = [] {  // 0: per type
   const char* v = std::getenv("TWINFER_CUDA_DECODE_WARPS");
-  return v && v[0] == '8' ? 8 : 4;
+  return v && v[0] == '8' ? 8 : v && v[0] == '4' ? 4 : 0;
 }();
 
 // Per-type geometry. A "unit" is 32 elements (one quant block of the 32-value types; for F16/BF16, 32 plain values;
@@ -665,7 +666,8 @@ template <int TYPE>
 void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
                  float* const* y, int count, const float* x, const float* xup, int n) {
   if (n <= 8) {
-    if (g_decode_warps == 8) launch_tc<TYPE, 1, 8>(s, dev, scratch, W, y, count, x, xup, n);
+    const int warps = g_decode_warps ? g_decode_warps : (TYPE == 2 || TYPE == 12 || TYPE == 14) ? 8 : 4;
+    if (warps == 8) launch_tc<TYPE, 1, 8>(s, dev, scratch, W, y, count, x, xup, n);
     else launch_tc<TYPE, 1, 4>(s, dev, scratch, W, y, count, x, xup, n);
     return;
   }
@@ -702,7 +704,7 @@ bool getenv_simt() {
 
 }  // namespace
 
-void set_matmul_decode_warps(int warps) { g_decode_warps = warps == 8 ? 8 : 4; }
+void set_matmul_decode_warps(int warps) { g_decode_warps = warps == 8 || warps == 4 ? warps : 0; }
 
 void set_matmul_split_target(int ctas_per_sm) { g_split_ctas_per_sm = ctas_per_sm > 0 ? ctas_per_sm : 2; }
 

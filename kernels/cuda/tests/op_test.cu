@@ -637,7 +637,9 @@ int main(int argc, char** argv) {
   }
   test_grouped(d, 12, 1);
   test_swiglu_matmul(d, 14, 5);
-  tw::cuda::set_matmul_decode_warps(4);
+  tw::cuda::set_matmul_decode_warps(4);  // and the 4-warp one for the same types
+  for (int32_t t : {2, 12, 14}) test_matmul(d, t, 1000, 4096, 1);
+  tw::cuda::set_matmul_decode_warps(0);
   for (int32_t t : {2, 8, 1, 12, 14})
     for (int n : {1, 8, 40}) test_grouped(d, t, n);
   for (int32_t t : {2, 12, 14, 1})
@@ -658,17 +660,16 @@ int main(int argc, char** argv) {
     time_copy();
     for (int32_t t : {2, 8, 1, 12, 14})
       for (int n : {1, 8, 64, 512}) time_matmul(d, t, n);
-    // Decode matmul shape sweep: split-K target (CTAs per SM; default 2) x warps per CTA (default 4).
+    // Decode matmul shape sweep: split-K target (CTAs per SM; default 2) x warps per CTA (default per type).
     for (int warps : {4, 8})
       for (int target : {1, 2, 4}) {
-        if (warps == 4 && target == 2) continue;  // the default, timed above
         tw::cuda::set_matmul_split_target(target);
         tw::cuda::set_matmul_decode_warps(warps);
         std::printf("split target %d CTAs/SM, %d warps:\n", target, warps);
         for (int32_t t : {2, 8, 1, 12, 14}) time_matmul(d, t, 1);
       }
     tw::cuda::set_matmul_split_target(2);
-    tw::cuda::set_matmul_decode_warps(4);
+    tw::cuda::set_matmul_decode_warps(0);
     time_small_ops(d, 1, 128, false);
     time_small_ops(d, 1, 1024, false);
     time_small_ops(d, 64, 256, false);
