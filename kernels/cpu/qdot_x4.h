@@ -5,8 +5,10 @@
 // (q[2j], q[2j+1]) of every activation row; the int32 lanes are the 4 rows' sums. Then, per activation row,
 //   y[4 rows] += d_w[4 rows] * d_a * (isum - offset * sum(q))        (offset: 8 for q4_0, 0 for q8_0)
 // which is llama.cpp's q4_0 x q8_0 / q8_0 x q8_0 arithmetic (integer sums, then one scale product).
-// The activation broadcasts are shared by the NQ quads, the unpacked weights by the NT activation rows:
-// decode uses NQ = 2, NT = 1; prompts NQ = 1, NT = 4 (more spills past 16 vector registers).
+// The unpacked weights are shared by the NT activation rows (the backend uses NT = 1 for decode, tiles of 4 tokens
+// for prompts; more spill past x86's 16 vector registers). NQ > 1 shares the activation broadcasts between quads but
+// measured slower in V8, which hoists every load of a block to its top and then spills them; it is kept for
+// experiments. q4_K and q6_K have their own kernels below (super-block scales); qdot_x4_tile picks the kernel.
 #pragma once
 #include "qdot.h"
 #include "repack.h"
