@@ -190,7 +190,17 @@ class CpuBackend final : public Backend {
   // Float-activation mode (exact products) keeps GGUF layout: its kernels read rows.
   bool prepare_weight(Tensor& w) override {
     if (int8_act_ && w.layout == kLayoutGGUF && x4_type(w.type) && w.ne1 % 4 == 0 && w.ne0 % QA == 0) {
-      x4_repack(w.type, (uint8_t*)w.data, w.ne0, w.ne1);
+      const size_t rb = row_bytes(w.type, w.ne0);
+      if ((int)repack_tmp_.size() < pool_.size()) repack_tmp_.resize(pool_.size());
+      constexpr int64_t kQuadsPerTask = 16;
+      const int64_t quads = w.ne1 / 4;
+      run((int)((quads + kQuadsPerTask - 1) / kQuadsPerTask), w.ne0 * w.ne1, [&](int task, int thread) {
+        std::vector<uint8_t>& tmp = repack_tmp_[thread];
+        if (tmp.size() < 4 * rb) tmp.resize(4 * rb);
+        const int64_t q1 = std::min(quads, (task + 1) * kQuadsPerTask);
+        for (int64_t q = task * kQuadsPerTask; q < q1; ++q)
+          x4_repack_quad(w.type, (uint8_t*)w.data + 4 * rb * q, w.ne0, tmp.data());
+      });
       w.layout = kLayoutX4;
     }
     return true;
@@ -473,7 +483,8 @@ class CpuBackend final : public Backend {
 
  private:
   std::vector<float> bf16_act_;
-  std::vector<uint8_t> row_tmp_;  // one GGUF row read back from an x4 table (get_rows)  // activations rounded to BF16 for BF16 weights (see matmul)
+  std::vector<uint8_t> row_tmp_;  // one GGUF row read back from an x4 table (get_rows)
+  std::vector<std::vector<uint8_t>> repack_tmp_;  // per thread: the 4 rows of the quad being repacked  // activations rounded to BF16 for BF16 weights (see matmul)
 
   // Quantize the n activation rows once (in parallel for prompts), then integer products over row chunks.
   void qmatmul(const Tensor& W, const float* x, int n, float* y) {

@@ -99,12 +99,6 @@ inline uint8_t* x4_value_ptr_q8(uint8_t* rec, int r, int k) {
   return rec + 16 * (j / 2) + 8 * (j % 2) + lane;
 }
 
-// Writes nibble value v for row r, position k (0..31) into a zeroed 64-byte nibble area.
-inline void x4_set_nibble(uint8_t* area, int r, int k, int v) {
-  const int j = k / 2, lane = 2 * r + k % 2, m = j / 4, i = j % 4;
-  const int bit = 4 * i + 128 * m + 16 * lane;  // bit offset of the nibble in the area
-  area[bit / 8] |= (uint8_t)(v << (bit % 8));
-}
 // q4_Kx4: 6-bit scale (which = 0) or min (which = 1) of row r, group j.
 inline uint32_t x4_load_u32(const uint8_t* p) {
   return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -121,17 +115,36 @@ inline void x4_q4k_set_scale(uint8_t* rec, int r, int j, int which, int v) {
   rec[kQ4KScales + 32 + 4 * r + bit / 8] |= (uint8_t)((v >> 4) << (bit % 8));
 }
 
+// A 64-byte nibble area from a getter nib(r, k) (row 0..3, position 0..31): word m, lane L = 2r + e holds the
+// nibbles of positions 8m + e, +2, +4, +6 at bits 0, 4, 8, 12 (the layout above, one 16-bit store per lane).
+template <class Nib>
+inline void x4_fill_nibbles(uint8_t* area, Nib nib) {
+  for (int m = 0; m < 4; ++m)
+    for (int r = 0; r < 4; ++r)
+      for (int e = 0; e < 2; ++e) {
+        const int k = 8 * m + e;
+        const unsigned v = nib(r, k) | (nib(r, k + 2) << 4) | (nib(r, k + 4) << 8) | (nib(r, k + 6) << 12);
+        area[16 * m + 4 * r + 2 * e] = (uint8_t)v;
+        area[16 * m + 4 * r + 2 * e + 1] = (uint8_t)(v >> 8);
+      }
+}
+
 // One group of 4 GGUF blocks (blocks[r] = row r's block) -> one record.
 inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t* rec) {
   std::memset(rec, 0, x4_record_bytes(type));
   if (type == TW_TYPE_Q6_K) {
     uint16_t* d = (uint16_t*)(rec + kQ6KD);
+    for (int j = 0; j < 8; ++j) {
+      const int half = j / 4, kq = j % 4;
+      x4_fill_nibbles(rec + 64 * j, [&](int r, int i) -> unsigned {
+        const uint8_t l = ((const block_q6_K*)blocks[r])->ql[64 * half + 32 * (kq & 1) + i];
+        return (kq >> 1) ? l >> 4 : l & 15;
+      });
+    }
     for (int r = 0; r < 4; ++r) {
       const block_q6_K* b = (const block_q6_K*)blocks[r];
       for (int k = 0; k < 256; ++k) {
         const int j = k / 32, i = k % 32, half = j / 4, kq = j % 4;
-        const uint8_t l = b->ql[64 * half + 32 * (kq & 1) + i];
-        x4_set_nibble(rec + 64 * j, r, i, (kq >> 1) ? l >> 4 : l & 15);
         int byte, bit;
         x4_q6_hi_pos(r, i, &byte, &bit);
         rec[kQ6KHi + 32 * j + byte] |= (uint8_t)(((b->qh[32 * half + i] >> (2 * kq)) & 3) << bit);
@@ -144,13 +157,13 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
   if (type == TW_TYPE_Q4_K) {
     uint16_t* d = (uint16_t*)(rec + kQ4KD);
     uint16_t* dmin = (uint16_t*)(rec + kQ4KDmin);
+    for (int j = 0; j < 8; ++j)
+      x4_fill_nibbles(rec + 64 * j, [&](int r, int kk) -> unsigned {
+        const uint8_t byte = ((const block_q4_K*)blocks[r])->qs[32 * (j / 2) + kk];
+        return (j & 1) ? byte >> 4 : byte & 15;
+      });
     for (int r = 0; r < 4; ++r) {
       const block_q4_K* b = (const block_q4_K*)blocks[r];
-      for (int k = 0; k < 256; ++k) {
-        const int j = k / 32, kk = k % 32;
-        const uint8_t byte = b->qs[32 * (j / 2) + kk];
-        x4_set_nibble(rec + 64 * j, r, kk, (j & 1) ? byte >> 4 : byte & 15);
-      }
       for (int j = 0; j < 8; ++j) {
         uint8_t sc, m;
         get_scale_min_k4(j, b->scales, &sc, &m);
@@ -164,11 +177,14 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
   }
   const size_t wbytes = x4_record_bytes(type) - 8;
   uint16_t* scales = (uint16_t*)(rec + wbytes);
+  if (type == TW_TYPE_Q4_0)
+    x4_fill_nibbles(rec, [&](int r, int k) -> unsigned {
+      const uint8_t* qs = ((const block_q4_0*)blocks[r])->qs;
+      return k < 16 ? qs[k] & 15 : qs[k - 16] >> 4;
+    });
   for (int r = 0; r < 4; ++r) {
     if (type == TW_TYPE_Q4_0) {
-      const block_q4_0* b = (const block_q4_0*)blocks[r];
-      for (int k = 0; k < 32; ++k) x4_set_nibble(rec, r, k, k < 16 ? (b->qs[k] & 15) : (b->qs[k - 16] >> 4));
-      std::memcpy(&scales[x4_scale_slot(r)], &b->d, 2);
+      std::memcpy(&scales[x4_scale_slot(r)], &((const block_q4_0*)blocks[r])->d, 2);
     } else {
       const block_q8_0* b = (const block_q8_0*)blocks[r];
       for (int k = 0; k < 32; ++k) *x4_value_ptr_q8(rec, r, k) = (uint8_t)b->qs[k];
@@ -236,19 +252,24 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
   }
 }
 
-// In place: rows [4q, 4q+4) of a [R x K] GGUF tensor become quad q's K/32 records. R must be a multiple of 4.
-inline void x4_repack(int32_t type, uint8_t* data, int64_t K, int64_t R) {
+// In place: rows [4q, 4q+4) of a [R x K] GGUF tensor become quad q's K/block_size records. `tmp` holds 4 rows.
+// Not inlined on purpose: the engine calls it once per quad, so V8 tiers it up after the first few quads (a single
+// long call would run to its end in the baseline compiler — wasm has no on-stack replacement).
+__attribute__((noinline)) inline void x4_repack_quad(int32_t type, uint8_t* quad, int64_t K, uint8_t* tmp) {
   const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
   const int64_t ng = K / type_traits(type).block_size;  // records per quad
-  std::vector<uint8_t> quad(4 * rb);
-  for (int64_t q = 0; q < R / 4; ++q) {
-    uint8_t* base = data + 4 * rb * q;
-    std::memcpy(quad.data(), base, 4 * rb);
-    for (int64_t g = 0; g < ng; ++g) {
-      const uint8_t* blocks[4] = {&quad[g * bb], &quad[rb + g * bb], &quad[2 * rb + g * bb], &quad[3 * rb + g * bb]};
-      x4_pack_group(type, blocks, base + g * rec);
-    }
+  std::memcpy(tmp, quad, 4 * rb);
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* blocks[4] = {&tmp[g * bb], &tmp[rb + g * bb], &tmp[2 * rb + g * bb], &tmp[3 * rb + g * bb]};
+    x4_pack_group(type, blocks, quad + g * rec);
   }
+}
+
+// In place, the whole tensor (R a multiple of 4).
+inline void x4_repack(int32_t type, uint8_t* data, int64_t K, int64_t R) {
+  const size_t rb = row_bytes(type, K);
+  std::vector<uint8_t> tmp(4 * rb);
+  for (int64_t q = 0; q < R / 4; ++q) x4_repack_quad(type, data + 4 * rb * q, K, tmp.data());
 }
 
 // Row r of an x4 tensor back in GGUF block layout (K/32 blocks) — for get_rows and reading weights back.
