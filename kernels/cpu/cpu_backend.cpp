@@ -319,7 +319,7 @@ class CpuBackend final : public Backend {
 
   void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
                      const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
-    TW_PROF(4, "rope_store_kv");
+    TW_PROF(3, "rope_store_kv");
     const int hd = s.head_dim, half = hd / 2;
     const size_t kv_dim = (size_t)s.n_head_kv * hd;
     std::vector<float> cs(hd);  // cos, sin pairs for one position
@@ -367,13 +367,14 @@ class CpuBackend final : public Backend {
   // Per query head the arithmetic is the same as a plain loop (same dot, same order of the V accumulation).
   void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
                  float* out) override {
-    TW_PROF(5, "attention");
+    TW_PROF(b.n_tokens == 1 ? 5 : 4, b.n_tokens == 1 ? "attention(n=1)" : "attention(n>1)");
     const int hd = s.head_dim;
     const int group = s.n_head / s.n_head_kv;
     const size_t kv_dim = (size_t)s.n_head_kv * hd;
     const int n_tasks = b.n_tokens * s.n_head_kv;
     if ((int)scores_.size() < pool_.size()) scores_.resize(pool_.size());
     if ((int)vbuf_.size() < pool_.size()) vbuf_.resize(pool_.size());
+    if ((int)gathered_.size() < pool_.size()) gathered_.resize(pool_.size());
     int64_t work = 0;
     for (int t = 0; t < b.n_tokens; ++t) work += (int64_t)(b.host_pos[t] + 1) * hd * s.n_head * 2;
     // F16 cache: a sequence with several tokens in this batch (a prompt chunk) would convert each of its K/V rows once
@@ -425,9 +426,66 @@ class CpuBackend final : public Backend {
         f16_row_to_f32((const uint16_t*)base + slot * kv_dim + (size_t)hk * hd, vb.data(), hd);
         return vb.data();
       };
-      for (int p = 0; p < n_ctx; ++p) {
-        const float* kr = row(kv.k, p);
-        for (int g = 0; g < group; ++g) sc[(size_t)g * n_ctx + p] = dot_f32(kr, q0 + (size_t)g * hd, hd) * s.scale;
+#if defined(__wasm_simd128__)
+      // Head sizes of real models (a multiple of 16): the task's K and V rows as floats with one stride (the prompt
+      // chunk's converted rows, or gathered here once), scores four positions at a time (one horizontal reduction
+      // per four dots), and V accumulated 16 outputs at a time in registers instead of read-modify-write per position.
+      const bool blocked = hd % 16 == 0;
+      const float* kf = nullptr;
+      const float* vf = nullptr;
+      size_t stride = 0;
+      if (blocked) {
+        if (converted >= 0) {
+          kf = kvf_.data() + (size_t)converted * kv_dim * 2 + (size_t)hk * hd;
+          vf = kf + kv_dim;
+          stride = kv_dim * 2;
+        } else {
+          std::vector<float>& g2 = gathered_[thread];
+          if (g2.size() < (size_t)n_ctx * hd * 2) g2.resize((size_t)n_ctx * hd * 2);
+          for (int p = 0; p < n_ctx; ++p) {
+            const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
+            float* dst = g2.data() + (size_t)p * hd * 2;
+            if (s.kv_type == TW_TYPE_F32) {
+              std::memcpy(dst, (const float*)kv.k + slot * kv_dim + (size_t)hk * hd, (size_t)hd * 4);
+              std::memcpy(dst + hd, (const float*)kv.v + slot * kv_dim + (size_t)hk * hd, (size_t)hd * 4);
+            } else {
+              f16_row_to_f32((const uint16_t*)kv.k + slot * kv_dim + (size_t)hk * hd, dst, hd);
+              f16_row_to_f32((const uint16_t*)kv.v + slot * kv_dim + (size_t)hk * hd, dst + hd, hd);
+            }
+          }
+          kf = g2.data();
+          vf = kf + hd;
+          stride = (size_t)hd * 2;
+        }
+        for (int g = 0; g < group; ++g) {
+          const float* qg = q0 + (size_t)g * hd;
+          float* sg = sc.data() + (size_t)g * n_ctx;
+          int p = 0;
+          for (; p + 4 <= n_ctx; p += 4) {
+            const float* k0 = kf + (size_t)p * stride;
+            v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+            for (int i = 0; i < hd; i += 4) {
+              const v128_t qv = wasm_v128_load(qg + i);
+              a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_v128_load(k0 + i), qv));
+              a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wasm_v128_load(k0 + stride + i), qv));
+              a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(wasm_v128_load(k0 + 2 * stride + i), qv));
+              a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(wasm_v128_load(k0 + 3 * stride + i), qv));
+            }
+            // transpose-add: lane j of the result = sum of a_j's lanes
+            const v128_t t01 = wasm_f32x4_add(wasm_i32x4_shuffle(a0, a1, 0, 4, 1, 5), wasm_i32x4_shuffle(a0, a1, 2, 6, 3, 7));
+            const v128_t t23 = wasm_f32x4_add(wasm_i32x4_shuffle(a2, a3, 0, 4, 1, 5), wasm_i32x4_shuffle(a2, a3, 2, 6, 3, 7));
+            const v128_t sum = wasm_f32x4_add(wasm_i32x4_shuffle(t01, t23, 0, 1, 4, 5), wasm_i32x4_shuffle(t01, t23, 2, 3, 6, 7));
+            wasm_v128_store(sg + p, wasm_f32x4_mul(sum, wasm_f32x4_splat(s.scale)));
+          }
+          for (; p < n_ctx; ++p) sg[p] = dot_f32(kf + (size_t)p * stride, qg, hd) * s.scale;
+        }
+      } else
+#endif
+      {
+        for (int p = 0; p < n_ctx; ++p) {
+          const float* kr = row(kv.k, p);
+          for (int g = 0; g < group; ++g) sc[(size_t)g * n_ctx + p] = dot_f32(kr, q0 + (size_t)g * hd, hd) * s.scale;
+        }
       }
       for (int g = 0; g < group; ++g) {
         float* sg = sc.data() + (size_t)g * n_ctx;
@@ -453,6 +511,24 @@ class CpuBackend final : public Backend {
         for (int p = 0; p < n_ctx; ++p) sg[p] *= inv;
         std::fill(o0 + (size_t)g * hd, o0 + (size_t)(g + 1) * hd, 0.0f);
       }
+#if defined(__wasm_simd128__)
+      if (blocked) {
+        for (int g = 0; g < group; ++g) {
+          const float* sg = sc.data() + (size_t)g * n_ctx;
+          float* og = o0 + (size_t)g * hd;
+          for (int c0 = 0; c0 < hd; c0 += 16) {
+            v128_t o[4] = {wasm_f32x4_splat(0), wasm_f32x4_splat(0), wasm_f32x4_splat(0), wasm_f32x4_splat(0)};
+            const float* v = vf + c0;
+            for (int p = 0; p < n_ctx; ++p, v += stride) {
+              const v128_t w = wasm_f32x4_splat(sg[p]);
+              for (int j = 0; j < 4; ++j) o[j] = wasm_f32x4_add(o[j], wasm_f32x4_mul(w, wasm_v128_load(v + 4 * j)));
+            }
+            for (int j = 0; j < 4; ++j) wasm_v128_store(og + c0 + 4 * j, o[j]);
+          }
+        }
+        return;
+      }
+#endif
       for (int p = 0; p < n_ctx; ++p) {
         const float* vr = row(kv.v, p);
         for (int g = 0; g < group; ++g) axpy_f32(o0 + (size_t)g * hd, sc[(size_t)g * n_ctx + p], vr, hd);
@@ -558,7 +634,7 @@ class CpuBackend final : public Backend {
   std::vector<float> xr_;
   std::vector<std::vector<float>> rowf_;
   std::vector<ActRow> acts_;
-  std::vector<std::vector<float>> scores_, vbuf_;
+  std::vector<std::vector<float>> scores_, vbuf_, gathered_;
   std::vector<float> kvf_;         // F16 K/V rows of prompt chunks converted once per attention call
   std::vector<int64_t> seq_rows_;  // per sequence of the batch: first row in kvf_, or -1
 };
