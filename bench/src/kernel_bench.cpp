@@ -44,7 +44,7 @@ double bench(int64_t K, int64_t R, double* gbs) {
       for (int64_t r = 0; r < R; r += 4) {
         const uint8_t* quad = w.data() + rb * r;
         if constexpr (TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K || TYPE == TW_TYPE_Q6_K)
-          qdot_x4_tile<TYPE, NT>(quad, 4 * rb, act, K / QA, out);
+          qdot_x4_tile<TYPE, NT>(quad, act, K / QA, out);
         for (int t = 0; t < NT; ++t)
           for (int i = 0; i < 4; ++i) y[t * R + r + i] = out[4 * t + i];
       }

@@ -113,12 +113,10 @@ QMatmulFn qmatmul_fn(int32_t type) {
   }
 }
 
-// Rows [r0, r1) (whole quads) of an x4-repacked weight times n activation rows, in tiles of up to 4 tokens. (Two
-// quads per call sharing the activation broadcasts measured slower: V8 hoists the loads and spills them.)
+// Rows [r0, r1) (whole quads) of an x4-repacked weight times n activation rows, in tiles of up to 4 tokens.
 template <int TYPE>
 void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const ActRow* act, int n, int64_t K,
                      int64_t R, float* y) {
-  const size_t qb = 4 * rb;
   const int64_t ng = K / QA;
   float out[16];
 #if defined(__wasm_simd128__)
@@ -127,16 +125,15 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
     for (int64_t r = r0; r < r1; r += 4) {
       const uint8_t* quad = (const uint8_t*)base + rb * r;
       switch (nt) {
-        case 4: qdot_x4_tile<TYPE, 4>(quad, qb, act + t0, ng, out); break;
-        case 3: qdot_x4_tile<TYPE, 3>(quad, qb, act + t0, ng, out); break;
-        case 2: qdot_x4_tile<TYPE, 2>(quad, qb, act + t0, ng, out); break;
-        default: qdot_x4_tile<TYPE, 1>(quad, qb, act + t0, ng, out); break;
+        case 4: qdot_x4_tile<TYPE, 4>(quad, act + t0, ng, out); break;
+        case 3: qdot_x4_tile<TYPE, 3>(quad, act + t0, ng, out); break;
+        case 2: qdot_x4_tile<TYPE, 2>(quad, act + t0, ng, out); break;
+        default: qdot_x4_tile<TYPE, 1>(quad, act + t0, ng, out); break;
       }
       for (int t = 0; t < nt; ++t) std::memcpy(y + (size_t)(t0 + t) * R + r, out + 4 * t, 4 * sizeof(float));
     }
   }
 #else
-  (void)qb;
   for (int t = 0; t < n; ++t)
     for (int64_t r = r0; r < r1; r += 4) {
       qdot_x4_scalar(TYPE, (const uint8_t*)base + rb * r, act[t], ng, out);

@@ -1,14 +1,14 @@
-// Integer matrix products on x4-repacked weights (repack.h) with 8-bit activations (qdot.h's ActRow): NQ quads
-// (4 rows each) times NT activation rows at once.
+// Integer matrix products on x4-repacked weights (repack.h) with 8-bit activations (qdot.h's ActRow): one quad
+// (4 rows) times NT activation rows at once.
 //
 // Per 32-value group and quad: 16 pair vectors P_j, each multiplied (dot_i16x8 = pmaddwd) with the broadcast pair
 // (q[2j], q[2j+1]) of every activation row; the int32 lanes are the 4 rows' sums. Then, per activation row,
 //   y[4 rows] += d_w[4 rows] * d_a * (isum - offset * sum(q))        (offset: 8 for q4_0, 0 for q8_0)
 // which is llama.cpp's q4_0 x q8_0 / q8_0 x q8_0 arithmetic (integer sums, then one scale product).
 // The unpacked weights are shared by the NT activation rows (the backend uses NT = 1 for decode, tiles of 4 tokens
-// for prompts; more spill past x86's 16 vector registers). NQ > 1 shares the activation broadcasts between quads but
-// measured slower in V8, which hoists every load of a block to its top and then spills them; it is kept for
-// experiments. q4_K and q6_K have their own kernels below (super-block scales); qdot_x4_tile picks the kernel.
+// for prompts; more spill past x86's 16 vector registers). Two quads per call sharing the activation broadcasts
+// measured slower: V8 hoists every load of a block to its top and then spills them. q4_K and q6_K have their own
+// kernels below (super-block scales); qdot_x4_tile picks the kernel.
 #pragma once
 #include "qdot.h"
 #include "repack.h"
@@ -90,72 +90,61 @@ inline v128_t x4_scales_f32(const void* p) {
   return wasm_v128_or(wasm_f32x4_mul(mag, wasm_f32x4_splat(0x1p112f)), sign);
 }
 
-// out[t * 4 * NQ + 4 * qi + r] = row (4 qi + r) of the NQ quads starting at `quad` (quad_bytes apart) . act[t]
+// out[4 t + r] = row r of the quad . act[t]
 //
 // Decode (NT = 1) unpacks q4_0 with masks where a shift would also be needed: pair vectors 1 and 2 are taken as
 // (W & 0x00F0) = 16 n and (W & 0x0F00) = 256 n into accumulators of their own, divided back exactly at the end of
 // the group (their sums are multiples of 16 and 256): 4 instead of 6 operations per 4 pair vectors, +9 % measured.
 // With several activation rows the two extra accumulators per row cost more in register spills than they save.
-template <int TYPE, int NQ, int NT>
-inline void qdot_x4(const uint8_t* quad, size_t quad_bytes, const ActRow* act, int64_t ngroups, float* out) {
+template <int TYPE, int NT>
+inline void qdot_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
   constexpr bool kQ4 = TYPE == TW_TYPE_Q4_0;
   constexpr bool kMask = kQ4 && NT == 1;
   constexpr int kRec = kQ4 ? 72 : 136, kWBytes = kRec - 8;
-  v128_t accf[NT][NQ];
-  for (int t = 0; t < NT; ++t)
-    for (int qi = 0; qi < NQ; ++qi) accf[t][qi] = wasm_f32x4_splat(0);
+  v128_t accf[NT];
+  for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
   const v128_t m0 = wasm_i16x8_splat(0x000F), m1 = wasm_i16x8_splat(kMask ? 0x00F0 : 0x000F),
                m2 = wasm_i16x8_splat(kMask ? 0x0F00 : 0x000F);
   for (int64_t g = 0; g < ngroups; ++g) {
     // kMask: s0 = sums over pair vectors 0 and 3, s1 = 16 x pair vector 1's, s2 = 256 x pair vector 2's; else all in s0
-    v128_t s0[NT][NQ], s1[NT][NQ], s2[NT][NQ];
-    for (int t = 0; t < NT; ++t)
-      for (int qi = 0; qi < NQ; ++qi) s0[t][qi] = s1[t][qi] = s2[t][qi] = wasm_i32x4_splat(0);
+    v128_t s0[NT], s1[NT], s2[NT];
+    for (int t = 0; t < NT; ++t) s0[t] = s1[t] = s2[t] = wasm_i32x4_splat(0);
     for (int c = 0; c < 4; ++c) {  // pair vectors 4c .. 4c+3
-      v128_t p[NQ][4];
-      for (int qi = 0; qi < NQ; ++qi) {
-        const uint8_t* rec = quad + qi * quad_bytes + g * kRec;
-        if constexpr (kQ4) {
-          const v128_t w = wasm_v128_load(rec + 16 * c);
-          p[qi][0] = wasm_v128_and(w, m0);
-          p[qi][1] = kMask ? wasm_v128_and(w, m1) : wasm_v128_and(wasm_u16x8_shr(w, 4), m1);
-          p[qi][2] = kMask ? wasm_v128_and(w, m2) : wasm_v128_and(wasm_u16x8_shr(w, 8), m2);
-          p[qi][3] = wasm_u16x8_shr(w, 12);
-        } else {
-          const v128_t w0 = wasm_v128_load(rec + 32 * c), w1 = wasm_v128_load(rec + 32 * c + 16);
-          p[qi][0] = wasm_i16x8_extend_low_i8x16(w0);
-          p[qi][1] = wasm_i16x8_extend_high_i8x16(w0);
-          p[qi][2] = wasm_i16x8_extend_low_i8x16(w1);
-          p[qi][3] = wasm_i16x8_extend_high_i8x16(w1);
-        }
+      const uint8_t* rec = quad + g * kRec;
+      v128_t p[4];
+      if constexpr (kQ4) {
+        const v128_t w = wasm_v128_load(rec + 16 * c);
+        p[0] = wasm_v128_and(w, m0);
+        p[1] = kMask ? wasm_v128_and(w, m1) : wasm_v128_and(wasm_u16x8_shr(w, 4), m1);
+        p[2] = kMask ? wasm_v128_and(w, m2) : wasm_v128_and(wasm_u16x8_shr(w, 8), m2);
+        p[3] = wasm_u16x8_shr(w, 12);
+      } else {
+        const v128_t w0 = wasm_v128_load(rec + 32 * c), w1 = wasm_v128_load(rec + 32 * c + 16);
+        p[0] = wasm_i16x8_extend_low_i8x16(w0);
+        p[1] = wasm_i16x8_extend_high_i8x16(w0);
+        p[2] = wasm_i16x8_extend_low_i8x16(w1);
+        p[3] = wasm_i16x8_extend_high_i8x16(w1);
       }
       for (int t = 0; t < NT; ++t) {
         const int16_t* q = act[t].q + g * QA + 8 * c;
         for (int i = 0; i < 4; ++i) {
-          const v128_t a = wasm_v128_load32_splat(q + 2 * i);
-          for (int qi = 0; qi < NQ; ++qi) {
-            const v128_t prod = wasm_i32x4_dot_i16x8(p[qi][i], a);
-            if (!kMask || i == 0 || i == 3) s0[t][qi] = wasm_i32x4_add(s0[t][qi], prod);
-            else if (i == 1) s1[t][qi] = wasm_i32x4_add(s1[t][qi], prod);
-            else s2[t][qi] = wasm_i32x4_add(s2[t][qi], prod);
-          }
+          const v128_t prod = wasm_i32x4_dot_i16x8(p[i], wasm_v128_load32_splat(q + 2 * i));
+          if (!kMask || i == 0 || i == 3) s0[t] = wasm_i32x4_add(s0[t], prod);
+          else if (i == 1) s1[t] = wasm_i32x4_add(s1[t], prod);
+          else s2[t] = wasm_i32x4_add(s2[t], prod);
         }
       }
     }
-    v128_t d[NQ];
-    for (int qi = 0; qi < NQ; ++qi) d[qi] = x4_scales_f32(quad + qi * quad_bytes + g * kRec + kWBytes);
+    const v128_t d = x4_scales_f32(quad + g * kRec + kWBytes);
     for (int t = 0; t < NT; ++t) {
+      v128_t isum = s0[t];
+      if constexpr (kMask) isum = wasm_i32x4_add(isum, wasm_i32x4_add(wasm_i32x4_shr(s1[t], 4), wasm_i32x4_shr(s2[t], 8)));
+      if constexpr (kQ4) isum = wasm_i32x4_sub(isum, wasm_i32x4_splat(8 * act[t].sq[g]));
       const v128_t da = wasm_v128_load32_splat(act[t].d + g);
-      for (int qi = 0; qi < NQ; ++qi) {
-        v128_t isum = s0[t][qi];
-        if constexpr (kMask) isum = wasm_i32x4_add(isum, wasm_i32x4_add(wasm_i32x4_shr(s1[t][qi], 4), wasm_i32x4_shr(s2[t][qi], 8)));
-        if constexpr (kQ4) isum = wasm_i32x4_sub(isum, wasm_i32x4_splat(8 * act[t].sq[g]));
-        accf[t][qi] = wasm_f32x4_add(accf[t][qi], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), da), d[qi]));
-      }
+      accf[t] = wasm_f32x4_add(accf[t], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), da), d));
     }
   }
-  for (int t = 0; t < NT; ++t)
-    for (int qi = 0; qi < NQ; ++qi) wasm_v128_store(out + t * 4 * NQ + 4 * qi, accf[t][qi]);
+  for (int t = 0; t < NT; ++t) wasm_v128_store(out + 4 * t, accf[t]);
 }
 
 // q4_K x4: per super-block and activation row, S = sum_j sc_j * isum_j and M = sum_j m_j * sum(q_j) in int32
@@ -292,10 +281,10 @@ inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
 
 // One quad times NT activation rows, whatever the x4 type: out[4 t + r].
 template <int TYPE, int NT>
-inline void qdot_x4_tile(const uint8_t* quad, size_t quad_bytes, const ActRow* act, int64_t ngroups, float* out) {
+inline void qdot_x4_tile(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
   if constexpr (TYPE == TW_TYPE_Q4_K) qdot_q4k_x4<NT>(quad, act, ngroups, out);
   else if constexpr (TYPE == TW_TYPE_Q6_K) qdot_q6k_x4<NT>(quad, act, ngroups, out);
-  else qdot_x4<TYPE, 1, NT>(quad, quad_bytes, act, ngroups, out);
+  else qdot_x4<TYPE, NT>(quad, act, ngroups, out);
 }
 
 }  // namespace tw
