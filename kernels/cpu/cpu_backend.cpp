@@ -99,19 +99,6 @@ void qmatmul_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const Act
 }
 
 using QMatmulFn = void (*)(const char*, size_t, int64_t, int64_t, const ActRow*, int, int64_t, int64_t, float*);
-QMatmulFn qmatmul_fn(int32_t type) {
-  switch (type) {
-    case TW_TYPE_Q4_0: return qmatmul_rows<TW_TYPE_Q4_0>;
-    case TW_TYPE_Q4_1: return qmatmul_rows<TW_TYPE_Q4_1>;
-    case TW_TYPE_Q5_0: return qmatmul_rows<TW_TYPE_Q5_0>;
-    case TW_TYPE_Q5_1: return qmatmul_rows<TW_TYPE_Q5_1>;
-    case TW_TYPE_Q8_0: return qmatmul_rows<TW_TYPE_Q8_0>;
-    case TW_TYPE_Q4_K: return qmatmul_rows<TW_TYPE_Q4_K>;
-    case TW_TYPE_Q5_K: return qmatmul_rows<TW_TYPE_Q5_K>;
-    case TW_TYPE_Q6_K: return qmatmul_rows<TW_TYPE_Q6_K>;
-    default: return nullptr;
-  }
-}
 
 // Rows [r0, r1) (whole quads) of an x4-repacked weight times n activation rows, in tiles of up to 4 tokens.
 template <int TYPE>
@@ -142,12 +129,24 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
 #endif
 }
 
-QMatmulFn qmatmul_x4_fn(int32_t type) {
-  switch (type) {
-    case TW_TYPE_Q4_0: return qmatmul_x4_rows<TW_TYPE_Q4_0>;
-    case TW_TYPE_Q8_0: return qmatmul_x4_rows<TW_TYPE_Q8_0>;
-    case TW_TYPE_Q4_K: return qmatmul_x4_rows<TW_TYPE_Q4_K>;
-    case TW_TYPE_Q6_K: return qmatmul_x4_rows<TW_TYPE_Q6_K>;
+// The row-chunk function for a weight: the x4 kernels where prepare_weight repacked it, the row kernels otherwise.
+template <int TYPE>
+QMatmulFn rows_fn(bool x4) {
+  if constexpr (TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K || TYPE == TW_TYPE_Q6_K)
+    if (x4) return qmatmul_x4_rows<TYPE>;
+  return qmatmul_rows<TYPE>;
+}
+QMatmulFn qmatmul_fn(const Tensor& w) {
+  const bool x4 = w.layout == kLayoutX4;
+  switch (w.type) {
+    case TW_TYPE_Q4_0: return rows_fn<TW_TYPE_Q4_0>(x4);
+    case TW_TYPE_Q4_1: return rows_fn<TW_TYPE_Q4_1>(x4);
+    case TW_TYPE_Q5_0: return rows_fn<TW_TYPE_Q5_0>(x4);
+    case TW_TYPE_Q5_1: return rows_fn<TW_TYPE_Q5_1>(x4);
+    case TW_TYPE_Q8_0: return rows_fn<TW_TYPE_Q8_0>(x4);
+    case TW_TYPE_Q4_K: return rows_fn<TW_TYPE_Q4_K>(x4);
+    case TW_TYPE_Q5_K: return rows_fn<TW_TYPE_Q5_K>(x4);
+    case TW_TYPE_Q6_K: return rows_fn<TW_TYPE_Q6_K>(x4);
     default: return nullptr;
   }
 }
@@ -597,7 +596,7 @@ class CpuBackend final : public Backend {
     int64_t work = 0;
     for (int i = 0; i < count; ++i) {
       const Tensor& w = *W[i];
-      jobs[i].fn = w.layout == kLayoutX4 ? qmatmul_x4_fn(w.type) : qmatmul_fn(w.type);
+      jobs[i].fn = qmatmul_fn(w);
       jobs[i].base = (const char*)w.data;
       jobs[i].rb = row_bytes(w.type, K);
       jobs[i].R = w.ne1;
