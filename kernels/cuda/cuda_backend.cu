@@ -132,6 +132,7 @@ class CudaBackend final : public Backend {
     for (auto& kv : graphs_) cudaGraphExecDestroy(kv.second.exec);
     mm_.free_all();
     attn_.free_all();
+    topk_.free_all();
     staging_.destroy();
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -185,10 +186,12 @@ class CudaBackend final : public Backend {
     }
     mm_.freeze();
     attn_.frozen = true;
+    topk_.frozen = true;
     if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
       cudaGetLastError();
       mm_.thaw();
       attn_.thaw();
+      topk_.thaw();
       return;
     }
     capturing_ = true;
@@ -203,6 +206,7 @@ class CudaBackend final : public Backend {
     cudaError_t e = cudaStreamEndCapture(stream_, &g);
     mm_.thaw();
     attn_.thaw();
+    topk_.thaw();
     Graph& gr = graphs_[capture_key_];
     if (e == cudaSuccess) {
       bool ok = false;
@@ -318,6 +322,28 @@ class CudaBackend final : public Backend {
     cuda::gather_rows(stream_, x, rows, n, width, out);
     prof_.end(stream_);
   }
+  // Selection on the device; only rows x k ids and values are downloaded (topk.cu).
+  void top_k(const float* x, int rows, int width, int k, int32_t* ids, float* vals) override {
+    flush();
+    if (rows <= 0) return;
+    // Sized for the largest k at once (and at least 16 rows), so a graph capture of a later step never needs to grow it.
+    const int cap_rows = rows < 16 ? 16 : rows;
+    const size_t out_bytes = (size_t)cap_rows * cuda::topk_max_k() * 8;
+    char* sc = k <= cuda::topk_max_k()
+                   ? (char*)topk_.get(out_bytes + cuda::topk_scratch_bytes(cap_rows, width, cuda::topk_max_k()))
+                   : nullptr;
+    if (!sc) {
+      Backend::top_k(x, rows, width, k, ids, vals);
+      return;
+    }
+    float* dv = (float*)sc;
+    int32_t* di = (int32_t*)(sc + (size_t)rows * k * 4);
+    prof_.begin(stream_, "top_k");
+    cuda::topk(stream_, x, rows, width, k, sc + out_bytes, dv, di);
+    prof_.end(stream_);
+    download(vals, dv, (size_t)rows * k * 4);
+    download(ids, di, (size_t)rows * k * 4);
+  }
 
  private:
   static bool fail(std::string& err, const char* what, cudaError_t e) {
@@ -395,6 +421,7 @@ class CudaBackend final : public Backend {
   DeviceInfo dev_;
   MatmulScratch mm_;  // split-K partials and counters, FP16 activations
   Scratch attn_;      // flash-decoding partials
+  Scratch topk_;      // top-k rounds and their result
   Staging staging_;
 };
 

@@ -28,18 +28,21 @@ struct Scratch {
 // Scratch of the matmul kernels: split-K partial sums, their per-tile arrival counters, FP16 activations.
 struct MatmulScratch {
   Scratch partial, counters, xh, wh;  // wh: F16 copy of a quantized weight for cuBLAS (cublas.cu)
-  void freeze() { partial.frozen = counters.frozen = xh.frozen = wh.frozen = true; }
+  Scratch xq;                          // int8 activations of the integer-dot decode kernel (mmvq.cu)
+  void freeze() { partial.frozen = counters.frozen = xh.frozen = wh.frozen = xq.frozen = true; }
   void thaw() {
     partial.thaw();
     counters.thaw(true);
     xh.thaw();
     wh.thaw();
+    xq.thaw();
   }
   void free_all() {
     partial.free_all();
     counters.free_all();
     xh.free_all();
     wh.free_all();
+    xq.free_all();
   }
 };
 
@@ -82,11 +85,26 @@ bool tc_eligible(const Tensor& W);
 // Whether two weights can share one grouped launch (same type and row length, tensor-core path).
 bool matmul_groupable(const Tensor& a, const Tensor& b);
 
+// ---- mmvq.cu ----
+// Whether the integer-dot decode kernel takes W at n tokens (Q4_0 / Q8_0, n <= 8; TWINFER_CUDA_DP4A=0: never).
+bool mmvq_supported(const Tensor& W, int n);
+// y[i] = W[i] x for i < count (same type and K), x = silu(x) * up when up is given; false if no scratch (then the
+// caller takes another kernel).
+bool mmvq(cudaStream_t s, Scratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
+          const float* up, int n);
+
 // ---- cublas.cu ----
 // y = W x16^T through cuBLAS (loaded at run time) for F16 or, dequantized to F16 first, quantized W; false when
 // cuBLAS is not available (TWINFER_CUDA_CUBLAS=0 turns it off; =PATH names the library).
 bool cublas_matmul(cudaStream_t s, MatmulScratch& scratch, const Tensor& W, const __half* x16, int n, float* y);
 const char* cublas_path();  // the loaded library, or nullptr
+
+// ---- topk.cu ----
+// The k best (value desc, id asc; NaN as -Infinity) of each row of x [rows][width] into out_v / out_i [rows][k]
+// (device memory). scratch: topk_scratch_bytes(rows, width, k) bytes. k <= topk_max_k().
+int topk_max_k();
+size_t topk_scratch_bytes(int rows, int width, int k);
+void topk(cudaStream_t s, const float* x, int rows, int width, int k, void* scratch, float* out_v, int32_t* out_i);
 
 // ---- attention.cu ----
 void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,

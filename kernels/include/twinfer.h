@@ -156,6 +156,13 @@ TW_API int tw_dequantize(int32_t type, const void* src, float* dst, int64_t n);
 /* Checks every required tensor is present; after this, forward may run. */
 TW_API int tw_engine_ready(tw_engine* e);
 TW_API int tw_engine_forward(tw_engine* e, const tw_batch* b);
+/* The same step as tw_engine_forward, but instead of whole logit rows it returns the k largest logits of each
+ * output row and their token ids, best first (larger logit first, lower id first on ties; a NaN logit counts as
+ * -Infinity): top_ids / top_logits hold n_outputs x k entries, row out_idx[i] for token i. b->logits is not used.
+ * The selection is exact over the logits tw_engine_forward would return, so greedy and top-k sampling (with a
+ * repetition penalty: k = wanted + penalized ids) choose the same tokens from it while only k values per row
+ * leave the device. 1 <= k <= n_vocab. */
+TW_API int tw_engine_forward_top(tw_engine* e, const tw_batch* b, int32_t k, int32_t* top_ids, float* top_logits);
 /* Copy the K/V of physical block src into dst in every layer (copy-on-write for shared prefixes). */
 TW_API int tw_kv_copy_block(tw_engine* e, int32_t src, int32_t dst);
 /* Bytes used by weights, by the KV cache, and by scratch buffers. */

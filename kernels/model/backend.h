@@ -3,8 +3,11 @@
 // each op over that memory. Activations are row-major F32 matrices [n_tokens][width]; weights are quantized
 // matrices in GGUF block layout, [ne1 rows][ne0 columns]. Every pointer passed to an op is backend memory.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace tw {
 
@@ -15,6 +18,7 @@ struct Tensor {
   int64_t ne1 = 0;       // number of rows
   size_t nbytes = 0;
   int32_t layout = 0;    // backend-private arrangement of the bytes (0 = GGUF blocks; see prepare_weight)
+  size_t stored_bytes = 0;  // bytes the backend holds for it when its layout is not GGUF's (0: nbytes)
   bool present() const { return data != nullptr; }
 };
 
@@ -61,7 +65,8 @@ struct Backend {
   virtual void download(void* dst, const void* src, size_t n) = 0;
   virtual void copy(void* dst, const void* src, size_t n) = 0;   // backend to backend
   virtual void synchronize() {}
-  // Called once a weight's bytes are all written: a backend may repack it into a faster layout in place.
+  // Called once a weight's bytes are all written: a backend may repack it into a faster layout, in place or into a
+  // new allocation of its own (then it releases the old one, replaces data and sets stored_bytes).
   virtual bool prepare_weight(Tensor& /*w*/) { return true; }
   // The weight's bytes in GGUF block layout (undoing whatever prepare_weight did), into host memory dst.
   virtual void read_weight(const Tensor& w, void* dst) { download(dst, w.data, w.nbytes); }
@@ -96,6 +101,29 @@ struct Backend {
   virtual void add(float* x, const float* y, size_t n) = 0;
   // out[i] = x[rows[i]] for i < n (rows of width floats)
   virtual void gather_rows(const float* x, const int32_t* rows, int n, int width, float* out) = 0;
+  // The k largest values of each of `rows` rows of `x` (rows x width floats, backend memory) and their column ids,
+  // best first, into host memory ids[rows][k] / vals[rows][k]. Order: larger value first, lower id first on ties;
+  // NaN ranks (and is returned) as -Infinity. 1 <= k <= width. The default downloads each row and selects on the
+  // host — right for the CPU backend, whose memory is host memory; a GPU backend overrides it so only k values per
+  // row cross the bus (greedy / top-k sampling of a batch of sequences without shipping every logit).
+  virtual void top_k(const float* x, int rows, int width, int k, int32_t* ids, float* vals) {
+    std::vector<float> row((size_t)width);
+    std::vector<int32_t> order((size_t)width);
+    for (int r = 0; r < rows; ++r) {
+      download(row.data(), x + (size_t)r * width, (size_t)width * sizeof(float));
+      for (int i = 0; i < width; ++i) {
+        order[i] = i;
+        if (std::isnan(row[i])) row[i] = -INFINITY;
+      }
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+        return row[a] > row[b] || (row[a] == row[b] && a < b);
+      });
+      for (int j = 0; j < k; ++j) {
+        ids[(size_t)r * k + j] = order[j];
+        vals[(size_t)r * k + j] = row[order[j]];
+      }
+    }
+  }
 };
 
 // Implemented by exactly one backend per build (cpu/ or cuda/).

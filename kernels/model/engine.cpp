@@ -227,7 +227,8 @@ int tw_tensor_finalize(tw_engine* e, int32_t role, int32_t layer) {
   tw::Tensor* t = find_tensor(e, role, layer);
   if (!t || !t->data) return tw::fail(TW_ERR_INVALID_ARGUMENT, "tensor not allocated");
   if (!e->be->prepare_weight(*t))
-    return tw::fail(TW_ERR_BACKEND, "backend could not prepare tensor " + tensor_label(role, layer));
+    return tw::fail(TW_ERR_OUT_OF_MEMORY, "out of memory preparing tensor " + tensor_label(role, layer));
+  if (t->stored_bytes > t->nbytes) e->bytes_weights += t->stored_bytes - t->nbytes;
   return TW_OK;
 }
 
@@ -273,5 +274,13 @@ int tw_engine_memory(tw_engine* e, double* weights, double* kv_cache, double* sc
 }
 
 int tw_engine_forward(tw_engine* e, const tw_batch* b) { return tw::forward(e, b); }
+
+int tw_engine_forward_top(tw_engine* e, const tw_batch* b, int32_t k, int32_t* top_ids, float* top_logits) {
+  if (!e || !b) return tw::fail(TW_ERR_INVALID_ARGUMENT, "null argument");
+  if (k < 1 || k > e->hp.n_vocab)
+    return tw::fail(TW_ERR_INVALID_ARGUMENT, "top k " + std::to_string(k) + " outside 1.." + std::to_string(e->hp.n_vocab));
+  if (b->n_outputs > 0 && (!top_ids || !top_logits)) return tw::fail(TW_ERR_INVALID_ARGUMENT, "null top-k output");
+  return tw::forward(e, b, k, top_ids, top_logits);
+}
 
 }  // extern "C"

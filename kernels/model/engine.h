@@ -48,7 +48,8 @@ struct tw_engine {
 
 namespace tw {
 // The transformer step, written once against the op interface (forward.cpp).
-int forward(tw_engine* e, const tw_batch* b);
+// top_k > 0: return the top_k logits of each output row (and their ids) instead of whole rows (tw_engine_forward_top).
+int forward(tw_engine* e, const tw_batch* b, int32_t top_k = 0, int32_t* top_ids = nullptr, float* top_logits = nullptr);
 // Sets the thread-local error message returned by tw_last_error; returns code.
 int fail(int code, const std::string& message);
 }  // namespace tw

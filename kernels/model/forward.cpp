@@ -11,7 +11,7 @@ namespace tw {
 
 namespace {
 
-int validate(tw_engine* e, const tw_batch* b) {
+int validate(tw_engine* e, const tw_batch* b, bool want_logits) {
   const tw_runtime_config& rc = e->rc;
   if (b->n_tokens <= 0 || b->n_tokens > rc.max_batch_tokens)
     return fail(TW_ERR_INVALID_ARGUMENT, "batch of " + std::to_string(b->n_tokens) + " tokens (max " +
@@ -20,7 +20,7 @@ int validate(tw_engine* e, const tw_batch* b) {
     return fail(TW_ERR_INVALID_ARGUMENT, "batch asks for " + std::to_string(b->n_outputs) + " outputs (max " +
                                              std::to_string(rc.max_outputs) + ")");
   if (b->n_seqs <= 0 || b->blocks_per_seq <= 0 || !b->tokens || !b->pos || !b->seq_idx || !b->out_idx ||
-      !b->block_tables || (b->n_outputs > 0 && !b->logits))
+      !b->block_tables || (want_logits && b->n_outputs > 0 && !b->logits))
     return fail(TW_ERR_INVALID_ARGUMENT, "incomplete batch");
   const int64_t table_entries = (int64_t)b->n_seqs * b->blocks_per_seq;
   for (int64_t i = 0; i < table_entries; ++i) {
@@ -52,9 +52,9 @@ const Tensor& output_matrix(tw_engine* e) {
 
 }  // namespace
 
-int forward(tw_engine* e, const tw_batch* b) {
+int forward(tw_engine* e, const tw_batch* b, int32_t top_k, int32_t* top_ids, float* top_logits) {
   if (!e || !b) return fail(TW_ERR_INVALID_ARGUMENT, "null argument");
-  if (int rc = validate(e, b)) return rc;
+  if (int rc = validate(e, b, top_k <= 0)) return rc;
   Backend& be = *e->be;
   const tw_hparams& hp = e->hp;
   const int T = b->n_tokens;
@@ -144,7 +144,8 @@ int forward(tw_engine* e, const tw_batch* b) {
     be.gather_rows(e->x, e->d_out_rows, b->n_outputs, D, e->rows);
     be.rms_norm(e->rows, e->globals[TW_ROLE_OUTPUT_NORM], e->rows, b->n_outputs, D, hp.rms_eps);
     be.matmul(output_matrix(e), e->rows, b->n_outputs, e->logits);
-    be.download(b->logits, e->logits, (size_t)b->n_outputs * hp.n_vocab * 4);
+    if (top_k > 0) be.top_k(e->logits, b->n_outputs, hp.n_vocab, top_k, top_ids, top_logits);
+    else be.download(b->logits, e->logits, (size_t)b->n_outputs * hp.n_vocab * 4);
   }
   be.end_step();
   return TW_OK;

@@ -46,6 +46,8 @@ export interface CoreEngine {
   dequantizeTensor(role: number, layer: number, ne: number): Float32Array;
   ready(): void;
   forward(batch: CoreBatch): Float32Array;
+  /** The k largest logits of each output row and their ids, best first (tw_engine_forward_top). */
+  forwardTop(batch: CoreBatch, k: number): { ids: Int32Array; logits: Float32Array };
   copyKVBlock(src: number, dst: number): void;
   memory(): CoreMemory;
   dispose(): void;

@@ -82,6 +82,7 @@ export function createEngine(hp, rc) {
     dequantizeTensor: (role, layer, ne) => guard(() => native.dequantizeTensor(role, layer, ne)),
     ready: () => guard(() => native.ready()),
     forward: (batch) => guard(() => native.forward(batch)),
+    forwardTop: (batch, k) => guard(() => native.forwardTop(batch, k)),
     copyKVBlock: (src, dst) => guard(() => native.copyKVBlock(src, dst)),
     memory: () => guard(() => native.memory()),
     dispose: () => {

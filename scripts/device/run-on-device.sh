@@ -8,6 +8,8 @@
 #   phase2  out-of-memory check, twinfer benchmark, llama.cpp llama-bench / llama-batched-bench on the same files,
 #           summary table
 #   all     both
+#   quick   op tests (correctness only), SDK checks, then the twinfer benchmark and decode profiles of $TYPES
+#           (default q4_0) on 32-layer models only — no llama.cpp, no CPU-reference comparison: for iterating
 # The background jobs are detached (setsid) so phase2, issued while the machine is still warm, finds their results
 # under $W. Results go to $W/res and are packed into $OUT (at most a few files come back).
 set -uo pipefail
@@ -18,7 +20,8 @@ OUT="${OUT:-$W/out}"
 RES="$W/res"
 MODELS="$W/models"
 TYPES="${TYPES:-f16 q8_0 q4_0 q4_k_m}"
-GEN_TYPES="f16 q8_0 q4_0"  # written by the generator; q4_k_m comes from llama-quantize of the f16 file
+GEN_TYPES="${GEN_TYPES:-f16 q8_0 q4_0}"  # written by the generator; q4_k_m comes from llama-quantize of the f16 file
+LAYERS="${LAYERS:-2 32}"                 # 2: the correctness models, 32: the benchmark models
 mkdir -p "$W" "$OUT" "$RES" "$MODELS"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
@@ -70,7 +73,7 @@ bg_build_llama() {
 bg_models() {
   local pids=()
   for t in $GEN_TYPES; do
-    for layers in 2 32; do
+    for layers in $LAYERS; do
       local name=llama3-8b; [[ $layers == 2 ]] && name=llama3-8b-2l
       [[ -f "$MODELS/$name-$t.gguf" ]] && continue
       (node "$W/run/make-synthetic-model.mjs" --preset llama3-8b --layers $layers --type "$t" --seed 1 \
@@ -180,15 +183,12 @@ phase2() {
     (cd "$W/run" && timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-$t.gguf" --label "$t") 2>&1 |
       tee "$RES/ours-$t.log"
   done
-  # A/B in the same call: the same q4_0 benchmark with programmatic dependent launch (opt-in).
-  (cd "$W/run" && TWINFER_CUDA_PDL=1 timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-q4_0.gguf" \
-    --label q4_0-pdl) 2>&1 | tee "$RES/ours-q4_0-pdl.log"
-  # ... and with 8-warp decode matmul CTAs.
-  for t in q4_0 q4_k_m; do
-    (cd "$W/run" && TWINFER_CUDA_DECODE_WARPS=8 timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-$t.gguf" \
-      --label $t-warps8) 2>&1 | tee "$RES/ours-$t-warps8.log"
+  # Optional A/B in the same call: AB_ENV="TWINFER_CUDA_X=1" AB_TYPES="q4_0" runs those benchmarks again with it.
+  for t in ${AB_TYPES:-}; do
+    (cd "$W/run" && env ${AB_ENV:-} timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-$t.gguf" \
+      --label "$t-ab") 2>&1 | tee "$RES/ab-$t.log"
   done
-  grep -h 'tok/s' "$RES"/ours-*.log
+  grep -h 'tok/s' "$RES"/ours-*.log "$RES"/ab-*.log 2>/dev/null
   log "waiting for the llama.cpp build"
   wait_for "$W/llama.done" 300 || { log "llama.cpp build not done"; tail -20 "$RES/llama-build.log"; }
   local bin="$W/llama/build/bin"
@@ -206,11 +206,32 @@ phase2() {
   pack_results phase2
 }
 
+quick() {
+  nvidia-smi -L | tee "$RES/nvidia-smi.txt"
+  if [[ ! -f "$W/models.started" ]]; then
+    touch "$W/models.started"
+    setsid nohup bash "$0" _models >"$RES/models.log" 2>&1 </dev/null &
+  fi
+  ensure_addon || return 1
+  log "op tests (correctness)"
+  timeout 200 "$DEV/bin/op_test" --quick 2>&1 | tee "$RES/op_test.txt" | grep -Ev '^ok ' 
+  log "SDK checks (stories260K)"
+  (cd "$W/run" && timeout 180 node gpu-run.mjs check --shared "$DEV/shared") 2>&1 | tee "$RES/check.txt"
+  wait_for "$W/models.done" "${MODEL_WAIT:-400}" || { log "models not ready"; tail -5 "$RES/models.log"; pack_results quick; return 1; }
+  for t in $TYPES; do
+    (cd "$W/run" && timeout 200 node gpu-run.mjs bench --model "$MODELS/llama3-8b-$t.gguf" --label "$t") 2>&1 |
+      tee "$RES/ours-$t.log" | grep -v '^RESULT'
+  done
+  PROFILE_BATCH_TYPE="${PROFILE_BATCH_TYPE:-q4_0}" profile ${PROFILE1:-q4_0}
+  pack_results quick
+}
+
 case "${1:-all}" in
   _llama) bg_build_llama ;;
   _models) setup_node && bg_models ;;
   phase1) setup_node && phase1 ;;
   phase2) phase2 ;;
+  quick) setup_node && quick ;;  # e.g. TYPES=q4_0 GEN_TYPES=q4_0 LAYERS=32 ...
   all) setup_node && phase1 && phase2 ;;
   pack) pack_results "${2:-partial}" ;;  # after a phase cut short by a time limit
   *) echo "usage: $0 phase1|phase2|all" >&2; exit 2 ;;

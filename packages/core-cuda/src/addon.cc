@@ -107,6 +107,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
                         InstanceMethod("finalizeTensor", &Engine::FinalizeTensor),
                         InstanceMethod("dequantizeTensor", &Engine::DequantizeTensor),
                         InstanceMethod("ready", &Engine::Ready), InstanceMethod("forward", &Engine::Forward),
+                        InstanceMethod("forwardTop", &Engine::ForwardTop),
                         InstanceMethod("copyKVBlock", &Engine::CopyKVBlock),
                         InstanceMethod("memory", &Engine::Memory), InstanceMethod("dispose", &Engine::Dispose)});
   }
@@ -196,16 +197,14 @@ class Engine : public Napi::ObjectWrap<Engine> {
     check(info.Env(), tw_engine_ready(live(info.Env())), device_);
     return info.Env().Undefined();
   }
-  Napi::Value Forward(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    Napi::Object b = info[0].As<Napi::Object>();
+  // Fills tb from the JS batch object (typed arrays are borrowed, not copied).
+  static void read_batch(Napi::Env env, const Napi::Object& b, tw_batch& tb) {
     Napi::Int32Array tokens = b.Get("tokens").As<Napi::Int32Array>();
     Napi::Int32Array pos = b.Get("pos").As<Napi::Int32Array>();
     Napi::Int32Array seq = b.Get("seqIdx").As<Napi::Int32Array>();
     Napi::Int32Array out_idx = b.Get("outIdx").As<Napi::Int32Array>();
     Napi::Int32Array tables = b.Get("blockTables").As<Napi::Int32Array>();
     const int32_t n = (int32_t)tokens.ElementLength();
-    tw_batch tb{};
     tb.n_tokens = n;
     tb.tokens = tokens.Data();
     tb.pos = pos.Data();
@@ -219,10 +218,31 @@ class Engine : public Napi::ObjectWrap<Engine> {
         (int32_t)out_idx.ElementLength() != n || tb.n_outputs < 0 ||
         (int64_t)tables.ElementLength() < (int64_t)tb.n_seqs * tb.blocks_per_seq)
       throw core_error(env, TW_ERR_INVALID_ARGUMENT, "batch arrays disagree in length");
+  }
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    tw_batch tb{};
+    read_batch(env, info[0].As<Napi::Object>(), tb);
     Napi::Float32Array logits = Napi::Float32Array::New(env, (size_t)tb.n_outputs * n_vocab_);
     tb.logits = logits.Data();
     check(env, tw_engine_forward(live(env), &tb), device_);
     return logits;
+  }
+  // forwardTop(batch, k) -> { ids: Int32Array, logits: Float32Array }, n_outputs x k each (tw_engine_forward_top):
+  // a batched decode step returns k values per sequence instead of n_vocab.
+  Napi::Value ForwardTop(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    tw_batch tb{};
+    read_batch(env, info[0].As<Napi::Object>(), tb);
+    const int32_t k = info[1].As<Napi::Number>().Int32Value();
+    const size_t n = (size_t)tb.n_outputs * (size_t)(k > 0 ? k : 0);
+    Napi::Int32Array ids = Napi::Int32Array::New(env, n);
+    Napi::Float32Array vals = Napi::Float32Array::New(env, n);
+    check(env, tw_engine_forward_top(live(env), &tb, k, ids.Data(), vals.Data()), device_);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("ids", ids);
+    r.Set("logits", vals);
+    return r;
   }
   Napi::Value CopyKVBlock(const Napi::CallbackInfo& info) {
     check(info.Env(),

@@ -14,7 +14,7 @@ export { Tokenizer } from './tokenizer/index.js';
 export * from './types.js';
 export * as gguf from './gguf/index.js';
 export { readGGUF } from './gguf/reader.js';
-export { createSampler, logSoftmaxTopK, logprobOf, logSumExp, validateGenerationConfig } from './sampling/index.js';
+export { createSampler, logSoftmaxTopK, logprobOf, logSumExp, topLogits, validateGenerationConfig } from './sampling/index.js';
 export { InferenceEngine, Sequence } from './engine/engine.js';
 export { BlockAllocator } from './engine/block-allocator.js';
 export { hparamsOf, placeTensors, ROLE } from './model/architecture.js';

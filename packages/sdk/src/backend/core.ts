@@ -58,6 +58,12 @@ export interface CoreEngine {
   ready(): void;
   /** Runs one step; returns nOutputs x nVocab logits (a fresh copy the caller owns). */
   forward(batch: CoreBatch): Float32Array;
+  /**
+   * Runs one step; returns the k largest logits of each output row and their ids (nOutputs x k each, best first:
+   * larger logit first, lower id first on ties, NaN as -Infinity) — tw_engine_forward_top. Only cores that select
+   * on the device (CUDA) have it: there it saves copying nVocab floats per sequence to the host.
+   */
+  forwardTop?(batch: CoreBatch, k: number): { ids: Int32Array; logits: Float32Array };
   copyKVBlock(src: number, dst: number): void;
   memory(): CoreMemory;
   dispose(): void;

@@ -6,7 +6,8 @@
  * scheduler builds on: it decides which sequences advance in a step; the engine only executes.
  */
 import { TwinferError } from '../errors.js';
-import type { CoreEngine, CoreHParams } from '../backend/core.js';
+import type { CoreBatch, CoreEngine, CoreHParams } from '../backend/core.js';
+import { topLogits } from '../sampling/select.js';
 import { BlockAllocator } from './block-allocator.js';
 
 export type OutputMode = 'none' | 'last' | 'all';
@@ -30,10 +31,25 @@ export class Sequence {
   }
 }
 
+/** The k best logits of one output row and their token ids, best first (see CoreEngine.forwardTop). */
+export interface TopLogits {
+  ids: Int32Array;
+  logits: Float32Array;
+}
+
 export interface StepItem {
   seq: Sequence;
   tokens: readonly number[];
   outputs: OutputMode;
+}
+
+function outputCount(it: StepItem): number {
+  return it.outputs === 'all' ? it.tokens.length : it.outputs === 'last' && it.tokens.length > 0 ? 1 : 0;
+}
+
+/** After a successful step: the items' tokens are now in the cache. */
+function commit(items: readonly StepItem[]): void {
+  for (const it of items) for (const t of it.tokens) it.seq.tokens.push(t);
 }
 
 export class InferenceEngine {
@@ -87,11 +103,52 @@ export class InferenceEngine {
     }
   }
 
+  /** Whether the core selects top logits on its own device (forwardTop): then stepTop ships k values per row. */
+  get deviceTop(): boolean {
+    return typeof this.core.forwardTop === 'function';
+  }
+
   /**
    * One forward step. Items must fit the step limits (use `evaluate` for arbitrary lengths). Returns, per item,
    * the logits rows asked for (views into one buffer).
    */
   step(items: readonly StepItem[]): Float32Array[][] {
+    const batch = this.prepare(items);
+    if (!batch) return items.map(() => []);
+    const logits = this.core.forward(batch);
+    commit(items);
+    const V = this.hp.nVocab;
+    let row = 0;
+    return items.map((it) => {
+      const rows: Float32Array[] = [];
+      for (let i = 0; i < outputCount(it); i++, row++) rows.push(logits.subarray(row * V, (row + 1) * V));
+      return rows;
+    });
+  }
+
+  /**
+   * One forward step that returns, per item asking for its last token's output, the k best logits of that row
+   * with their ids (null for items asking for none; 'all' is not allowed here). The core selects them on the
+   * device when it can (deviceTop); otherwise they are taken from the whole row here, in the same order.
+   */
+  stepTop(items: readonly StepItem[], k: number): Array<TopLogits | null> {
+    if (!Number.isInteger(k) || k < 1 || k > this.hp.nVocab) throw new TwinferError('E_INVALID_ARGUMENT', `top k ${k} outside 1..${this.hp.nVocab}`);
+    if (items.some((it) => it.outputs === 'all' && it.tokens.length > 1)) throw new TwinferError('E_INTERNAL', "stepTop takes outputs 'last' or 'none'");
+    if (!this.core.forwardTop) return this.step(items).map((rows) => (rows.length > 0 ? topLogits(rows[0]!, k) : null));
+    const batch = this.prepare(items);
+    if (!batch) return items.map(() => null);
+    const top = this.core.forwardTop(batch, k);
+    commit(items);
+    let row = 0;
+    return items.map((it) => {
+      if (outputCount(it) === 0) return null;
+      const r = row++;
+      return { ids: top.ids.subarray(r * k, (r + 1) * k), logits: top.logits.subarray(r * k, (r + 1) * k) };
+    });
+  }
+
+  /** Validates the items, maps their KV blocks and builds the core batch; null: no tokens. */
+  private prepare(items: readonly StepItem[]): CoreBatch | null {
     let nTokens = 0;
     let nOutputs = 0;
     for (const it of items) {
@@ -99,7 +156,7 @@ export class InferenceEngine {
       nTokens += it.tokens.length;
       nOutputs += it.outputs === 'all' ? it.tokens.length : it.outputs === 'last' && it.tokens.length > 0 ? 1 : 0;
     }
-    if (nTokens === 0) return items.map(() => []);
+    if (nTokens === 0) return null;
     if (nTokens > this.limits.maxBatchTokens || nOutputs > this.limits.maxOutputs) {
       throw new TwinferError('E_INTERNAL', `step of ${nTokens} tokens / ${nOutputs} outputs exceeds the engine limits`);
     }
@@ -129,16 +186,7 @@ export class InferenceEngine {
         if (it.outputs === 'all' || (it.outputs === 'last' && i === n - 1)) outIdx[k] = o++;
       }
     });
-    const logits = this.core.forward({ tokens, pos, seqIdx, outIdx, nOutputs, nSeqs: items.length, blocksPerSeq, blockTables });
-    const V = this.hp.nVocab;
-    let row = 0;
-    return items.map((it) => {
-      for (const t of it.tokens) it.seq.tokens.push(t);
-      const count = it.outputs === 'all' ? it.tokens.length : it.outputs === 'last' && it.tokens.length > 0 ? 1 : 0;
-      const rows: Float32Array[] = [];
-      for (let i = 0; i < count; i++, row++) rows.push(logits.subarray(row * V, (row + 1) * V));
-      return rows;
-    });
+    return { tokens, pos, seqIdx, outIdx, nOutputs, nSeqs: items.length, blocksPerSeq, blockTables };
   }
 
   /** Evaluates any number of tokens for one sequence, in chunks that fit a step. */

@@ -6,14 +6,19 @@
  * later simply joins the next step.
  */
 import { TwinferError } from '../errors.js';
-import type { InferenceEngine, Sequence, StepItem } from './engine.js';
+import type { InferenceEngine, Sequence, StepItem, TopLogits } from './engine.js';
+
+/** What a request gets back: the whole logits row, or (asked with top > 0, when the step could) its best logits. */
+export type StepOutput = Float32Array | TopLogits;
 
 interface Pending {
   seq: Sequence;
   tokens: readonly number[];
   /** tokens already evaluated */
   done: number;
-  resolve: (logits: Float32Array) => void;
+  /** > 0: the best `top` logits with their ids are enough (see Sampler.topNeeded) */
+  top: number;
+  resolve: (out: StepOutput) => void;
   reject: (e: unknown) => void;
 }
 
@@ -26,11 +31,15 @@ export class StepScheduler {
 
   constructor(private readonly engine: InferenceEngine) {}
 
-  /** Evaluates `tokens` for `seq` (in one or more steps) and resolves with the logits after the last one. */
-  forward(seq: Sequence, tokens: readonly number[]): Promise<Float32Array> {
+  /**
+   * Evaluates `tokens` for `seq` (in one or more steps) and resolves with the logits after the last one: the whole
+   * row, or — when `top` > 0 and every request finishing in that step asks for top logits and the core selects
+   * them on its device — the best `top` (or more) logits with their ids. Callers handle both.
+   */
+  forward(seq: Sequence, tokens: readonly number[], top = 0): Promise<StepOutput> {
     if (tokens.length === 0) return Promise.reject(new TwinferError('E_INVALID_ARGUMENT', 'nothing to evaluate'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ seq, tokens, done: 0, resolve, reject });
+      this.queue.push({ seq, tokens, done: 0, top, resolve, reject });
       this.kick();
     });
   }
@@ -66,14 +75,25 @@ export class StepScheduler {
       tokens: p.tokens.slice(p.done, p.done + take),
       outputs: p.done + take === p.tokens.length ? 'last' : 'none',
     }));
-    const results = this.engine.step(items);
+    // Top logits only when every request that gets its output this step can use them (one shared k, the largest
+    // asked); a single request wanting the whole row makes the step return whole rows to all.
+    let k = 0;
+    let allTop = this.engine.deviceTop;
+    plan.forEach(({ p, take }) => {
+      if (p.done + take !== p.tokens.length) return;
+      if (p.top <= 0) allTop = false;
+      k = Math.max(k, p.top);
+    });
+    const results: Array<StepOutput | undefined> = allTop && k > 0
+      ? this.engine.stepTop(items, k).map((r) => r ?? undefined)
+      : this.engine.step(items).map((rows) => rows[0]);
     this.steps++;
     plan.forEach(({ p, take }, i) => {
       p.done += take;
       this.tokens += take;
       if (p.done === p.tokens.length) {
         this.queue.splice(this.queue.indexOf(p), 1);
-        p.resolve(results[i][0]);
+        p.resolve(results[i]!);
       }
     });
   }

@@ -351,7 +351,10 @@ export class Model {
     let finishReason: FinishReason = 'length';
     let tPrompt = t0;
     try {
-      let logits = await this.scheduler.forward(seq, promptIds);
+      // Ask for the best k logits instead of whole rows where the sampler can choose from them exactly (greedy,
+      // top-k) and no log-probabilities are wanted: on the CUDA backend only k values per sequence leave the GPU.
+      const topFor = (h: readonly number[]) => (topLogprobs > 0 ? 0 : sampler.topNeeded(h));
+      let logits = await this.scheduler.forward(seq, promptIds, topFor(promptIds));
       tPrompt = performance.now();
       const history = [...promptIds];
       while (ids.length < maxNew && promptIds.length < this.info.contextSize) {
@@ -359,13 +362,13 @@ export class Model {
           finishReason = 'abort';
           break;
         }
-        const id = sampler.sample(logits, history);
+        const id = logits instanceof Float32Array ? sampler.sample(logits, history) : sampler.sampleTop(logits, history);
         if (!cfg.ignoreEos && this.tokenizer.isEog(id)) {
           finishReason = 'eos';
           break;
         }
         let step: StepLogprobs | undefined;
-        if (topLogprobs > 0) {
+        if (topLogprobs > 0 && logits instanceof Float32Array) {
           const logZ = logSumExp(logits); // one pass over the vocabulary serves both
           const top = logSoftmaxTopK(logits, topLogprobs, logZ).map((t) => ({ id: t.id, token: this.tokenizer.tokenToPiece(t.id), logprob: t.logprob }));
           step = { id, logprob: logprobOf(logits, id, logZ), top };
@@ -384,7 +387,7 @@ export class Model {
         }
         // prompt + generated never exceeds the context: every returned token had (or could have had) a KV slot.
         if (ids.length >= maxNew || seq.length + 1 >= this.info.contextSize) break;
-        logits = await this.scheduler.forward(seq, [id]);
+        logits = await this.scheduler.forward(seq, [id], topFor(history));
       }
       if (finishReason !== 'stop') {
         const tail = stop.flush(decoder.flush());

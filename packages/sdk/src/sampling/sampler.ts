@@ -22,7 +22,20 @@ export interface Sampler {
   readonly seed: number;
   /** Chooses a token id from logits[0..vocabSize-1]; `history` is every token so far (prompt + generated). */
   sample(logits: Float32Array, history: readonly number[]): number;
+  /**
+   * How many of the best logits (with their ids) `sampleTop` needs to choose exactly the token `sample` would
+   * choose from the whole row, given this history; 0 when it needs the whole row.
+   */
+  topNeeded(history: readonly number[]): number;
+  /**
+   * The same choice as `sample` (same token, same random draws), from the best `topNeeded(history)` or more
+   * logits of the row, best first (larger first, lower id on ties), as a core's forwardTop returns them.
+   */
+  sampleTop(top: { ids: Int32Array; logits: Float32Array }, history: readonly number[]): number;
 }
+
+/** The most candidates sampleTop is asked to work from (more: the whole row is cheaper to ship than to rank). */
+export const MAX_TOP_CANDIDATES = 256;
 
 /** The settings a sampler actually runs with, after defaults. */
 export interface ResolvedSampling {
@@ -88,7 +101,66 @@ export function createSampler(cfg: SamplerConfig | undefined, vocabSize: number)
       if (s.greedy) return checked(argmax(work, n));
       return checked(sampleFrom(work, n, s, allIds, probs, rng));
     },
+
+    // Why the best K logits are enough. The penalty (> 1) only lowers logits, and at most P distinct ids are
+    // penalized, so among the best K + P of the raw row are at least K unpenalized ids that keep their values; an
+    // id outside that set ranks below all of them before the penalty and so also after it. Hence the penalized
+    // row's best K ids (value desc, id asc) all lie in the raw row's best K + P: greedy needs K = 1, top-k
+    // sampling K = topK, and everything after top-k (top-p, min-p, temperature, the draw) reads only those ids.
+    // Top-p / min-p / temperature without top-k, or a penalty below 1 (it raises logits), need the whole row.
+    topNeeded(history: readonly number[]): number {
+      let k: number;
+      if (s.greedy) k = 1;
+      else if (s.topK > 0 && s.topK < n) k = s.topK;
+      else return 0;
+      if (s.repetitionPenalty !== 1 && s.repetitionLastN !== 0 && history.length > 0) {
+        if (s.repetitionPenalty < 1) return 0;
+        k += penalizedIds(history, n, s.repetitionLastN).size;
+      }
+      return k <= MAX_TOP_CANDIDATES && k < n ? k : 0;
+    },
+
+    sampleTop(top: { ids: Int32Array; logits: Float32Array }, history: readonly number[]): number {
+      const need = this.topNeeded(history);
+      if (need === 0 || top.ids.length < need) {
+        throw new TwinferError('E_INTERNAL', `sampleTop got ${top.ids.length} candidates, needs ${need || 'the whole row'}`);
+      }
+      // work[] is read only at the candidates' ids below (argmax over them, top-k among them), so the rest of it
+      // may hold stale values of earlier steps.
+      const ids = top.ids;
+      for (let j = 0; j < ids.length; j++) {
+        const v = top.logits[j]!;
+        work[ids[j]!] = v !== v ? -Infinity : v;
+      }
+      applyRepetitionPenalty(work, n, history, s.repetitionPenalty, s.repetitionLastN);
+      if (s.greedy) {
+        // argmax over the candidates: the largest value, the lowest id on ties (argmax's first maximum)
+        let best = -1;
+        let bestV = -Infinity;
+        for (let j = 0; j < ids.length; j++) {
+          const id = ids[j]!;
+          const v = work[id]!;
+          if (v > bestV || (v === bestV && best >= 0 && id < best)) {
+            bestV = v;
+            best = id;
+          }
+        }
+        return checked(best);
+      }
+      return checked(sampleFrom(work, n, s, allIds, probs, rng, ids));
+    },
   };
+}
+
+/** The distinct valid ids among the last `lastN` of the history (-1: all): those the repetition penalty touches. */
+function penalizedIds(history: readonly number[], n: number, lastN: number): Set<number> {
+  const from = lastN < 0 ? 0 : Math.max(0, history.length - lastN);
+  const seen = new Set<number>();
+  for (let i = from; i < history.length; i++) {
+    const id = history[i]!;
+    if (Number.isInteger(id) && id >= 0 && id < n) seen.add(id);
+  }
+  return seen;
 }
 
 function checked(id: number): number {
@@ -126,13 +198,17 @@ function sampleFrom(
   allIds: Int32Array,
   probs: Float64Array,
   rng: Prng,
+  pool?: Int32Array,
 ): number {
-  // Candidates: ids still in play. `sorted` tells whether they are ranked best-first.
+  // Candidates: ids still in play. `sorted` tells whether they are ranked best-first. `pool` (sampleTop): the only
+  // ids whose work[] values are current, known to contain the top-k (topNeeded).
   let cand: Int32Array = allIds;
   let sorted = false;
   if (s.topK > 0 && s.topK < n) {
-    cand = topKIds(work, s.topK, n);
+    cand = topKIds(work, s.topK, n, pool);
     sorted = true;
+  } else if (pool) {
+    throw new TwinferError('E_INTERNAL', 'sampling from candidates needs top-k');
   }
   if (s.topP < 1) {
     cand = nucleus(work, cand, sorted, s.topP, probs);

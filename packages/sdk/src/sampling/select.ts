@@ -82,3 +82,14 @@ export function argmax(values: ArrayLike<number>, n: number): number {
   }
   return best;
 }
+
+/**
+ * The k best entries of a logits row with their values, best first: what a core's forwardTop returns for the same
+ * row (NaN is returned as -Infinity, as the device selection does). Used where the core has no device selection.
+ */
+export function topLogits(row: ArrayLike<number>, k: number): { ids: Int32Array; logits: Float32Array } {
+  const ids = topKIds(row, k, row.length);
+  const logits = new Float32Array(ids.length);
+  for (let j = 0; j < ids.length; j++) logits[j] = key(row[ids[j]!]!);
+  return { ids, logits };
+}

@@ -1,0 +1,189 @@
+// Decode products (n <= 8 tokens) of Q4_0 and Q8_0 weights with integer dot products, as llama.cpp's mmvq does:
+// the activations are quantized once per product to int8 blocks of 32 (scale d = max|x| / 127, and d * sum(q) for
+// Q4_0's offset of 8), and each weight block meets them in __dp4a (four int8 products and a sum per instruction).
+// The tensor-core decode kernel (matmul.cu) converts every weight to FP16 for an m16n8k16 tile that is 7/8 empty at
+// n = 1; that conversion, not memory, bounded it (~1.4 TB/s per 8B layer on an H100, bench/NOTES.md run 8). Here a
+// block costs 5 (Q4_0) or 9 (Q8_0) 4-byte loads and 8 dp4a per token.
+//
+// One warp per weight row: lanes take consecutive blocks (so a warp's loads cover one contiguous stretch of the row)
+// and four blocks are loaded before any is used, so each lane has several loads in flight. Results are reduced
+// across the warp; no split-K, no shared memory. Numerics: activations rounded to int8 per 32 values (relative error
+// ~5e-3 of a product, as llama.cpp's decode path); TWINFER_CUDA_DP4A=0 keeps the FP16 tensor-core kernel instead.
+#include <cstdlib>
+
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+
+namespace tw {
+namespace cuda {
+
+namespace {
+
+constexpr int kWarps = 8;  // rows per CTA
+
+// x (or silu(gate) * up) -> int8 q [n][K] and (d, d * sum q) per 32 values [n][K/32]. One warp per 32 values.
+__global__ void __launch_bounds__(256) quantize_q8_kernel(const float* __restrict__ x, const float* __restrict__ up,
+                                                          int64_t blocks, int8_t* __restrict__ q,
+                                                          float2* __restrict__ ds) {
+  const int64_t b = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (b >= blocks) return;
+  const int lane = threadIdx.x & 31;
+  const int64_t i = b * 32 + lane;
+  float v = x[i];
+  if (up) v = v / (1.0f + expf(-v)) * up[i];  // the SwiGLU of the down projection's input (swiglu_kernel's value)
+  const float amax = warp_max(fabsf(v));
+  const float d = amax / 127.0f;
+  const int qi = amax == 0.0f ? 0 : __float2int_rn(v / d);
+  q[i] = (int8_t)qi;
+  const float s = warp_sum((float)qi);  // exact: |sum| <= 32 * 127
+  if (lane == 0) ds[b] = make_float2(d, d * s);
+}
+
+struct VGroup {
+  const uint8_t* W[3];
+  float* y[3];
+  int M[3];
+  int row0[4];  // first global row of each weight
+};
+
+// The 4-byte words covering the block at p (2-byte aligned): w[0..NW-1] from p rounded down to 4 bytes; `sh` is the
+// bit offset of p inside w[0] (0 or 16). Reads at most 2 bytes past the block (allocations are padded).
+template <int NW>
+__device__ __forceinline__ void load_words(const uint8_t* p, uint32_t* w, int& sh) {
+  const uintptr_t a = (uintptr_t)p;
+  const uint32_t* base = reinterpret_cast<const uint32_t*>(a & ~(uintptr_t)3);
+  sh = (int)(a & 3) * 8;
+#pragma unroll
+  for (int j = 0; j < NW; ++j) w[j] = __ldg(base + j);
+}
+
+template <int TYPE> struct VQ;
+template <> struct VQ<2> { static constexpr int BYTES = 18, NW = 5; };  // Q4_0: d, 16 bytes of nibbles
+template <> struct VQ<8> { static constexpr int BYTES = 34, NW = 9; };  // Q8_0: d, 32 int8
+
+// Dot of one weight block with one token's quantized block: x ints xi[0..7] (32 int8), xd = (d, d * sum q).
+template <int TYPE>
+__device__ __forceinline__ float block_dot(const uint32_t* w, int sh, const int* xi, float2 xd) {
+  const float dw = __half2float(__ushort_as_half((uint16_t)(__funnelshift_r(w[0], w[1], sh) & 0xFFFFu)));
+  int sumi = 0;
+  if (TYPE == 2) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t v = __funnelshift_rc(w[j], w[j + 1], sh + 16);  // bytes 4j..4j+3 of qs
+      sumi = __dp4a((int)(v & 0x0F0F0F0Fu), xi[j], sumi);            // elements 4j..4j+3 (low nibbles)
+      sumi = __dp4a((int)((v >> 4) & 0x0F0F0F0Fu), xi[4 + j], sumi); // elements 16+4j.. (high nibbles)
+    }
+    return dw * (xd.x * (float)sumi - 8.0f * xd.y);  // sum (q4 - 8) q8 d8 = d8 sum q4 q8 - 8 d8 sum q8
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sumi = __dp4a((int)__funnelshift_rc(w[j], w[j + 1], sh + 16), xi[j], sumi);
+    return dw * xd.x * (float)sumi;
+  }
+}
+
+template <int TYPE, int NC>
+__global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_bytes, int K,
+                                                           const int8_t* __restrict__ xq,
+                                                           const float2* __restrict__ xds) {
+  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= g.row0[3]) return;
+  // which weight: selects, not an indexed load, so the parameter struct stays in constant memory
+  const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
+  const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+  const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
+  const int nb = K / 32;
+  float acc[NC];
+#pragma unroll
+  for (int c = 0; c < NC; ++c) acc[c] = 0.0f;
+  constexpr int U = 4;  // blocks per lane loaded before use
+  constexpr int NW = VQ<TYPE>::NW;
+  for (int b0 = lane; b0 < nb; b0 += 32 * U) {
+    uint32_t w[U][NW];
+    int sh[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (b0 + 32 * u < nb) load_words<NW>(wrow + (size_t)(b0 + 32 * u) * VQ<TYPE>::BYTES, w[u], sh[u]);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int b = b0 + 32 * u;
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        if (b >= nb) continue;
+        const int4* xp = reinterpret_cast<const int4*>(xq + (size_t)c * K + (size_t)b * 32);
+        const int4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+        const int xi[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        acc[c] += block_dot<TYPE>(w[u], sh[u], xi, __ldg(xds + (size_t)c * nb + b));
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const float v = warp_sum(acc[c]);
+    if (lane == 0) (i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0])[(size_t)c * (i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0]) + r] = v;
+  }
+}
+
+template <int TYPE, int NC>
+void launch(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
+  mmvq_kernel<TYPE, NC><<<ceil_div(g.row0[3], kWarps), kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
+  TWC_LAUNCHED("mmvq");
+}
+
+template <int TYPE>
+void launch_nc(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds, int n) {
+  switch (n) {
+    case 1: launch<TYPE, 1>(s, g, rb, K, xq, xds); break;
+    case 2: launch<TYPE, 2>(s, g, rb, K, xq, xds); break;
+    case 3: launch<TYPE, 3>(s, g, rb, K, xq, xds); break;
+    case 4: launch<TYPE, 4>(s, g, rb, K, xq, xds); break;
+    case 5: launch<TYPE, 5>(s, g, rb, K, xq, xds); break;
+    case 6: launch<TYPE, 6>(s, g, rb, K, xq, xds); break;
+    case 7: launch<TYPE, 7>(s, g, rb, K, xq, xds); break;
+    default: launch<TYPE, 8>(s, g, rb, K, xq, xds); break;
+  }
+}
+
+}  // namespace
+
+bool mmvq_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("TWINFER_CUDA_DP4A");
+    return !(v && v[0] == '0');
+  }();
+  return on;
+}
+
+bool mmvq_supported(const Tensor& W, int n) {
+  return mmvq_enabled() && (W.type == 2 || W.type == 8) && n >= 1 && n <= 8 && W.ne0 % 32 == 0 &&
+         W.ne1 < (1 << 28) && W.ne0 < (1 << 28);
+}
+
+bool mmvq(cudaStream_t s, Scratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
+          const float* up, int n) {
+  const int K = (int)W[0]->ne0;
+  const int64_t blocks = (int64_t)n * (K / 32);
+  const size_t qbytes = ((size_t)n * K + 15) / 16 * 16;
+  char* buf = (char*)scratch.get(qbytes + (size_t)blocks * sizeof(float2));
+  if (!buf) return false;
+  int8_t* xq = (int8_t*)buf;
+  float2* xds = (float2*)(buf + qbytes);
+  quantize_q8_kernel<<<(unsigned)((blocks + 7) / 8), 256, 0, s>>>(x, up, blocks, xq, xds);
+  TWC_LAUNCHED("quantize_q8");
+  VGroup g{};
+  g.row0[0] = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int j = i < count ? i : count - 1;
+    g.W[i] = (const uint8_t*)W[j]->data;
+    g.y[i] = y[j];
+    g.M[i] = (int)W[j]->ne1;
+    g.row0[i + 1] = g.row0[i] + (i < count ? (int)W[i]->ne1 : 0);
+  }
+  const size_t rb = row_bytes(W[0]->type, K);
+  if (W[0]->type == 2) launch_nc<2>(s, g, rb, K, xq, xds, n);
+  else launch_nc<8>(s, g, rb, K, xq, xds, n);
+  return true;
+}
+
+}  // namespace cuda
+}  // namespace tw
