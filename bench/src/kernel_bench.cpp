@@ -37,12 +37,17 @@ double bench(int64_t K, int64_t R, double* gbs) {
   float out[4 * NT];
   double best = 1e30;
   const bool x4 = x4_type(TYPE);
-  if (x4) x4_repack(TYPE, w.data(), K, R);
+  if (x4) {
+    std::vector<uint8_t> packed(x4_tensor_bytes(TYPE, K, R));
+    x4_repack(TYPE, w.data(), K, R, packed.data());
+    w.swap(packed);
+  }
+  const size_t stride = x4 ? x4_row_stride(TYPE, K) : rb;
   for (int rep = 0; rep < 5; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
     if (x4) {
       for (int64_t r = 0; r < R; r += 4) {
-        const uint8_t* quad = w.data() + rb * r;
+        const uint8_t* quad = w.data() + stride * r;
         if constexpr (TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K || TYPE == TW_TYPE_Q6_K)
           qdot_x4_tile<TYPE, NT>(quad, act, K / QA, out);
         for (int t = 0; t < NT; ++t)

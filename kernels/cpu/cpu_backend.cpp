@@ -182,21 +182,26 @@ class CpuBackend final : public Backend {
   void download(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
   void copy(void* dst, const void* src, size_t n) override { std::memmove(dst, src, n); }
 
-  // Quantized weights the integer kernels read four rows at a time are interleaved once, here (repack.h).
-  // Float-activation mode (exact products) keeps GGUF layout: its kernels read rows.
+  // Quantized weights the integer kernels read four rows at a time are interleaved once, here (repack.h), into a
+  // new buffer (q4_0 / q8_0 records are larger than the blocks they replace); the GGUF copy is released at once, so
+  // loading holds at most one tensor twice. Float-activation mode (exact products) keeps GGUF layout: its kernels
+  // read rows.
   bool prepare_weight(Tensor& w) override {
     if (int8_act_ && w.layout == kLayoutGGUF && x4_type(w.type) && w.ne1 % 4 == 0 && w.ne0 % QA == 0) {
-      const size_t rb = row_bytes(w.type, w.ne0);
-      if ((int)repack_tmp_.size() < pool_.size()) repack_tmp_.resize(pool_.size());
+      const size_t rb = row_bytes(w.type, w.ne0), qb = x4_quad_bytes(w.type, w.ne0);
+      const size_t bytes = x4_tensor_bytes(w.type, w.ne0, w.ne1);
+      uint8_t* dst = (uint8_t*)alloc(bytes);
+      if (!dst) return false;
+      const uint8_t* src = (const uint8_t*)w.data;
       constexpr int64_t kQuadsPerTask = 16;
       const int64_t quads = w.ne1 / 4;
-      run((int)((quads + kQuadsPerTask - 1) / kQuadsPerTask), w.ne0 * w.ne1, [&](int task, int thread) {
-        std::vector<uint8_t>& tmp = repack_tmp_[thread];
-        if (tmp.size() < 4 * rb) tmp.resize(4 * rb);
+      run((int)((quads + kQuadsPerTask - 1) / kQuadsPerTask), w.ne0 * w.ne1, [&](int task, int) {
         const int64_t q1 = std::min(quads, (task + 1) * kQuadsPerTask);
-        for (int64_t q = task * kQuadsPerTask; q < q1; ++q)
-          x4_repack_quad(w.type, (uint8_t*)w.data + 4 * rb * q, w.ne0, tmp.data());
+        for (int64_t q = task * kQuadsPerTask; q < q1; ++q) x4_repack_quad(w.type, src + 4 * rb * q, w.ne0, dst + qb * q);
       });
+      release(w.data);
+      w.data = dst;
+      w.stored_bytes = bytes;
       w.layout = kLayoutX4;
     }
     return true;
@@ -554,9 +559,8 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  std::vector<float> bf16_act_;
+  std::vector<float> bf16_act_;  // activations rounded to BF16 for BF16 weights (see matmul)
   std::vector<uint8_t> row_tmp_;  // one GGUF row read back from an x4 table (get_rows)
-  std::vector<std::vector<uint8_t>> repack_tmp_;  // per thread: the 4 rows of the quad being repacked  // activations rounded to BF16 for BF16 weights (see matmul)
 
   // Quantize the n activation rows once (in parallel for prompts), then integer products over row chunks.
   void qmatmul(const Tensor& W, const float* x, int n, float* y) {
@@ -598,7 +602,7 @@ class CpuBackend final : public Backend {
       const Tensor& w = *W[i];
       jobs[i].fn = qmatmul_fn(w);
       jobs[i].base = (const char*)w.data;
-      jobs[i].rb = row_bytes(w.type, K);
+      jobs[i].rb = w.layout == kLayoutX4 ? x4_row_stride(w.type, K) : row_bytes(w.type, K);
       jobs[i].R = w.ne1;
       jobs[i].first_task = n_tasks;
       n_tasks += (int)((w.ne1 + kRowsPerTask - 1) / kRowsPerTask);

@@ -35,10 +35,11 @@ struct ActRow {
   float* sd;
   int32_t* sq;
   int32_t* sq16;
+  int32_t* neg8sq;  // -8 * sq: q4_0's offset correction, the initial value of a group's integer sum (qdot_x4.h)
 };
 
-// Bytes of scratch for one activation row of n values (q, d, sd, sq; q 16-byte aligned at the base).
-inline size_t act_row_bytes(int64_t n) { return (size_t)n * 2 + (size_t)(n / QA) * 20 + 32; }
+// Bytes of scratch for one activation row of n values (q, d, sd, sq, sq16, neg8sq; q 16-byte aligned at the base).
+inline size_t act_row_bytes(int64_t n) { return (size_t)n * 2 + (size_t)(n / QA) * 24 + 32; }
 
 inline ActRow act_row_at(void* base, int64_t n) {
   char* p = (char*)base;
@@ -48,6 +49,7 @@ inline ActRow act_row_at(void* base, int64_t n) {
   a.sd = a.d + n / QA;
   a.sq = (int32_t*)(a.sd + n / QA);
   a.sq16 = a.sq + n / QA;
+  a.neg8sq = a.sq16 + 2 * (n / QA);
   return a;
 }
 
@@ -87,6 +89,7 @@ inline void quantize_act_row_scalar(const float* x, int64_t n, const ActRow& a, 
       d[b] = db;
       sd[b] = db * (float)sum;
       a.sq[b] = sum;
+      a.neg8sq[b] = -8 * sum;
       a.sq16[2 * b] = lo;
       a.sq16[2 * b + 1] = sum - lo;
     }
@@ -126,6 +129,7 @@ inline void quantize_act_row(const float* x, int64_t n, const ActRow& a, ActSpec
       d[b] = db;
       sd[b] = db * (float)sum;
       a.sq[b] = sum;
+      a.neg8sq[b] = -8 * sum;
       a.sq16[2 * b] = lo;
       a.sq16[2 * b + 1] = sum - lo;
     }

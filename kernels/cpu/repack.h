@@ -1,5 +1,5 @@
-// Weight layouts of the CPU backend's fast path: four rows interleaved ("x4"), repacked in place once when a
-// weight is loaded (Backend::prepare_weight).
+// Weight layouts of the CPU backend's fast path: four rows interleaved ("x4"), repacked once when a weight is
+// loaded (Backend::prepare_weight).
 //
 // Why: WASM SIMD128's best multiply-add is i32x4.dot_i16x8_s (x86 pmaddwd): 8 int16 products summed in pairs into
 // 4 int32 lanes. If those 4 lanes are 4 different weight rows, one dot gives 2 terms of 4 rows' dot products at
@@ -8,8 +8,10 @@
 // per-row scalar scale work. In GGUF's row-major block layout each of those steps costs extra shuffles.
 //
 // A quad (4 rows) of a row length K is K/32 groups; group g of a quad is one record:
-//   q4_0x4: 64 bytes of nibbles, then the 4 rows' fp16 scales d  (72 bytes = 4 GGUF blocks)
-//   q8_0x4: 128 bytes of int8,   then the 4 rows' fp16 scales d  (136 bytes = 4 GGUF blocks)
+//   q4_0x4: 64 bytes of nibbles, then the 4 rows' scales d as f32 in row order (80 bytes; 4 GGUF blocks are 72)
+//   q8_0x4: 128 bytes of int8,   then the 4 rows' scales d as f32 in row order (144 bytes; 4 GGUF blocks are 136)
+//           (f32, not the file's fp16: widening 4 fp16 lanes with shifts and masks cost ~10 of the ~45 cycles a
+//           group takes in the decode kernel; the f32 holds the fp16 exactly, so reading back stays bit-exact)
 //   q4_Kx4: per super-block of 256 (one record = 4 GGUF blocks, 576 bytes): 8 groups of 64 bytes of nibbles as in
 //           q4_0x4; then the 6-bit scales and mins of the 4 rows x 8 groups in three u32x4 words (lane = row):
 //           low 4 bits of the scales (group j at bit 4j), low 4 bits of the mins, and the high 2 bits of both
@@ -21,14 +23,16 @@
 //           vectors of a chunk at bits 4, 8, 12, 0 of each lane, the odd chunk's two bits higher: so one mask places
 //           them next to the masked nibble, see qdot_x4.h); the 16 int8 sub-block scales as [sub-block][row]; the
 //           4 rows' fp16 d
-// The scales are stored in row order 0, 2, 1, 3: read as two 32-bit words, the low halves are rows 0 and 1 and the
-// high halves rows 2 and 3, which the kernels widen to f32 lanes 0..3 with shifts and masks (no byte shuffle).
+// The K-quants' fp16 scales are stored in row order 0, 2, 1, 3: read as two 32-bit words, the low halves are rows
+// 0 and 1 and the high halves rows 2 and 3, which the kernels widen to f32 lanes 0..3 with shifts and masks (one
+// widening per super-block of 8 groups, so they stay fp16 and the record stays the size of the blocks).
 // Inside a record the weights form 16 int16x8 "pair vectors" P_j (j = 0..15), lane L of P_j holding row L/2's
 // value at k = 2j + L%2:
 //   q4_0x4: 4 little-endian u16x8 words W_m (16 bytes each); nibble i of lane L of W_m is lane L of P_{4m+i}
 //           (so P = (W >> 4i) & 15: one shift and one mask per pair vector; values 0..15, the -8 comes later)
 //   q8_0x4: 8 int8x16 vectors V_m; bytes 0..7 are P_{2m}'s lanes, bytes 8..15 are P_{2m+1}'s (sign-extend low/high)
-// The record is exactly the bytes of the 4 GGUF blocks it replaces, so a quad repacks in place.
+// A q4_K / q6_K record is exactly the bytes of the 4 GGUF blocks it replaces; q4_0 / q8_0 records are 8 bytes
+// larger (11 % / 6 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -48,8 +52,25 @@ enum WeightLayout : int32_t {
 inline bool x4_type(int32_t type) {
   return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 || type == TW_TYPE_Q4_K || type == TW_TYPE_Q6_K;
 }
-// One record = one GGUF block of each of the 4 rows.
-inline size_t x4_record_bytes(int32_t type) { return 4 * type_traits(type).block_bytes; }
+// One record = one GGUF block of each of the 4 rows (q4_0 / q8_0: with f32 instead of fp16 scales).
+inline size_t x4_record_bytes(int32_t type) {
+  return 4 * type_traits(type).block_bytes + (type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : 0);
+}
+// Bytes of one quad (4 rows of K values) and of a whole [R x K] tensor in x4 layout.
+inline size_t x4_quad_bytes(int32_t type, int64_t K) { return x4_record_bytes(type) * (size_t)(K / type_traits(type).block_size); }
+inline size_t x4_tensor_bytes(int32_t type, int64_t K, int64_t R) { return x4_quad_bytes(type, K) * (size_t)(R / 4); }
+// Stride of one row in x4 layout (a quad is 4 rows): what the matmul loops step by.
+inline size_t x4_row_stride(int32_t type, int64_t K) { return x4_quad_bytes(type, K) / 4; }
+
+// q4_0 / q8_0 record: offset of the f32 scales.
+inline size_t x4_scales_offset(int32_t type) { return x4_record_bytes(type) - 16; }
+
+// Exact inverse of fp16_to_f32 for every input (NaN payloads included), for reading a widened scale back.
+inline uint16_t x4_f32_to_fp16_exact(float f) {
+  const uint32_t x = f32_to_bits(f);
+  if ((x & 0x7f800000u) == 0x7f800000u) return (uint16_t)(((x >> 16) & 0x8000u) | 0x7c00u | ((x >> 13) & 0x3ffu));
+  return f32_to_fp16(f);
+}
 
 // q4_Kx4 record offsets
 constexpr int kQ4KScales = 512;  // u32x4 low scale nibbles, u32x4 low min nibbles, u32x4 high bits (see above)
@@ -175,21 +196,23 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
     }
     return;
   }
-  const size_t wbytes = x4_record_bytes(type) - 8;
-  uint16_t* scales = (uint16_t*)(rec + wbytes);
+  uint8_t* scales = rec + x4_scales_offset(type);
   if (type == TW_TYPE_Q4_0)
     x4_fill_nibbles(rec, [&](int r, int k) -> unsigned {
       const uint8_t* qs = ((const block_q4_0*)blocks[r])->qs;
       return k < 16 ? qs[k] & 15 : qs[k - 16] >> 4;
     });
   for (int r = 0; r < 4; ++r) {
+    uint16_t h;
     if (type == TW_TYPE_Q4_0) {
-      std::memcpy(&scales[x4_scale_slot(r)], &((const block_q4_0*)blocks[r])->d, 2);
+      std::memcpy(&h, &((const block_q4_0*)blocks[r])->d, 2);
     } else {
       const block_q8_0* b = (const block_q8_0*)blocks[r];
       for (int k = 0; k < 32; ++k) *x4_value_ptr_q8(rec, r, k) = (uint8_t)b->qs[k];
-      std::memcpy(&scales[x4_scale_slot(r)], &b->d, 2);
+      std::memcpy(&h, &b->d, 2);
     }
+    const float d = fp16_to_f32(h);
+    std::memcpy(scales + 4 * r, &d, 4);
   }
 }
 
@@ -237,45 +260,45 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
     }
     return;
   }
-  const uint16_t* scales = (const uint16_t*)(rec + x4_record_bytes(type) - 8);
   for (int r = 0; r < 4; ++r) {
+    float d;
+    std::memcpy(&d, rec + x4_scales_offset(type) + 4 * r, 4);
+    const uint16_t h = x4_f32_to_fp16_exact(d);
     if (type == TW_TYPE_Q4_0) {
       block_q4_0* b = (block_q4_0*)blocks[r];
       for (int k = 0; k < 16; ++k)
         b->qs[k] = (uint8_t)(x4_value(type, rec, r, k) | (x4_value(type, rec, r, k + 16) << 4));
-      std::memcpy(&b->d, &scales[x4_scale_slot(r)], 2);
+      std::memcpy(&b->d, &h, 2);
     } else {
       block_q8_0* b = (block_q8_0*)blocks[r];
       for (int k = 0; k < 32; ++k) b->qs[k] = (int8_t)x4_value(type, rec, r, k);
-      std::memcpy(&b->d, &scales[x4_scale_slot(r)], 2);
+      std::memcpy(&b->d, &h, 2);
     }
   }
 }
 
-// In place: rows [4q, 4q+4) of a [R x K] GGUF tensor become quad q's K/block_size records. `tmp` holds 4 rows.
+// Rows [4q, 4q+4) of a [R x K] GGUF tensor (src) -> quad q's K/block_size records (dst; x4_quad_bytes).
 // Not inlined on purpose: the engine calls it once per quad, so V8 tiers it up after the first few quads (a single
 // long call would run to its end in the baseline compiler — wasm has no on-stack replacement).
-__attribute__((noinline)) inline void x4_repack_quad(int32_t type, uint8_t* quad, int64_t K, uint8_t* tmp) {
+__attribute__((noinline)) inline void x4_repack_quad(int32_t type, const uint8_t* src, int64_t K, uint8_t* dst) {
   const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
   const int64_t ng = K / type_traits(type).block_size;  // records per quad
-  std::memcpy(tmp, quad, 4 * rb);
   for (int64_t g = 0; g < ng; ++g) {
-    const uint8_t* blocks[4] = {&tmp[g * bb], &tmp[rb + g * bb], &tmp[2 * rb + g * bb], &tmp[3 * rb + g * bb]};
-    x4_pack_group(type, blocks, quad + g * rec);
+    const uint8_t* blocks[4] = {&src[g * bb], &src[rb + g * bb], &src[2 * rb + g * bb], &src[3 * rb + g * bb]};
+    x4_pack_group(type, blocks, dst + g * rec);
   }
 }
 
-// In place, the whole tensor (R a multiple of 4).
-inline void x4_repack(int32_t type, uint8_t* data, int64_t K, int64_t R) {
-  const size_t rb = row_bytes(type, K);
-  std::vector<uint8_t> tmp(4 * rb);
-  for (int64_t q = 0; q < R / 4; ++q) x4_repack_quad(type, data + 4 * rb * q, K, tmp.data());
+// The whole tensor (R a multiple of 4): GGUF bytes in src, x4_tensor_bytes in dst.
+inline void x4_repack(int32_t type, const uint8_t* src, int64_t K, int64_t R, uint8_t* dst) {
+  const size_t rb = row_bytes(type, K), qb = x4_quad_bytes(type, K);
+  for (int64_t q = 0; q < R / 4; ++q) x4_repack_quad(type, src + 4 * rb * q, K, dst + qb * q);
 }
 
 // Row r of an x4 tensor back in GGUF block layout (K/32 blocks) — for get_rows and reading weights back.
 inline void x4_read_row(int32_t type, const uint8_t* data, int64_t K, int64_t r, uint8_t* out) {
-  const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
-  const uint8_t* quad = data + 4 * rb * (r / 4);
+  const size_t bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
+  const uint8_t* quad = data + x4_quad_bytes(type, K) * (size_t)(r / 4);
   uint8_t tmp[4][sizeof(block_q6_K)];
   for (int64_t g = 0; g < K / type_traits(type).block_size; ++g) {
     uint8_t* blocks[4] = {tmp[0], tmp[1], tmp[2], tmp[3]};

@@ -75,7 +75,7 @@ TW_API int tw_test_dot(int32_t type, const void* row, const float* x, int64_t n,
 
 /* The backend's matmul (threads, row chunks, token tiles) on a weight of R rows x K values and n activation rows:
  * y[t*R + r]. flags as in tw_runtime_config (bit 2 = float activations). The weight is prepared first as the engine
- * does (the CPU backend repacks Q4_0/Q8_0 with R % 4 == 0 in place) and must read back byte-identical
+ * does (the CPU backend repacks Q4_0/Q8_0/Q4_K/Q6_K with R % 4 == 0) and must read back byte-identical
  * (TW_ERR_BACKEND otherwise). */
 TW_API int tw_test_matmul(int32_t type, const void* w, int64_t K, int64_t R, const float* x, int32_t n,
                           int32_t n_threads, int32_t flags, float* y) {
@@ -86,18 +86,26 @@ TW_API int tw_test_matmul(int32_t type, const void* w, int64_t K, int64_t R, con
   std::unique_ptr<tw::Backend> be(tw::make_backend(n_threads, 0, flags, err, sizeof err));
   if (!be) return TW_ERR_BACKEND;
   tw::Tensor t;
-  t.data = const_cast<void*>(w);
   t.type = type;
   t.ne0 = K;
   t.ne1 = R;
   t.nbytes = tw::row_bytes(type, K) * (size_t)R;
-  // The weight as the engine sees it: prepared (possibly repacked in place), and readable back exactly.
-  std::vector<uint8_t> original((const uint8_t*)w, (const uint8_t*)w + t.nbytes), back(t.nbytes);
-  if (!be->prepare_weight(t)) return TW_ERR_BACKEND;
-  be->matmul(t, x, n, y);
-  be->read_weight(t, back.data());
-  if (back != original) return TW_ERR_BACKEND;
-  return TW_OK;
+  // The weight as the engine sees it: in backend memory, prepared (possibly repacked into a new buffer), and
+  // readable back exactly.
+  t.data = be->alloc(t.nbytes);
+  if (!t.data) return TW_ERR_OUT_OF_MEMORY;
+  be->upload(t.data, w, t.nbytes);
+  std::vector<uint8_t> back(t.nbytes);
+  int rc = TW_OK;
+  if (!be->prepare_weight(t)) {
+    rc = TW_ERR_BACKEND;
+  } else {
+    be->matmul(t, x, n, y);
+    be->read_weight(t, back.data());
+    if (std::memcmp(back.data(), w, t.nbytes) != 0) rc = TW_ERR_BACKEND;
+  }
+  be->release(t.data);
+  return rc;
 }
 
 }  // extern "C"
