@@ -6,6 +6,7 @@
 // are split across CTAs (flash-decoding): each split keeps a running max / sum / weighted V (online softmax) over
 // tiles of positions and a small combine kernel merges the splits. K/V rows are gathered through the block table.
 #include <algorithm>
+#include <vector>
 #include <cmath>
 #include <cstdlib>
 
@@ -106,6 +107,12 @@ struct AttnArgs {
   float* pm;   // [splits][T][n_head] running max
   float* pl;   // [splits][T][n_head] running sum
   float* pacc; // [splits][T][n_head][hd] unnormalized output
+  // Decode kernel with RoPE and the cache write fused (attention_rope): q and k unrotated, slot per token.
+  const float* k;
+  const float* v;
+  const int32_t* slot;
+  float theta_scale, freq_scale;
+  int neox;
 };
 
 // A CTA owns QG consecutive query tokens of one sequence (QG = 1 for decode batches, 4 for prompt chunks, so each
@@ -293,9 +300,25 @@ __global__ void attn_combine(const float* __restrict__ pm, const float* __restri
 // rows (each row read once, 256 coalesced bytes); the 4 warps' partial results merge in shared memory. The split
 // kernel took 16 us for a 128-token context on an H100 (a chain of dependent round trips and a second launch);
 // this one needs about three round trips.
-template <int G>
-__global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __half* __restrict__ kc,
-                                                          const __half* __restrict__ vc) {
+//
+// ROPE: the step's rope_store_kv fused in (one launch less per layer, ~8 us at decode): the CTA rotates its G query
+// heads and its KV head of token t (rope_store_kernel's arithmetic, so the values are the same), writes K and V to
+// the token's cache slot, and only then reads the cache. Valid when no other token of the step reads this token's
+// K/V, i.e. every sequence has one token in the step (the host checks). The cache is then written and read in one
+// kernel, so its loads are coherent ones (ld.global.cg after __syncthreads), not the read-only path.
+template <bool ROPE>
+__device__ __forceinline__ uint4 ld_kv16(const uint4* p) {
+  if constexpr (ROPE) return __ldcg(p);
+  else return __ldg(p);
+}
+template <bool ROPE>
+__device__ __forceinline__ uint2 ld_kv8(const uint2* p) {
+  if constexpr (ROPE) return __ldcg(p);
+  else return __ldg(p);
+}
+
+template <int G, bool ROPE>
+__global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __half* kc, const __half* vc) {
   pdl_trigger();
   constexpr int HD = 128;
   const int t = blockIdx.x, kvh = blockIdx.y;
@@ -306,8 +329,36 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
   const int pos = a.pos[t];
   const int32_t* table = a.block_tables + (size_t)a.seq_idx[t] * a.blocks_per_seq;
   const int kv_dim = a.n_head_kv * HD;
-  for (int i = threadIdx.x; i < G * HD; i += 128)
-    qs[i / HD][i % HD] = a.q[((size_t)t * a.n_head + kvh * G) * HD + i] * a.scale;
+  if constexpr (ROPE) {
+    constexpr int HALF = HD / 2;
+    const float p = (float)pos;
+    const size_t sl = (size_t)a.slot[t] * kv_dim + kvh * HD;
+    // G query heads and the KV head: (G + 1) x 64 rotation pairs, then V
+    for (int i = threadIdx.x; i < (G + 1) * HALF; i += 128) {
+      const int h = i / HALF, ii = i % HALF;
+      const float theta = p * powf(a.theta_scale, (float)ii) * a.freq_scale;
+      float sn, cs;
+      sincosf(theta, &sn, &cs);
+      const int i0 = a.neox ? ii : 2 * ii, i1 = a.neox ? ii + HALF : 2 * ii + 1;
+      if (h < G) {
+        const float* x = a.q + ((size_t)t * a.n_head + kvh * G + h) * HD;
+        const float x0 = x[i0], x1 = x[i1];
+        qs[h][i0] = (x0 * cs - x1 * sn) * a.scale;
+        qs[h][i1] = (x0 * sn + x1 * cs) * a.scale;
+      } else {
+        const float* x = a.k + ((size_t)t * a.n_head_kv + kvh) * HD;
+        const float x0 = x[i0], x1 = x[i1];
+        __half* kw = const_cast<__half*>(kc) + sl;
+        kw[i0] = __float2half_rn(x0 * cs - x1 * sn);
+        kw[i1] = __float2half_rn(x0 * sn + x1 * cs);
+      }
+    }
+    for (int d = threadIdx.x; d < HD; d += 128)
+      const_cast<__half*>(vc)[sl + d] = __float2half_rn(a.v[((size_t)t * a.n_head_kv + kvh) * HD + d]);
+  } else {
+    for (int i = threadIdx.x; i < G * HD; i += 128)
+      qs[i / HD][i % HD] = a.q[((size_t)t * a.n_head + kvh * G) * HD + i] * a.scale;
+  }
   __syncthreads();
   float m[G], l[G], acc[G][4];
 #pragma unroll
@@ -326,7 +377,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
       const uint4* kr = reinterpret_cast<const uint4*>(kc + (size_t)slot * kv_dim + kvh * HD);
       uint4 kv[16];
 #pragma unroll
-      for (int c = 0; c < 16; ++c) kv[c] = live ? __ldg(kr + c) : make_uint4(0, 0, 0, 0);
+      for (int c = 0; c < 16; ++c) kv[c] = live ? ld_kv16<ROPE>(kr + c) : make_uint4(0, 0, 0, 0);
 #pragma unroll
       for (int c = 0; c < 16; ++c) {
         const uint32_t w[4] = {kv[c].x, kv[c].y, kv[c].z, kv[c].w};
@@ -354,7 +405,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
 #pragma unroll 4
     for (int j = 0; j < nlive; ++j) {
       const int sj = __shfl_sync(0xffffffffu, slot, j);
-      const uint2 v = __ldg(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane);
+      const uint2 v = ld_kv8<ROPE>(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane);
       const float2 v01 = __half22float2(*reinterpret_cast<const __half2*>(&v.x));
       const float2 v23 = __half22float2(*reinterpret_cast<const __half2*>(&v.y));
 #pragma unroll
@@ -599,6 +650,25 @@ void launch_fa(cudaStream_t s, dim3 grid, size_t smem, const AttnArgs& a, const 
   attn_prefill_fa<G><<<grid, G * 32, smem, s>>>(a, kc, vc);
 }
 
+// One token per CTA, F16 cache, head 128: the single-pass decode kernel, unless few long contexts would leave most
+// SMs idle (then the split kernel spreads each context over CTAs).
+bool decode_kernel_fits(const DeviceInfo& dev, const BatchView& b, const AttentionShape& sh) {
+  const int G = sh.n_head / sh.n_head_kv;
+  return sh.kv_type == 1 && sh.head_dim == 128 && (G == 1 || G == 2 || G == 4 || G == 8) &&
+         (b.max_pos + 1 <= 512 || b.n_tokens * sh.n_head_kv >= 2 * dev.sm_count) &&
+         !std::getenv("TWINFER_CUDA_SPLIT_ATTENTION");
+}
+
+template <bool ROPE>
+void launch_decode(cudaStream_t s, int G, dim3 grid, const AttnArgs& a, const __half* kc, const __half* vc) {
+  switch (G) {
+    case 1: attn_decode_kernel<1, ROPE><<<grid, 128, 0, s>>>(a, kc, vc); break;
+    case 2: attn_decode_kernel<2, ROPE><<<grid, 128, 0, s>>>(a, kc, vc); break;
+    case 4: attn_decode_kernel<4, ROPE><<<grid, 128, 0, s>>>(a, kc, vc); break;
+    default: attn_decode_kernel<8, ROPE><<<grid, 128, 0, s>>>(a, kc, vc); break;
+  }
+}
+
 constexpr int QG_PREFILL = 4;
 bool groupable(const BatchView& b, int G, int hd) {
   if (!b.host_seq_idx || b.n_tokens < 2 * QG_PREFILL || QG_PREFILL * G * hd > MAXACC * ATHREADS) return false;
@@ -626,6 +696,49 @@ void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const Bat
                                                          sh.n_head, sh.n_head_kv, sh.head_dim, neox, theta_scale,
                                                          freq_scale);
   TWC_LAUNCHED("rope_store_kv");
+}
+
+bool attention_rope_fusable(const DeviceInfo& dev, const BatchView& b, const AttentionShape& sh) {
+  if (!b.host_seq_idx || b.n_tokens > b.n_seqs || !decode_kernel_fits(dev, b, sh) ||
+      std::getenv("TWINFER_CUDA_NO_ROPE_FUSION"))
+    return false;
+  // every sequence row at most once: no token reads another's freshly written K/V
+  std::vector<uint8_t> seen((size_t)b.n_seqs, 0);
+  for (int t = 0; t < b.n_tokens; ++t) {
+    const int r = b.host_seq_idx[t];
+    if (r < 0 || r >= b.n_seqs || seen[r]) return false;
+    seen[r] = 1;
+  }
+  return true;
+}
+
+void attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
+                    const KVLayer& kv, const AttentionShape& sh, int rope_mode, float theta, float freq_scale,
+                    float* out) {
+  (void)dev;
+  const int T = b.n_tokens;
+  if (T <= 0) return;
+  AttnArgs a{};
+  a.n_tokens = T;
+  a.q = q;
+  a.pos = b.pos;
+  a.seq_idx = b.seq_idx;
+  a.block_tables = b.block_tables;
+  a.blocks_per_seq = b.blocks_per_seq;
+  a.block_size = sh.block_size;
+  a.n_head = sh.n_head;
+  a.n_head_kv = sh.n_head_kv;
+  a.hd = sh.head_dim;
+  a.scale = sh.scale;
+  a.out = out;
+  a.k = k;
+  a.v = v;
+  a.slot = b.slot;
+  a.theta_scale = powf(theta, -2.0f / sh.head_dim);  // as rope_store_kv
+  a.freq_scale = freq_scale;
+  a.neox = rope_mode == 2 ? 1 : 0;
+  launch_decode<true>(s, sh.n_head / sh.n_head_kv, dim3(T, sh.n_head_kv), a, (const __half*)kv.k, (const __half*)kv.v);
+  TWC_LAUNCHED("attention (decode, rope fused)");
 }
 
 bool attention_supported(const AttentionShape& sh) {
@@ -670,10 +783,7 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
     return;
   }
   const int QG = groupable(b, G, sh.head_dim) ? QG_PREFILL : 1;
-  // One token per CTA, F16 cache, head 128: the single-pass decode kernel, unless few long contexts would leave
-  // most SMs idle (then the split kernel spreads each context over CTAs).
-  if (QG == 1 && sh.kv_type == 1 && sh.head_dim == 128 && (G == 1 || G == 2 || G == 4 || G == 8) &&
-      (max_len <= 512 || T * sh.n_head_kv >= 2 * dev.sm_count) && !std::getenv("TWINFER_CUDA_SPLIT_ATTENTION")) {
+  if (QG == 1 && decode_kernel_fits(dev, b, sh)) {
     AttnArgs a{};
     a.n_tokens = T;
     a.q = q;
@@ -690,12 +800,7 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
     const dim3 grid(T, sh.n_head_kv);
     const __half* kc = (const __half*)kv.k;
     const __half* vc = (const __half*)kv.v;
-    switch (G) {
-      case 1: attn_decode_kernel<1><<<grid, 128, 0, s>>>(a, kc, vc); break;
-      case 2: attn_decode_kernel<2><<<grid, 128, 0, s>>>(a, kc, vc); break;
-      case 4: attn_decode_kernel<4><<<grid, 128, 0, s>>>(a, kc, vc); break;
-      default: attn_decode_kernel<8><<<grid, 128, 0, s>>>(a, kc, vc); break;
-    }
+    launch_decode<false>(s, G, grid, a, kc, vc);
     TWC_LAUNCHED("attention (decode)");
     return;
   }

@@ -249,6 +249,7 @@ class CudaBackend final : public Backend {
   // activation load of the product that consumes it (the down projection). Every other
   // entry point flushes first, so the observable order of effects is unchanged.
   void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) override {
+    flush_rope();
     if (add_.x && add_.x == x && add_.n == (size_t)n * dim) {
       prof_.begin(stream_, "add_rms_norm");
       cuda::add_rms_norm(stream_, add_.x, add_.y, (const float*)w.data, out, n, dim, eps);
@@ -262,6 +263,7 @@ class CudaBackend final : public Backend {
     prof_.end(stream_);
   }
   void matmul(const Tensor& W, const float* x, int n, float* y) override {
+    flush_rope();
     if (sw_.out && sw_.out == x && sw_.n == (size_t)n * W.ne0 && cuda::tc_eligible(W)) {
       // The pending SwiGLU's product is this matmul's input: computed as the activations are loaded instead of
       // through memory. sw_.out is then never written; the forward pass reads it only here.
@@ -290,15 +292,25 @@ class CudaBackend final : public Backend {
     cuda::add_bias(stream_, y, (const float*)b.data, n, (int)b.ne0);
     prof_.end(stream_);
   }
+  // Held back like the ops above: a decode step's attention that reads these q and this cache does the rotation
+  // and the cache write itself (attention_rope); anything else runs it first.
   void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
                      const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
     flush();
-    prof_.begin(stream_, "rope_store_kv");
-    cuda::rope_store_kv(stream_, q, k, v, b, kv, s, rope_mode, theta, freq_scale);
-    prof_.end(stream_);
+    rope_ = {q, k, v, b, kv, s, rope_mode, theta, freq_scale, true};
   }
   void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
                  float* out) override {
+    if (rope_.pending && rope_.q == q && rope_.kv.k == kv.k && rope_.b.pos == b.pos && rope_.b.n_tokens == b.n_tokens &&
+        attention_supported(s) && cuda::attention_rope_fusable(dev_, b, s)) {
+      rope_.pending = false;
+      flush();
+      prof_.begin(stream_, "attention+rope");
+      cuda::attention_rope(stream_, dev_, rope_.q, rope_.k, rope_.v, b, kv, s, rope_.mode, rope_.theta,
+                           rope_.freq_scale, out);
+      prof_.end(stream_);
+      return;
+    }
     flush();
     if (!attention_supported(s)) {
       note_error(cudaErrorInvalidValue, "attention: unsupported head layout");
@@ -352,7 +364,16 @@ class CudaBackend final : public Backend {
     return false;
   }
 
+  void flush_rope() {
+    if (!rope_.pending) return;
+    rope_.pending = false;
+    prof_.begin(stream_, "rope_store_kv");
+    cuda::rope_store_kv(stream_, rope_.q, rope_.k, rope_.v, rope_.b, rope_.kv, rope_.s, rope_.mode, rope_.theta,
+                        rope_.freq_scale);
+    prof_.end(stream_);
+  }
   void flush() {
+    flush_rope();
     if (mm_q_.count) {
       const Tensor* w[3] = {&mm_q_.W[0], &mm_q_.W[1], &mm_q_.W[2]};
       prof_.begin(stream_, mm_q_.n <= 8 ? "matmul n<=8" : "matmul n>8");
@@ -391,6 +412,18 @@ class CudaBackend final : public Backend {
     float* out = nullptr;
     size_t n = 0;
   };
+  struct PendingRope {
+    float* q = nullptr;
+    float* k = nullptr;
+    const float* v = nullptr;
+    BatchView b;
+    KVLayer kv;
+    AttentionShape s{};
+    int mode = 0;
+    float theta = 0, freq_scale = 0;
+    bool pending = false;
+  };
+  PendingRope rope_;
   PendingAdd add_;
   PendingSwiglu sw_;
   PendingMatmuls mm_q_;

@@ -86,7 +86,7 @@ bool tc_eligible(const Tensor& W);
 bool matmul_groupable(const Tensor& a, const Tensor& b);
 
 // ---- mmvq.cu ----
-// Whether the integer-dot decode kernel takes W at n tokens (Q4_0 / Q8_0, n <= 8; TWINFER_CUDA_DP4A=0: never).
+// Whether the integer-dot decode kernel takes W at n tokens (Q4_0 / Q4_K n <= 2, Q8_0 n = 1; TWINFER_CUDA_DP4A=0: never).
 bool mmvq_supported(const Tensor& W, int n);
 // y[i] = W[i] x for i < count (same type and K), x = silu(x) * up when up is given; false if no scratch (then the
 // caller takes another kernel).
@@ -110,6 +110,12 @@ void topk(cudaStream_t s, const float* x, int rows, int width, int k, void* scra
 void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
                    const AttentionShape& sh, int rope_mode, float theta, float freq_scale);
 bool attention_supported(const AttentionShape& sh);
+// rope_store_kv + attention as one decode kernel: when every sequence has at most one token in the step (host
+// metadata present) and the single-pass decode kernel takes the shape.
+bool attention_rope_fusable(const DeviceInfo& dev, const BatchView& b, const AttentionShape& sh);
+void attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
+                    const KVLayer& kv, const AttentionShape& sh, int rope_mode, float theta, float freq_scale,
+                    float* out);
 void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const float* q, const BatchView& b,
                const KVLayer& kv, const AttentionShape& sh, float* out);
 

@@ -1,4 +1,4 @@
-// Decode products (n <= 8 tokens) of Q4_0 and Q8_0 weights with integer dot products, as llama.cpp's mmvq does:
+// Decode products (one or two tokens) of Q4_0, Q8_0 and Q4_K weights with integer dot products, as llama.cpp's mmvq does:
 // the activations are quantized once per product to int8 blocks of 32 (scale d = max|x| / 127, and d * sum(q) for
 // Q4_0's offset of 8), and each weight block meets them in __dp4a (four int8 products and a sum per instruction).
 // The tensor-core decode kernel (matmul.cu) converts every weight to FP16 for an m16n8k16 tile that is 7/8 empty at
@@ -124,9 +124,92 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
   }
 }
 
+__device__ __forceinline__ int byte_of(uint32_t w, int i) { return (int)((w >> (8 * i)) & 0xFFu); }
+
+// Q4_K: super-blocks of 256 values (144 bytes, 16-byte aligned in rows of whole super-blocks): d, dmin (halves),
+// 12 bytes of 6-bit scales and mins of the eight 32-value sub-blocks, 128 bytes of nibbles. A work item is one pair
+// of sub-blocks (2j, 2j+1: the low and high nibbles of qs[32j..32j+31]), so a 4096-long row gives 64 items: a lane
+// loads the block's 16-byte head and its 32 bytes of nibbles with three 16-byte loads. Per sub-block s:
+//   sum_i (d sc_s q_i - dmin m_s) x_i  with x_i = dx_s qx_i  =  d sc_s dx_s sum(q qx) - dmin m_s (dx_s sum qx).
+template <int NC>
+__global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t row_bytes, int K,
+                                                               const int8_t* __restrict__ xq,
+                                                               const float2* __restrict__ xds) {
+  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= g.row0[3]) return;
+  const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
+  const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+  const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
+  const int items = K / 64, nb = K / 32;
+  float acc[NC];
+#pragma unroll
+  for (int c = 0; c < NC; ++c) acc[c] = 0.0f;
+  constexpr int U = 2;
+  for (int it0 = lane; it0 < items; it0 += 32 * U) {
+    uint4 head[U], q0[U], q1[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int it = it0 + 32 * u;
+      if (it < items) {
+        const uint4* blk = reinterpret_cast<const uint4*>(wrow + (size_t)(it >> 2) * 144);
+        const int j = it & 3;
+        head[u] = __ldg(blk);
+        q0[u] = __ldg(blk + 1 + 2 * j);
+        q1[u] = __ldg(blk + 2 + 2 * j);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int it = it0 + 32 * u;
+      if (it >= items) continue;
+      const int j = it & 3;
+      const float d = __half2float(__ushort_as_half((uint16_t)(head[u].x & 0xFFFFu)));
+      const float dmin = __half2float(__ushort_as_half((uint16_t)(head[u].x >> 16)));
+      // get_scale_min_k4 for sub-blocks 2j and 2j + 1 (bytes 0-3: y, 4-7: z, 8-11: w of the head)
+      int sc[2], mn[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int sb = 2 * j + h;
+        if (sb < 4) {
+          sc[h] = byte_of(head[u].y, sb) & 63;
+          mn[h] = byte_of(head[u].z, sb) & 63;
+        } else {
+          sc[h] = (byte_of(head[u].w, sb - 4) & 0xF) | ((byte_of(head[u].y, sb - 4) >> 6) << 4);
+          mn[h] = (byte_of(head[u].w, sb - 4) >> 4) | ((byte_of(head[u].z, sb - 4) >> 6) << 4);
+        }
+      }
+      const uint32_t qw[8] = {q0[u].x, q0[u].y, q0[u].z, q0[u].w, q1[u].x, q1[u].y, q1[u].z, q1[u].w};
+      const int xb = (it >> 2) * 8 + 2 * j;  // 32-value block of x of sub-block 2j
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        const int4* xp = reinterpret_cast<const int4*>(xq + (size_t)c * K + (size_t)xb * 32);
+        const int4 a0 = __ldg(xp), a1 = __ldg(xp + 1), b0 = __ldg(xp + 2), b1 = __ldg(xp + 3);
+        const int xa[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const int xb8[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int w = 0; w < 8; ++w) {
+          s0 = __dp4a((int)(qw[w] & 0x0F0F0F0Fu), xa[w], s0);
+          s1 = __dp4a((int)((qw[w] >> 4) & 0x0F0F0F0Fu), xb8[w], s1);
+        }
+        const float2 da = __ldg(xds + (size_t)c * nb + xb), db = __ldg(xds + (size_t)c * nb + xb + 1);
+        acc[c] += d * ((float)sc[0] * da.x * (float)s0 + (float)sc[1] * db.x * (float)s1) -
+                  dmin * ((float)mn[0] * da.y + (float)mn[1] * db.y);
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const float v = warp_sum(acc[c]);
+    if (lane == 0) (i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0])[(size_t)c * (i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0]) + r] = v;
+  }
+}
+
 template <int TYPE, int NC>
 void launch(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
-  mmvq_kernel<TYPE, NC><<<ceil_div(g.row0[3], kWarps), kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
+  if constexpr (TYPE == 12) mmvq_q4k_kernel<NC><<<ceil_div(g.row0[3], kWarps), kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
+  else mmvq_kernel<TYPE, NC><<<ceil_div(g.row0[3], kWarps), kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
   TWC_LAUNCHED("mmvq");
 }
 
@@ -135,12 +218,7 @@ void launch_nc(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* 
   switch (n) {
     case 1: launch<TYPE, 1>(s, g, rb, K, xq, xds); break;
     case 2: launch<TYPE, 2>(s, g, rb, K, xq, xds); break;
-    case 3: launch<TYPE, 3>(s, g, rb, K, xq, xds); break;
-    case 4: launch<TYPE, 4>(s, g, rb, K, xq, xds); break;
-    case 5: launch<TYPE, 5>(s, g, rb, K, xq, xds); break;
-    case 6: launch<TYPE, 6>(s, g, rb, K, xq, xds); break;
-    case 7: launch<TYPE, 7>(s, g, rb, K, xq, xds); break;
-    default: launch<TYPE, 8>(s, g, rb, K, xq, xds); break;
+    default: launch<TYPE, 2>(s, g, rb, K, xq, xds); break;
   }
 }
 
@@ -154,8 +232,14 @@ bool mmvq_enabled() {
   return on;
 }
 
+// Where it measured faster than the tensor-core decode kernel (H100, op_test, µs per 8B layer, this / FP16 mma):
+// Q4_0 n=1 65.2 / 80.4, n=2 75.1 / 81.3, n=8 190 / 89; Q8_0 n=1 102.2 / 112.6, n=2 119.4 / 111.6 (bench/NOTES.md
+// run 11). With more tokens each lane's int8 products of every token outgrow the FP16 tile's fixed cost.
+// Q4_K (tensor-core kernel 100 µs per layer at n=1, 1.2 TB/s): taken at n <= 2 as Q4_0, not yet measured alone.
 bool mmvq_supported(const Tensor& W, int n) {
-  return mmvq_enabled() && (W.type == 2 || W.type == 8) && n >= 1 && n <= 8 && W.ne0 % 32 == 0 &&
+  const int max_n = W.type == 2 || W.type == 12 ? 2 : W.type == 8 ? 1 : 0;
+  const size_t rb = row_bytes(W.type, W.ne0);
+  return mmvq_enabled() && n >= 1 && n <= max_n && W.ne0 % (W.type == 12 ? 256 : 32) == 0 && rb % 16 == 0 &&
          W.ne1 < (1 << 28) && W.ne0 < (1 << 28);
 }
 
@@ -181,6 +265,7 @@ bool mmvq(cudaStream_t s, Scratch& scratch, const Tensor* const* W, float* const
   }
   const size_t rb = row_bytes(W[0]->type, K);
   if (W[0]->type == 2) launch_nc<2>(s, g, rb, K, xq, xds, n);
+  else if (W[0]->type == 12) launch_nc<12>(s, g, rb, K, xq, xds, n);
   else launch_nc<8>(s, g, rb, K, xq, xds, n);
   return true;
 }
