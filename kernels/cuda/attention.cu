@@ -401,13 +401,21 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
       m[h] = mn;
       acc[h][0] *= c, acc[h][1] *= c, acc[h][2] *= c, acc[h][3] *= c;
     }
-    const int nlive = min(32, pos - p0 + 1);
-#pragma unroll 4
-    for (int j = 0; j < nlive; ++j) {
+    const int nlive = min(32, pos - p0 + 1);  // the same in every lane
+    // All of the chunk's V rows are requested before any is used (one round trip, not one per 4 rows: the V walk
+    // was the longest dependent chain of the kernel at short contexts).
+    uint2 vr[32];
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
       const int sj = __shfl_sync(0xffffffffu, slot, j);
-      const uint2 v = ld_kv8<ROPE>(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane);
-      const float2 v01 = __half22float2(*reinterpret_cast<const __half2*>(&v.x));
-      const float2 v23 = __half22float2(*reinterpret_cast<const __half2*>(&v.y));
+      vr[j] = j < nlive ? ld_kv8<ROPE>(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane)
+                        : make_uint2(0, 0);
+    }
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      if (j >= nlive) break;
+      const float2 v01 = __half22float2(*reinterpret_cast<const __half2*>(&vr[j].x));
+      const float2 v23 = __half22float2(*reinterpret_cast<const __half2*>(&vr[j].y));
 #pragma unroll
       for (int h = 0; h < G; ++h) {
         const float ph = __shfl_sync(0xffffffffu, pr[h], j);

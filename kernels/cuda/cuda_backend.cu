@@ -149,17 +149,20 @@ class CudaBackend final : public Backend {
   }
   void release(void* p) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     if (p) cudaFree(p);
   }
   void* host_view(void*) override { return nullptr; }
   void upload(void* dst, const void* src, size_t n) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.begin(stream_, "upload");
     staging_.upload(stream_, dst, src, n);
     prof_.end(stream_);
   }
   void download(void* dst, const void* src, size_t n) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     if (capturing_) {  // the step is being recorded: copy once the graph has run (end_step)
       pending_.push_back({dst, src, n});
       return;
@@ -177,6 +180,7 @@ class CudaBackend final : public Backend {
   // attributes and scratch buffers are settled before any capture. TWINFER_CUDA_GRAPHS=1 turns it on.
   void begin_step(const BatchView& b) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.step();
     if (!graphs_enabled_ || prof_.on || b.n_tokens > kGraphMaxTokens) return;
     auto it = graphs_.find(b.n_tokens);
@@ -200,6 +204,7 @@ class CudaBackend final : public Backend {
 
   void end_step() override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     if (!capturing_) return;
     capturing_ = false;
     cudaGraph_t g = nullptr;
@@ -230,16 +235,19 @@ class CudaBackend final : public Backend {
   }
   void copy(void* dst, const void* src, size_t n) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     TWC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
   }
   void synchronize() override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     TWC_CHECK(cudaStreamSynchronize(stream_));
     prof_.collect();
   }
 
   void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.begin(stream_, "get_rows");
     cuda::get_rows(stream_, table, ids, n, out);
     prof_.end(stream_);
@@ -250,17 +258,35 @@ class CudaBackend final : public Backend {
   // entry point flushes first, so the observable order of effects is unchanged.
   void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) override {
     flush_rope();
-    if (add_.x && add_.x == x && add_.n == (size_t)n * dim) {
+    int8_t* q = nullptr;
+    float2* ds = nullptr;
+    bool quantized = false;
+    if (add_.x && add_.x == x && add_.n == (size_t)n * dim) {  // nothing else is pending here: add() flushed
+      norm_q8(n, dim, &q, &ds);
       prof_.begin(stream_, "add_rms_norm");
-      cuda::add_rms_norm(stream_, add_.x, add_.y, (const float*)w.data, out, n, dim, eps);
+      quantized = cuda::add_rms_norm(stream_, add_.x, add_.y, (const float*)w.data, out, n, dim, eps, q, ds);
       prof_.end(stream_);
       add_ = {};
-      return;
+    } else {
+      flush();
+      norm_q8(n, dim, &q, &ds);
+      prof_.begin(stream_, "rms_norm");
+      quantized = cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps, q, ds);
+      prof_.end(stream_);
     }
-    flush();
-    prof_.begin(stream_, "rms_norm");
-    cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps);
-    prof_.end(stream_);
+    mm_.pre_x = quantized ? out : nullptr;
+    mm_.pre_n = n;
+    mm_.pre_k = dim;
+  }
+  // Decode rows (n <= 2, where the integer-dot kernel runs): the norm's output also goes out as int8 blocks, so
+  // the Q/K/V and gate/up products that read it next skip their quantization launch (mm_.pre_x marks it valid).
+  void norm_q8(int n, int dim, int8_t** q, float2** ds) {
+    if (n > 2 || dim % 32 != 0) return;
+    const size_t qbytes = ((size_t)n * dim + 15) / 16 * 16;
+    char* buf = (char*)mm_.nq.get(qbytes + (size_t)n * (dim / 32) * sizeof(float2));
+    if (!buf) return;
+    *q = (int8_t*)buf;
+    *ds = (float2*)(buf + qbytes);
   }
   void matmul(const Tensor& W, const float* x, int n, float* y) override {
     flush_rope();
@@ -288,6 +314,7 @@ class CudaBackend final : public Backend {
   }
   void add_bias(float* y, const Tensor& b, int n) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.begin(stream_, "add_bias");
     cuda::add_bias(stream_, y, (const float*)b.data, n, (int)b.ne0);
     prof_.end(stream_);
@@ -297,6 +324,7 @@ class CudaBackend final : public Backend {
   void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
                      const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     rope_ = {q, k, v, b, kv, s, rope_mode, theta, freq_scale, true};
   }
   void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
@@ -305,6 +333,7 @@ class CudaBackend final : public Backend {
         attention_supported(s) && cuda::attention_rope_fusable(dev_, b, s)) {
       rope_.pending = false;
       flush();
+      mm_.pre_x = nullptr;
       prof_.begin(stream_, "attention+rope");
       cuda::attention_rope(stream_, dev_, rope_.q, rope_.k, rope_.v, b, kv, s, rope_.mode, rope_.theta,
                            rope_.freq_scale, out);
@@ -312,6 +341,7 @@ class CudaBackend final : public Backend {
       return;
     }
     flush();
+    mm_.pre_x = nullptr;
     if (!attention_supported(s)) {
       note_error(cudaErrorInvalidValue, "attention: unsupported head layout");
       return;
@@ -322,14 +352,17 @@ class CudaBackend final : public Backend {
   }
   void swiglu(const float* gate, const float* up, float* out, size_t n) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     sw_ = {gate, up, out, n};
   }
   void add(float* x, const float* y, size_t n) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     add_ = {x, y, n};
   }
   void gather_rows(const float* x, const int32_t* rows, int n, int width, float* out) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.begin(stream_, "gather_rows");
     cuda::gather_rows(stream_, x, rows, n, width, out);
     prof_.end(stream_);
@@ -337,6 +370,7 @@ class CudaBackend final : public Backend {
   // Selection on the device; only rows x k ids and values are downloaded (topk.cu).
   void top_k(const float* x, int rows, int width, int k, int32_t* ids, float* vals) override {
     flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
     if (rows <= 0) return;
     // Sized for the largest k at once (and at least 16 rows), so a graph capture of a later step never needs to grow it.
     const int cap_rows = rows < 16 ? 16 : rows;

@@ -29,13 +29,19 @@ struct Scratch {
 struct MatmulScratch {
   Scratch partial, counters, xh, wh;  // wh: F16 copy of a quantized weight for cuBLAS (cublas.cu)
   Scratch xq;                          // int8 activations of the integer-dot decode kernel (mmvq.cu)
-  void freeze() { partial.frozen = counters.frozen = xh.frozen = wh.frozen = xq.frozen = true; }
+  Scratch nq;                          // the same, written by the RMSNorm that produced x (pre_x)
+  // x already quantized into nq by the norm that wrote it (n rows of k values); the backend clears pre_x as soon
+  // as anything else may have written x.
+  const float* pre_x = nullptr;
+  int pre_n = 0, pre_k = 0;
+  void freeze() { partial.frozen = counters.frozen = xh.frozen = wh.frozen = xq.frozen = nq.frozen = true; }
   void thaw() {
     partial.thaw();
     counters.thaw(true);
     xh.thaw();
     wh.thaw();
     xq.thaw();
+    nq.thaw();
   }
   void free_all() {
     partial.free_all();
@@ -43,6 +49,7 @@ struct MatmulScratch {
     xh.free_all();
     wh.free_all();
     xq.free_all();
+    nq.free_all();
   }
 };
 
@@ -54,9 +61,13 @@ struct DeviceInfo {
 
 // ---- elementwise.cu ----
 void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, float* out);
-void rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps);
+// q / ds (optional): also write out as int8 blocks for the integer-dot decode kernel (mmvq.cu); returns whether it
+// did (rows of dim % 32 == 0 on the vectorized path).
+bool rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps,
+              int8_t* q = nullptr, float2* ds = nullptr);
 // x += y, then out = rms_norm(x) * w: the residual add and the next layer's norm in one pass.
-void add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps);
+bool add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps,
+                  int8_t* q = nullptr, float2* ds = nullptr);
 void add_bias(cudaStream_t s, float* y, const float* b, int n, int width);
 void swiglu(cudaStream_t s, const float* gate, const float* up, float* out, size_t n);
 void add(cudaStream_t s, float* x, const float* y, size_t n);
@@ -86,11 +97,11 @@ bool tc_eligible(const Tensor& W);
 bool matmul_groupable(const Tensor& a, const Tensor& b);
 
 // ---- mmvq.cu ----
-// Whether the integer-dot decode kernel takes W at n tokens (Q4_0 / Q4_K n <= 2, Q8_0 n = 1; TWINFER_CUDA_DP4A=0: never).
+// Whether the integer-dot decode kernel takes W at n tokens (Q4_0 n <= 2, Q8_0 / Q4_K n = 1; TWINFER_CUDA_DP4A=0: never).
 bool mmvq_supported(const Tensor& W, int n);
 // y[i] = W[i] x for i < count (same type and K), x = silu(x) * up when up is given; false if no scratch (then the
-// caller takes another kernel).
-bool mmvq(cudaStream_t s, Scratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
+// caller takes another kernel). Activations the norm already quantized (scratch.pre_x == x) are used as they are.
+bool mmvq(cudaStream_t s, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
           const float* up, int n);
 
 // ---- cublas.cu ----

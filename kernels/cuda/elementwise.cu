@@ -67,9 +67,11 @@ __global__ void add_rms_norm_kernel(float* x, const float* y, const float* w, fl
 // Rows of dim % 4 == 0, dim <= 4 * NPT * 256: each of 256 threads holds NPT float4 of the row in registers, so the
 // row is read once with 16-byte loads (the generic kernels above re-read it and issue 4-byte loads one after the
 // other: ~7 us per decode-step norm, run 4). ADD: x += y first (the residual), written back.
+// q / ds (not null; dim % 32 == 0): the output also as int8 blocks of 32 with (d, d * sum q), exactly as mmvq.cu's
+// quantize_q8_kernel would compute them from `out` — the next decode product then needs no quantization launch.
 template <bool ADD, int NPT>
 __global__ void __launch_bounds__(256) rms_norm_v4_kernel(float* x, const float* y, const float* w, float* out,
-                                                          int dim, float eps) {
+                                                          int dim, float eps, int8_t* q, float2* ds) {
   pdl_trigger();  // lets a following matmul start streaming its weights
   const int d4 = dim / 4;
   float4* xr = reinterpret_cast<float4*>(x + (size_t)blockIdx.x * dim);
@@ -104,25 +106,45 @@ __global__ void __launch_bounds__(256) rms_norm_v4_kernel(float* x, const float*
 #pragma unroll
   for (int i = 0; i < NPT; ++i) {
     const int j = threadIdx.x + i * 256;
+    float4 r = make_float4(0, 0, 0, 0);
     if (j < d4) {
       const float4 ww = w4[j];
-      o[j] = make_float4(v[i].x * scale * ww.x, v[i].y * scale * ww.y, v[i].z * scale * ww.z, v[i].w * scale * ww.w);
+      r = make_float4(v[i].x * scale * ww.x, v[i].y * scale * ww.y, v[i].z * scale * ww.z, v[i].w * scale * ww.w);
+      o[j] = r;
+    }
+    if (q) {  // uniform branch; 8 consecutive threads hold one 32-value block (d4 % 8 == 0: all in or all out)
+      float amax = fmaxf(fmaxf(fabsf(r.x), fabsf(r.y)), fmaxf(fabsf(r.z), fabsf(r.w)));
+#pragma unroll
+      for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+      const float d = amax / 127.0f;
+      const int q0 = amax == 0.0f ? 0 : __float2int_rn(r.x / d), q1 = amax == 0.0f ? 0 : __float2int_rn(r.y / d);
+      const int q2 = amax == 0.0f ? 0 : __float2int_rn(r.z / d), q3 = amax == 0.0f ? 0 : __float2int_rn(r.w / d);
+      float sum = (float)(q0 + q1 + q2 + q3);
+#pragma unroll
+      for (int m = 1; m < 8; m <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
+      if (j < d4) {
+        const size_t e = (size_t)blockIdx.x * dim + 4 * (size_t)j;
+        *reinterpret_cast<char4*>(q + e) = make_char4((signed char)q0, (signed char)q1, (signed char)q2, (signed char)q3);
+        if ((threadIdx.x & 7) == 0) ds[e / 32] = make_float2(d, d * sum);
+      }
     }
   }
 }
 
 template <bool ADD>
-bool rms_norm_v4(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps) {
+bool rms_norm_v4(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps,
+                 int8_t* q, float2* ds) {
   const bool aligned = ((uintptr_t)x | (uintptr_t)y | (uintptr_t)w | (uintptr_t)out) % 16 == 0;
   if (dim % 4 != 0 || !aligned) return false;
+  if (dim % 32 != 0) q = nullptr, ds = nullptr;
   const int npt = (dim / 4 + 255) / 256;
   switch (npt) {
-    case 1: rms_norm_v4_kernel<ADD, 1><<<n, 256, 0, s>>>(x, y, w, out, dim, eps); break;
-    case 2: rms_norm_v4_kernel<ADD, 2><<<n, 256, 0, s>>>(x, y, w, out, dim, eps); break;
+    case 1: rms_norm_v4_kernel<ADD, 1><<<n, 256, 0, s>>>(x, y, w, out, dim, eps, q, ds); break;
+    case 2: rms_norm_v4_kernel<ADD, 2><<<n, 256, 0, s>>>(x, y, w, out, dim, eps, q, ds); break;
     case 3:
-    case 4: rms_norm_v4_kernel<ADD, 4><<<n, 256, 0, s>>>(x, y, w, out, dim, eps); break;
+    case 4: rms_norm_v4_kernel<ADD, 4><<<n, 256, 0, s>>>(x, y, w, out, dim, eps, q, ds); break;
     case 5: case 6: case 7:
-    case 8: rms_norm_v4_kernel<ADD, 8><<<n, 256, 0, s>>>(x, y, w, out, dim, eps); break;
+    case 8: rms_norm_v4_kernel<ADD, 8><<<n, 256, 0, s>>>(x, y, w, out, dim, eps, q, ds); break;
     default: return false;
   }
   return true;
@@ -184,26 +206,30 @@ void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, fl
   TWC_LAUNCHED("get_rows");
 }
 
-void rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps) {
-  if (n <= 0) return;
-  if (rms_norm_v4<false>(s, const_cast<float*>(x), x, w, out, n, dim, eps)) {
+bool rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps, int8_t* q,
+              float2* ds) {
+  if (n <= 0) return false;
+  if (rms_norm_v4<false>(s, const_cast<float*>(x), x, w, out, n, dim, eps, q, ds)) {
     TWC_LAUNCHED("rms_norm");
-    return;
+    return q && dim % 32 == 0;
   }
   const int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
   rms_norm_kernel<<<n, threads, 0, s>>>(x, w, out, dim, eps);
   TWC_LAUNCHED("rms_norm");
+  return false;
 }
 
-void add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps) {
-  if (n <= 0) return;
-  if (rms_norm_v4<true>(s, x, y, w, out, n, dim, eps)) {
+bool add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps,
+                  int8_t* q, float2* ds) {
+  if (n <= 0) return false;
+  if (rms_norm_v4<true>(s, x, y, w, out, n, dim, eps, q, ds)) {
     TWC_LAUNCHED("add_rms_norm");
-    return;
+    return q && dim % 32 == 0;
   }
   const int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
   add_rms_norm_kernel<<<n, threads, 0, s>>>(x, y, w, out, dim, eps);
   TWC_LAUNCHED("add_rms_norm");
+  return false;
 }
 
 void add_bias(cudaStream_t s, float* y, const float* b, int n, int width) {

@@ -235,25 +235,32 @@ bool mmvq_enabled() {
 // Where it measured faster than the tensor-core decode kernel (H100, op_test, µs per 8B layer, this / FP16 mma):
 // Q4_0 n=1 65.2 / 80.4, n=2 75.1 / 81.3, n=8 190 / 89; Q8_0 n=1 102.2 / 112.6, n=2 119.4 / 111.6 (bench/NOTES.md
 // run 11). With more tokens each lane's int8 products of every token outgrow the FP16 tile's fixed cost.
-// Q4_K (tensor-core kernel 100 µs per layer at n=1, 1.2 TB/s): taken at n <= 2 as Q4_0, not yet measured alone.
+// Q4_K: n=1 75.6 / 100.3, n=2 114.0 / 100.6 (run 13).
 bool mmvq_supported(const Tensor& W, int n) {
-  const int max_n = W.type == 2 || W.type == 12 ? 2 : W.type == 8 ? 1 : 0;
+  const int max_n = W.type == 2 ? 2 : W.type == 8 || W.type == 12 ? 1 : 0;
   const size_t rb = row_bytes(W.type, W.ne0);
   return mmvq_enabled() && n >= 1 && n <= max_n && W.ne0 % (W.type == 12 ? 256 : 32) == 0 && rb % 16 == 0 &&
          W.ne1 < (1 << 28) && W.ne0 < (1 << 28);
 }
 
-bool mmvq(cudaStream_t s, Scratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
+bool mmvq(cudaStream_t s, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
           const float* up, int n) {
   const int K = (int)W[0]->ne0;
   const int64_t blocks = (int64_t)n * (K / 32);
   const size_t qbytes = ((size_t)n * K + 15) / 16 * 16;
-  char* buf = (char*)scratch.get(qbytes + (size_t)blocks * sizeof(float2));
-  if (!buf) return false;
-  int8_t* xq = (int8_t*)buf;
-  float2* xds = (float2*)(buf + qbytes);
-  quantize_q8_kernel<<<(unsigned)((blocks + 7) / 8), 256, 0, s>>>(x, up, blocks, xq, xds);
-  TWC_LAUNCHED("quantize_q8");
+  const int8_t* xq;
+  const float2* xds;
+  if (!up && scratch.pre_x == x && scratch.pre_n == n && scratch.pre_k == K && scratch.nq.ptr) {
+    xq = (const int8_t*)scratch.nq.ptr;  // the norm that wrote x quantized it too (elementwise.cu)
+    xds = (const float2*)((const char*)scratch.nq.ptr + qbytes);
+  } else {
+    char* buf = (char*)scratch.xq.get(qbytes + (size_t)blocks * sizeof(float2));
+    if (!buf) return false;
+    xq = (const int8_t*)buf;
+    xds = (const float2*)(buf + qbytes);
+    quantize_q8_kernel<<<(unsigned)((blocks + 7) / 8), 256, 0, s>>>(x, up, blocks, (int8_t*)buf, (float2*)(buf + qbytes));
+    TWC_LAUNCHED("quantize_q8");
+  }
   VGroup g{};
   g.row0[0] = 0;
   for (int i = 0; i < 3; ++i) {
