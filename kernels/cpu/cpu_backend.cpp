@@ -50,9 +50,19 @@ struct OpTimer {
 #define TW_PROF(i, n)
 #endif
 
-// Rows of W handled by one task. Small enough to balance two to sixteen threads, large enough that the
-// scheduling cost (one atomic increment) disappears next to a row chunk's work.
+// Rows of W handled by one task, at least (a multiple of 4: x4 quads never straddle tasks). Prompts use it as is;
+// decode steps take larger chunks (rows_per_task) so each thread streams long contiguous runs of weights and claims
+// few tasks: with 16-row tasks a TinyLlama decode step was ~27k claims, two contended atomics each, and a thread's
+// weight stream restarted every 20 KB — two threads ran the step's products only 1.25x faster than one.
 constexpr int kRowsPerTask = 16;
+// Target multiply-adds per task (about 50-100 us of one thread), capped so every thread still gets ~8 tasks of a
+// job to balance with.
+constexpr int64_t kTaskWork = 1 << 20;
+inline int64_t rows_per_task(int64_t R, int64_t K, int n, int threads) {
+  int64_t rows = std::min<int64_t>(kTaskWork / std::max<int64_t>(1, K * n), R / (8 * (int64_t)threads));
+  rows = std::max<int64_t>(kRowsPerTask, rows);
+  return (rows + kRowsPerTask - 1) / kRowsPerTask * kRowsPerTask;
+}
 // Tokens processed against one chunk of rows while the rows are hot in cache (prefill).
 constexpr int kTokenTile = 8;
 // Below this many multiply-adds a job runs on the calling thread: waking the pool costs more than it saves.
@@ -269,13 +279,14 @@ class CpuBackend final : public Backend {
       for (size_t i = 0; i < bf16_act_.size(); ++i) bf16_act_[i] = bf16_to_f32(f32_to_bf16(x[i]));
       x = bf16_act_.data();
     }
-    const int n_tasks = (int)((R + kRowsPerTask - 1) / kRowsPerTask);
+    const int64_t rpt = rows_per_task(R, K, n, pool_.size());
+    const int n_tasks = (int)((R + rpt - 1) / rpt);
     // Prompts with F16/BF16 weights: each row is converted to F32 once per token tile (exact) instead of once per
     // token inside the dot product.
     const bool convert_rows = n > 1 && (W.type == TW_TYPE_F16 || W.type == TW_TYPE_BF16);
     if (convert_rows && (int)rowf_.size() < pool_.size()) rowf_.resize(pool_.size());
     run(n_tasks, R * K * n, [&](int task, int thread) {
-      const int64_t r0 = (int64_t)task * kRowsPerTask, r1 = std::min<int64_t>(R, r0 + kRowsPerTask);
+      const int64_t r0 = (int64_t)task * rpt, r1 = std::min<int64_t>(R, r0 + rpt);
       for (int t0 = 0; t0 < n; t0 += kTokenTile) {
         const int t1 = std::min(n, t0 + kTokenTile);
         for (int64_t r = r0; r < r1; ++r) {
@@ -593,6 +604,7 @@ class CpuBackend final : public Backend {
       const char* base;
       size_t rb;
       int64_t R;
+      int64_t rpt;  // rows per task
       int first_task;
     };
     Job jobs[8];
@@ -604,8 +616,9 @@ class CpuBackend final : public Backend {
       jobs[i].base = (const char*)w.data;
       jobs[i].rb = w.layout == kLayoutX4 ? x4_row_stride(w.type, K) : row_bytes(w.type, K);
       jobs[i].R = w.ne1;
+      jobs[i].rpt = rows_per_task(w.ne1, K, n, pool_.size());
       jobs[i].first_task = n_tasks;
-      n_tasks += (int)((w.ne1 + kRowsPerTask - 1) / kRowsPerTask);
+      n_tasks += (int)((w.ne1 + jobs[i].rpt - 1) / jobs[i].rpt);
       work += w.ne1 * K * n;
     }
     const ActRow* act = acts_.data();
@@ -613,7 +626,7 @@ class CpuBackend final : public Backend {
       int i = count - 1;
       while (task < jobs[i].first_task) --i;
       const Job& j = jobs[i];
-      const int64_t r0 = (int64_t)(task - j.first_task) * kRowsPerTask, r1 = std::min<int64_t>(j.R, r0 + kRowsPerTask);
+      const int64_t r0 = (int64_t)(task - j.first_task) * j.rpt, r1 = std::min<int64_t>(j.R, r0 + j.rpt);
       j.fn(j.base, j.rb, r0, r1, act, n, K, j.R, y[i]);
     });
   }
