@@ -81,11 +81,12 @@ __device__ __forceinline__ float block_dot(const uint32_t* w, int sh, const int*
   }
 }
 
-template <int TYPE, int NC>
+// R rows per warp share each x load (the activations were half of the loads a block cost with one row per warp).
+template <int TYPE, int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_bytes, int K,
                                                            const int8_t* __restrict__ xq,
                                                            const float2* __restrict__ xds) {
-  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;  // first of the warp's R rows (one weight)
   const int lane = threadIdx.x & 31;
   if (row >= g.row0[3]) return;
   // which weight: selects, not an indexed load, so the parameter struct stays in constant memory
@@ -93,17 +94,22 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
   const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
   const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
   const int nb = K / 32;
-  float acc[NC];
+  float acc[R][NC];
 #pragma unroll
-  for (int c = 0; c < NC; ++c) acc[c] = 0.0f;
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
   constexpr int U = 4;  // blocks per lane loaded before use
   constexpr int NW = VQ<TYPE>::NW;
   for (int b0 = lane; b0 < nb; b0 += 32 * U) {
-    uint32_t w[U][NW];
-    int sh[U];
+    uint32_t w[U][R][NW];
+    int sh[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u)
-      if (b0 + 32 * u < nb) load_words<NW>(wrow + (size_t)(b0 + 32 * u) * VQ<TYPE>::BYTES, w[u], sh[u]);
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr)
+        if (b0 + 32 * u < nb)
+          load_words<NW>(wrow + rr * row_bytes + (size_t)(b0 + 32 * u) * VQ<TYPE>::BYTES, w[u][rr], sh[u][rr]);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int b = b0 + 32 * u;
@@ -113,15 +119,21 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
         const int4* xp = reinterpret_cast<const int4*>(xq + (size_t)c * K + (size_t)b * 32);
         const int4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
         const int xi[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-        acc[c] += block_dot<TYPE>(w[u], sh[u], xi, __ldg(xds + (size_t)c * nb + b));
+        const float2 xd = __ldg(xds + (size_t)c * nb + b);
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) acc[rr][c] += block_dot<TYPE>(w[u][rr], sh[u][rr], xi, xd);
       }
     }
   }
+  float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
+  const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
 #pragma unroll
-  for (int c = 0; c < NC; ++c) {
-    const float v = warp_sum(acc[c]);
-    if (lane == 0) (i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0])[(size_t)c * (i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0]) + r] = v;
-  }
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const float v = warp_sum(acc[rr][c]);
+      if (lane == 0) y[(size_t)c * M + r + rr] = v;
+    }
 }
 
 __device__ __forceinline__ int byte_of(uint32_t w, int i) { return (int)((w >> (8 * i)) & 0xFFu); }
@@ -131,32 +143,37 @@ __device__ __forceinline__ int byte_of(uint32_t w, int i) { return (int)((w >> (
 // of sub-blocks (2j, 2j+1: the low and high nibbles of qs[32j..32j+31]), so a 4096-long row gives 64 items: a lane
 // loads the block's 16-byte head and its 32 bytes of nibbles with three 16-byte loads. Per sub-block s:
 //   sum_i (d sc_s q_i - dmin m_s) x_i  with x_i = dx_s qx_i  =  d sc_s dx_s sum(q qx) - dmin m_s (dx_s sum qx).
-template <int NC>
+template <int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t row_bytes, int K,
                                                                const int8_t* __restrict__ xq,
                                                                const float2* __restrict__ xds) {
-  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
   const int lane = threadIdx.x & 31;
   if (row >= g.row0[3]) return;
   const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
   const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
   const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
   const int items = K / 64, nb = K / 32;
-  float acc[NC];
+  float acc[R][NC];
 #pragma unroll
-  for (int c = 0; c < NC; ++c) acc[c] = 0.0f;
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
   constexpr int U = 2;
   for (int it0 = lane; it0 < items; it0 += 32 * U) {
-    uint4 head[U], q0[U], q1[U];
+    uint4 head[U][R], q0[U][R], q1[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int it = it0 + 32 * u;
       if (it < items) {
-        const uint4* blk = reinterpret_cast<const uint4*>(wrow + (size_t)(it >> 2) * 144);
         const int j = it & 3;
-        head[u] = __ldg(blk);
-        q0[u] = __ldg(blk + 1 + 2 * j);
-        q1[u] = __ldg(blk + 2 + 2 * j);
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) {
+          const uint4* blk = reinterpret_cast<const uint4*>(wrow + rr * row_bytes + (size_t)(it >> 2) * 144);
+          head[u][rr] = __ldg(blk);
+          q0[u][rr] = __ldg(blk + 1 + 2 * j);
+          q1[u][rr] = __ldg(blk + 2 + 2 * j);
+        }
       }
     }
 #pragma unroll
@@ -164,22 +181,6 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
       const int it = it0 + 32 * u;
       if (it >= items) continue;
       const int j = it & 3;
-      const float d = __half2float(__ushort_as_half((uint16_t)(head[u].x & 0xFFFFu)));
-      const float dmin = __half2float(__ushort_as_half((uint16_t)(head[u].x >> 16)));
-      // get_scale_min_k4 for sub-blocks 2j and 2j + 1 (bytes 0-3: y, 4-7: z, 8-11: w of the head)
-      int sc[2], mn[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int sb = 2 * j + h;
-        if (sb < 4) {
-          sc[h] = byte_of(head[u].y, sb) & 63;
-          mn[h] = byte_of(head[u].z, sb) & 63;
-        } else {
-          sc[h] = (byte_of(head[u].w, sb - 4) & 0xF) | ((byte_of(head[u].y, sb - 4) >> 6) << 4);
-          mn[h] = (byte_of(head[u].w, sb - 4) >> 4) | ((byte_of(head[u].z, sb - 4) >> 6) << 4);
-        }
-      }
-      const uint32_t qw[8] = {q0[u].x, q0[u].y, q0[u].z, q0[u].w, q1[u].x, q1[u].y, q1[u].z, q1[u].w};
       const int xb = (it >> 2) * 8 + 2 * j;  // 32-value block of x of sub-block 2j
 #pragma unroll
       for (int c = 0; c < NC; ++c) {
@@ -187,30 +188,70 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
         const int4 a0 = __ldg(xp), a1 = __ldg(xp + 1), b0 = __ldg(xp + 2), b1 = __ldg(xp + 3);
         const int xa[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
         const int xb8[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-        int s0 = 0, s1 = 0;
-#pragma unroll
-        for (int w = 0; w < 8; ++w) {
-          s0 = __dp4a((int)(qw[w] & 0x0F0F0F0Fu), xa[w], s0);
-          s1 = __dp4a((int)((qw[w] >> 4) & 0x0F0F0F0Fu), xb8[w], s1);
-        }
         const float2 da = __ldg(xds + (size_t)c * nb + xb), db = __ldg(xds + (size_t)c * nb + xb + 1);
-        acc[c] += d * ((float)sc[0] * da.x * (float)s0 + (float)sc[1] * db.x * (float)s1) -
-                  dmin * ((float)mn[0] * da.y + (float)mn[1] * db.y);
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) {
+          const uint4 hd = head[u][rr];
+          const float d = __half2float(__ushort_as_half((uint16_t)(hd.x & 0xFFFFu)));
+          const float dmin = __half2float(__ushort_as_half((uint16_t)(hd.x >> 16)));
+          // get_scale_min_k4 for sub-blocks 2j and 2j + 1 (bytes 0-3: y, 4-7: z, 8-11: w of the head)
+          int sc[2], mn[2];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int sb = 2 * j + h;
+            if (sb < 4) {
+              sc[h] = byte_of(hd.y, sb) & 63;
+              mn[h] = byte_of(hd.z, sb) & 63;
+            } else {
+              sc[h] = (byte_of(hd.w, sb - 4) & 0xF) | ((byte_of(hd.y, sb - 4) >> 6) << 4);
+              mn[h] = (byte_of(hd.w, sb - 4) >> 4) | ((byte_of(hd.z, sb - 4) >> 6) << 4);
+            }
+          }
+          const uint32_t qw[8] = {q0[u][rr].x, q0[u][rr].y, q0[u][rr].z, q0[u][rr].w,
+                                  q1[u][rr].x, q1[u][rr].y, q1[u][rr].z, q1[u][rr].w};
+          int s0 = 0, s1 = 0;
+#pragma unroll
+          for (int w = 0; w < 8; ++w) {
+            s0 = __dp4a((int)(qw[w] & 0x0F0F0F0Fu), xa[w], s0);
+            s1 = __dp4a((int)((qw[w] >> 4) & 0x0F0F0F0Fu), xb8[w], s1);
+          }
+          acc[rr][c] += d * ((float)sc[0] * da.x * (float)s0 + (float)sc[1] * db.x * (float)s1) -
+                        dmin * ((float)mn[0] * da.y + (float)mn[1] * db.y);
+        }
       }
     }
   }
+  float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
+  const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
 #pragma unroll
-  for (int c = 0; c < NC; ++c) {
-    const float v = warp_sum(acc[c]);
-    if (lane == 0) (i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0])[(size_t)c * (i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0]) + r] = v;
-  }
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const float v = warp_sum(acc[rr][c]);
+      if (lane == 0) y[(size_t)c * M + r + rr] = v;
+    }
 }
 
+template <int TYPE, int NC, int R>
+void launch_r(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
+  const int grid = ceil_div(g.row0[3], kWarps * R);
+  if constexpr (TYPE == 12) mmvq_q4k_kernel<NC, R><<<grid, kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
+  else mmvq_kernel<TYPE, NC, R><<<grid, kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
+  TWC_LAUNCHED("mmvq");
+}
+
+// Two rows per warp for Q8_0 and Q4_K where every weight's row count is even (a warp's rows must belong to one
+// weight), else one. H100, µs per 8B layer at n=1, two rows / one (bench/NOTES.md run 14): Q4_K 69.5 / 76.7,
+// Q8_0 98.8 / 100.5, Q4_0 65.6 / 64.1 (so one there). TWINFER_CUDA_MMVQ_ROWS=1|2 forces one choice (A/B).
 template <int TYPE, int NC>
 void launch(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
-  if constexpr (TYPE == 12) mmvq_q4k_kernel<NC><<<ceil_div(g.row0[3], kWarps), kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
-  else mmvq_kernel<TYPE, NC><<<ceil_div(g.row0[3], kWarps), kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
-  TWC_LAUNCHED("mmvq");
+  static const int forced = [] {
+    const char* v = std::getenv("TWINFER_CUDA_MMVQ_ROWS");
+    return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
+  }();
+  const bool two = forced ? forced == 2 : TYPE != 2;
+  if (two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0) launch_r<TYPE, NC, 2>(s, g, rb, K, xq, xds);
+  else launch_r<TYPE, NC, 1>(s, g, rb, K, xq, xds);
 }
 
 template <int TYPE>
