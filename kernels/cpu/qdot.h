@@ -36,10 +36,13 @@ struct ActRow {
   int32_t* sq;
   int32_t* sq16;
   int32_t* neg8sq;  // -8 * sq: q4_0's offset correction, the initial value of a group's integer sum (qdot_x4.h)
+  int16_t* sqh;     // sq as int16 (|sum of 32 int8| <= 4064): pmaddwd operand of the q4_K mins term
+  int16_t* sq16h;   // sq16 as int16: pmaddwd operand of the q6_K -32 * sum(q) term
 };
 
-// Bytes of scratch for one activation row of n values (q, d, sd, sq, sq16, neg8sq; q 16-byte aligned at the base).
-inline size_t act_row_bytes(int64_t n) { return (size_t)n * 2 + (size_t)(n / QA) * 24 + 32; }
+// Bytes of scratch for one activation row of n values (q, d, sd, sq, sq16, neg8sq, sqh, sq16h; q 16-byte aligned at
+// the base).
+inline size_t act_row_bytes(int64_t n) { return (size_t)n * 2 + (size_t)(n / QA) * 30 + 32; }
 
 inline ActRow act_row_at(void* base, int64_t n) {
   char* p = (char*)base;
@@ -50,6 +53,8 @@ inline ActRow act_row_at(void* base, int64_t n) {
   a.sq = (int32_t*)(a.sd + n / QA);
   a.sq16 = a.sq + n / QA;
   a.neg8sq = a.sq16 + 2 * (n / QA);
+  a.sqh = (int16_t*)(a.neg8sq + n / QA);
+  a.sq16h = a.sqh + n / QA;
   return a;
 }
 
@@ -92,6 +97,9 @@ inline void quantize_act_row_scalar(const float* x, int64_t n, const ActRow& a, 
       a.neg8sq[b] = -8 * sum;
       a.sq16[2 * b] = lo;
       a.sq16[2 * b + 1] = sum - lo;
+      a.sqh[b] = (int16_t)sum;
+      a.sq16h[2 * b] = (int16_t)lo;
+      a.sq16h[2 * b + 1] = (int16_t)(sum - lo);
     }
   }
 }
@@ -132,6 +140,9 @@ inline void quantize_act_row(const float* x, int64_t n, const ActRow& a, ActSpec
       a.neg8sq[b] = -8 * sum;
       a.sq16[2 * b] = lo;
       a.sq16[2 * b + 1] = sum - lo;
+      a.sqh[b] = (int16_t)sum;
+      a.sq16h[2 * b] = (int16_t)lo;
+      a.sq16h[2 * b + 1] = (int16_t)(sum - lo);
     }
   }
 }

@@ -48,7 +48,7 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, const ActRow& a, i
           int32_t isum = 0;
           for (int k = 16 * sub; k < 16 * sub + 16; ++k) isum += x4_value(type, rec, r, k) * a.q[sb * 256 + k];
           isum -= 32 * a.sq16[sb * 16 + sub];
-          S += (int8_t)rec[kQ6KScales + 4 * sub + r] * isum;
+          S += x4_q6k_scale(rec, r, sub) * isum;
         }
         out[r] += a.d[sb * 8] * (fp16_to_f32(d[x4_scale_slot(r)]) * (float)S);
       }
@@ -153,8 +153,9 @@ inline void qdot_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, flo
 }
 
 // q4_K x4: per super-block and activation row, S = sum_j sc_j * isum_j and M = sum_j m_j * sum(q_j) in int32
-// lanes (4 rows), then y += d_a * (d * S - dmin * M) — llama.cpp's q4_K x q8_K arithmetic. A group's 4 scales come
-// out of the record's scale words with uniform shifts and masks (repack.h). Bounds: sc <= 63,
+// lanes (4 rows), then y += d_a * (d * S - dmin * M) — llama.cpp's q4_K x q8_K arithmetic. A group pair's scales
+// and mins are one v128.load8x8_u each ([pair][row][2], repack.h): the group's 4 scales are its low or high int16
+// halves, and M is 4 pmaddwd per super-block against pairs of group sums. Bounds: sc <= 63,
 // |isum| <= 32 * 15 * 127, 8 groups: |S| < 2^25.
 template <int NT>
 inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
@@ -167,7 +168,13 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
   for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
     const uint8_t* rec = quad + sb * rec_bytes;
     v128_t S[NT], M[NT];
-    for (int t = 0; t < NT; ++t) S[t] = M[t] = wasm_i32x4_splat(0);
+    for (int t = 0; t < NT; ++t) {
+      S[t] = wasm_i32x4_splat(0);
+      M[t] = wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(rec + kQ4KMins), wasm_v128_load32_splat(act[t].sqh + sb * 8));
+      for (int jp = 1; jp < 4; ++jp)
+        M[t] = wasm_i32x4_add(M[t], wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(rec + kQ4KMins + 8 * jp),
+                                                         wasm_v128_load32_splat(act[t].sqh + sb * 8 + 2 * jp)));
+    }
     for (int j = 0; j < 8; ++j) {
       const int64_t g = sb * 8 + j;
       v128_t s0[NT], s1[NT], s2[NT];
@@ -188,17 +195,12 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
           }
         }
       }
-      const v128_t lo_sc = wasm_v128_load(rec + kQ4KScales), lo_m = wasm_v128_load(rec + kQ4KScales + 16);
-      const v128_t hi = wasm_v128_load(rec + kQ4KScales + 32), m4 = wasm_i32x4_splat(15), m2b = wasm_i32x4_splat(3);
-      const v128_t sc = wasm_v128_or(wasm_v128_and(wasm_u32x4_shr(lo_sc, 4 * j), m4),
-                                     wasm_i32x4_shl(wasm_v128_and(wasm_u32x4_shr(hi, 2 * j), m2b), 4));
-      const v128_t mn = wasm_v128_or(wasm_v128_and(wasm_u32x4_shr(lo_m, 4 * j), m4),
-                                     wasm_i32x4_shl(wasm_v128_and(wasm_u32x4_shr(hi, 16 + 2 * j), m2b), 4));
+      const v128_t scp = wasm_u16x8_load8x8(rec + kQ4KScales + 8 * (j / 2));
+      const v128_t sc = (j & 1) ? wasm_u32x4_shr(scp, 16) : wasm_v128_and(scp, wasm_i32x4_splat(0xFFFF));
       for (int t = 0; t < NT; ++t) {
         v128_t isum = s0[t];
         if constexpr (kMask) isum = wasm_i32x4_add(isum, wasm_i32x4_add(wasm_i32x4_shr(s1[t], 4), wasm_i32x4_shr(s2[t], 8)));
         S[t] = wasm_i32x4_add(S[t], wasm_i32x4_mul(sc, isum));
-        M[t] = wasm_i32x4_add(M[t], wasm_i32x4_mul(mn, wasm_v128_load32_splat(act[t].sq + g)));
       }
     }
     const v128_t d = x4_scales_f32(rec + kQ4KD), dmin = x4_scales_f32(rec + kQ4KDmin);
@@ -212,12 +214,10 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
 }
 
 // q6_K x4: q = low nibble | high pair << 4 assembled in int16 lanes (NT = 1: with masks only, pair vectors 1 and 2
-// scaled by 16 and 256 into accumulators of their own, as in qdot_x4), integer sums per 16-value sub-block minus
-// 32 * sum(q), times the sub-block's int8 scales, summed over the super-block in int32 (|S| < 2^29), then
-// y += d_a * d * S — llama.cpp's q6_K x q8_K arithmetic.
-inline v128_t x4_int8x4_to_i32x4(const uint8_t* p) {
-  return wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(wasm_v128_load32_zero(p)));
-}
+// scaled by 16 and 256 into accumulators of their own, as in qdot_x4), integer sums per 16-value sub-block times
+// the sub-block's int8 scales, minus 32 * sum_sub sc * sum(q) (8 pmaddwd per super-block against pairs of the
+// activations' 16-value sums), summed over the super-block in int32 (|S| < 2^29), then y += d_a * d * S —
+// llama.cpp's q6_K x q8_K arithmetic. A group's two sub-blocks' scales are one v128.load8x8_s ([pair][row][2]).
 
 template <int NT>
 inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
@@ -231,7 +231,13 @@ inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
   for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
     const uint8_t* rec = quad + sb * rec_bytes;
     v128_t S[NT];
-    for (int t = 0; t < NT; ++t) S[t] = wasm_i32x4_splat(0);
+    for (int t = 0; t < NT; ++t) {  // S starts at -32 * sum_sub sc_sub * sum(q of sub)
+      v128_t o = wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rec + kQ6KScales), wasm_v128_load32_splat(act[t].sq16h + sb * 16));
+      for (int sp = 1; sp < 8; ++sp)
+        o = wasm_i32x4_add(o, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rec + kQ6KScales + 8 * sp),
+                                                   wasm_v128_load32_splat(act[t].sq16h + sb * 16 + 2 * sp)));
+      S[t] = wasm_i32x4_sub(wasm_i32x4_splat(0), wasm_i32x4_shl(o, 5));
+    }
     for (int j = 0; j < 8; ++j) {
       const int64_t g = sb * 8 + j;
       // per sub-block (A: chunks 0-1, B: chunks 2-3): s0 unscaled, s1 x16, s2 x256 (kMask) or all in s0
@@ -263,15 +269,14 @@ inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
           }
         }
       }
-      const v128_t scA = x4_int8x4_to_i32x4(rec + kQ6KScales + 4 * (2 * j));
-      const v128_t scB = x4_int8x4_to_i32x4(rec + kQ6KScales + 4 * (2 * j + 1));
+      const v128_t scp = wasm_i16x8_load8x8(rec + kQ6KScales + 8 * j);  // int32 lanes: scale A | scale B << 16
+      const v128_t scA = wasm_i32x4_shr(wasm_i32x4_shl(scp, 16), 16), scB = wasm_i32x4_shr(scp, 16);
       for (int t = 0; t < NT; ++t) {
         v128_t isum[2];
         for (int h = 0; h < 2; ++h) {
           isum[h] = s0[h][t];
           if constexpr (kMask)
             isum[h] = wasm_i32x4_add(isum[h], wasm_i32x4_add(wasm_i32x4_shr(s1[h][t], 4), wasm_i32x4_shr(s2[h][t], 8)));
-          isum[h] = wasm_i32x4_sub(isum[h], wasm_i32x4_splat(32 * act[t].sq16[2 * g + h]));
         }
         S[t] = wasm_i32x4_add(S[t], wasm_i32x4_add(wasm_i32x4_mul(scA, isum[0]), wasm_i32x4_mul(scB, isum[1])));
       }

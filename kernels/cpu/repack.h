@@ -12,17 +12,17 @@
 //   q8_0x4: 128 bytes of int8,   then the 4 rows' scales d as f32 in row order (144 bytes; 4 GGUF blocks are 136)
 //           (f32, not the file's fp16: widening 4 fp16 lanes with shifts and masks cost ~10 of the ~45 cycles a
 //           group takes in the decode kernel; the f32 holds the fp16 exactly, so reading back stays bit-exact)
-//   q4_Kx4: per super-block of 256 (one record = 4 GGUF blocks, 576 bytes): 8 groups of 64 bytes of nibbles as in
-//           q4_0x4; then the 6-bit scales and mins of the 4 rows x 8 groups in three u32x4 words (lane = row):
-//           low 4 bits of the scales (group j at bit 4j), low 4 bits of the mins, and the high 2 bits of both
-//           (scale j at bit 2j, min j at bit 16 + 2j), so the kernels take a group's 4 scales with uniform shifts;
-//           then the 4 rows' fp16 d and fp16 dmin (the 12-byte scale field of each block holds exactly these 16
-//           six-bit values, so the record is again the size of the blocks it replaces)
+//   q4_Kx4: per super-block of 256 (one record = 4 GGUF blocks + 16 bytes, 592 bytes): 8 groups of 64 bytes of
+//           nibbles as in q4_0x4; the 6-bit scales of the 4 rows x 8 groups as bytes, then the mins likewise, both
+//           ordered [group pair][row][2] (so one v128.load8x8_u gives a group pair's 4 rows as int16 pairs: the mins
+//           term of a super-block is 4 pmaddwd against pairs of activation sums, and a group's 4 scales are one mask
+//           or shift of that load); then the 4 rows' fp16 d and fp16 dmin
 //   q6_Kx4: per super-block (840 bytes): 8 groups of 64 bytes of low nibbles as in q4_0x4; 8 groups of 32 bytes of
 //           high 2-bit pairs (two u16x8 words per group; word h serves chunks 2h and 2h+1 of the group, the four pair
 //           vectors of a chunk at bits 4, 8, 12, 0 of each lane, the odd chunk's two bits higher: so one mask places
-//           them next to the masked nibble, see qdot_x4.h); the 16 int8 sub-block scales as [sub-block][row]; the
-//           4 rows' fp16 d
+//           them next to the masked nibble, see qdot_x4.h); the 16 int8 sub-block scales ordered [sub-block
+//           pair][row][2] (as q4_K's: one v128.load8x8_s serves a group's two sub-blocks and the super-block's
+//           -32 * sum(q) correction as pmaddwd); the 4 rows' fp16 d
 // The K-quants' fp16 scales are stored in row order 0, 2, 1, 3: read as two 32-bit words, the low halves are rows
 // 0 and 1 and the high halves rows 2 and 3, which the kernels widen to f32 lanes 0..3 with shifts and masks (one
 // widening per super-block of 8 groups, so they stay fp16 and the record stays the size of the blocks).
@@ -31,8 +31,8 @@
 //   q4_0x4: 4 little-endian u16x8 words W_m (16 bytes each); nibble i of lane L of W_m is lane L of P_{4m+i}
 //           (so P = (W >> 4i) & 15: one shift and one mask per pair vector; values 0..15, the -8 comes later)
 //   q8_0x4: 8 int8x16 vectors V_m; bytes 0..7 are P_{2m}'s lanes, bytes 8..15 are P_{2m+1}'s (sign-extend low/high)
-// A q4_K / q6_K record is exactly the bytes of the 4 GGUF blocks it replaces; q4_0 / q8_0 records are 8 bytes
-// larger (11 % / 6 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
+// A q6_K record is exactly the bytes of the 4 GGUF blocks it replaces; q4_0 / q8_0 / q4_K records are 8 / 8 / 16
+// bytes larger (11 % / 6 % / 3 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -54,7 +54,7 @@ inline bool x4_type(int32_t type) {
 }
 // One record = one GGUF block of each of the 4 rows (q4_0 / q8_0: with f32 instead of fp16 scales).
 inline size_t x4_record_bytes(int32_t type) {
-  return 4 * type_traits(type).block_bytes + (type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : 0);
+  return 4 * type_traits(type).block_bytes + (type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : type == TW_TYPE_Q4_K ? 16 : 0);
 }
 // Bytes of one quad (4 rows of K values) and of a whole [R x K] tensor in x4 layout.
 inline size_t x4_quad_bytes(int32_t type, int64_t K) { return x4_record_bytes(type) * (size_t)(K / type_traits(type).block_size); }
@@ -73,12 +73,13 @@ inline uint16_t x4_f32_to_fp16_exact(float f) {
 }
 
 // q4_Kx4 record offsets
-constexpr int kQ4KScales = 512;  // u32x4 low scale nibbles, u32x4 low min nibbles, u32x4 high bits (see above)
-constexpr int kQ4KD = 560;       // 4 x fp16 d (slot order 0, 2, 1, 3)
-constexpr int kQ4KDmin = 568;    // 4 x fp16 dmin
+constexpr int kQ4KScales = 512;  // 32 bytes of 6-bit scales [group pair][row][2]
+constexpr int kQ4KMins = 544;    // 32 bytes of 6-bit mins, same order
+constexpr int kQ4KD = 576;       // 4 x fp16 d (slot order 0, 2, 1, 3)
+constexpr int kQ4KDmin = 584;    // 4 x fp16 dmin
 // q6_Kx4 record offsets
 constexpr int kQ6KHi = 512;      // 8 x 32 bytes of high bit pairs
-constexpr int kQ6KScales = 768;  // 16 sub-blocks x 4 rows, int8
+constexpr int kQ6KScales = 768;  // 16 int8 sub-block scales x 4 rows, [sub-block pair][row][2]
 constexpr int kQ6KD = 832;       // 4 x fp16 d (slot order 0, 2, 1, 3)
 
 // Byte and bit of the high pair of row r, position kk (0..31) of a q6_K group's 32-byte high area.
@@ -120,21 +121,18 @@ inline uint8_t* x4_value_ptr_q8(uint8_t* rec, int r, int k) {
   return rec + 16 * (j / 2) + 8 * (j % 2) + lane;
 }
 
+// Byte of row r, item i (q4_K group, q6_K sub-block) in an area ordered [item pair][row][2].
+inline int x4_pair_index(int r, int i) { return 8 * (i / 2) + 2 * r + (i & 1); }
 // q4_Kx4: 6-bit scale (which = 0) or min (which = 1) of row r, group j.
-inline uint32_t x4_load_u32(const uint8_t* p) {
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
 inline int x4_q4k_scale(const uint8_t* rec, int r, int j, int which) {
-  const uint32_t lo = x4_load_u32(rec + kQ4KScales + 16 * which + 4 * r);
-  const uint32_t hi = x4_load_u32(rec + kQ4KScales + 32 + 4 * r);
-  return (int)(((lo >> (4 * j)) & 15) | (((hi >> (16 * which + 2 * j)) & 3) << 4));
+  return rec[kQ4KScales + 32 * which + x4_pair_index(r, j)];
 }
 inline void x4_q4k_set_scale(uint8_t* rec, int r, int j, int which, int v) {
-  uint8_t* lo = rec + kQ4KScales + 16 * which + 4 * r + (4 * j) / 8;
-  *lo |= (uint8_t)((v & 15) << ((4 * j) % 8));
-  const int bit = 16 * which + 2 * j;
-  rec[kQ4KScales + 32 + 4 * r + bit / 8] |= (uint8_t)((v >> 4) << (bit % 8));
+  rec[kQ4KScales + 32 * which + x4_pair_index(r, j)] = (uint8_t)v;
 }
+// q6_Kx4: int8 scale of row r, sub-block sub (0..15).
+inline uint8_t& x4_q6k_scale(uint8_t* rec, int r, int sub) { return rec[kQ6KScales + x4_pair_index(r, sub)]; }
+inline int x4_q6k_scale(const uint8_t* rec, int r, int sub) { return (int8_t)rec[kQ6KScales + x4_pair_index(r, sub)]; }
 
 // A 64-byte nibble area from a getter nib(r, k) (row 0..3, position 0..31): word m, lane L = 2r + e holds the
 // nibbles of positions 8m + e, +2, +4, +6 at bits 0, 4, 8, 12 (the layout above, one 16-bit store per lane).
@@ -170,7 +168,7 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
         x4_q6_hi_pos(r, i, &byte, &bit);
         rec[kQ6KHi + 32 * j + byte] |= (uint8_t)(((b->qh[32 * half + i] >> (2 * kq)) & 3) << bit);
       }
-      for (int sb = 0; sb < 16; ++sb) rec[kQ6KScales + 4 * sb + r] = (uint8_t)b->scales[sb];
+      for (int sb = 0; sb < 16; ++sb) x4_q6k_scale(rec, r, sb) = (uint8_t)b->scales[sb];
       std::memcpy(&d[x4_scale_slot(r)], &b->d, 2);
     }
     return;
@@ -230,7 +228,7 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
         b->ql[64 * half + 32 * (kq & 1) + i] |= (uint8_t)((q & 15) << ((kq >> 1) ? 4 : 0));
         b->qh[32 * half + i] |= (uint8_t)((q >> 4) << (2 * kq));
       }
-      for (int sb = 0; sb < 16; ++sb) b->scales[sb] = (int8_t)rec[kQ6KScales + 4 * sb + r];
+      for (int sb = 0; sb < 16; ++sb) b->scales[sb] = (int8_t)x4_q6k_scale(rec, r, sb);
       std::memcpy(&b->d, &d[x4_scale_slot(r)], 2);
     }
     return;
