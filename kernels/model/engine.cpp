@@ -222,14 +222,24 @@ int tw_tensor_write(tw_engine* e, int32_t role, int32_t layer, size_t offset, co
   return TW_OK;
 }
 
+// Let the backend rearrange a complete weight (Backend::prepare_weight), counting any bytes its layout adds.
+static int prepare(tw_engine* e, tw::Tensor& t, int32_t role, int32_t layer) {
+  const size_t before = t.stored_bytes ? t.stored_bytes : t.nbytes;
+  if (!e->be->prepare_weight(t))
+    return tw::fail(TW_ERR_OUT_OF_MEMORY, "out of memory preparing tensor " + tensor_label(role, layer));
+  const size_t after = t.stored_bytes ? t.stored_bytes : t.nbytes;
+  e->bytes_weights += after - before;
+  return TW_OK;
+}
+
 int tw_tensor_finalize(tw_engine* e, int32_t role, int32_t layer) {
   if (!e) return tw::fail(TW_ERR_INVALID_ARGUMENT, "null engine");
   tw::Tensor* t = find_tensor(e, role, layer);
   if (!t || !t->data) return tw::fail(TW_ERR_INVALID_ARGUMENT, "tensor not allocated");
-  if (!e->be->prepare_weight(*t))
-    return tw::fail(TW_ERR_OUT_OF_MEMORY, "out of memory preparing tensor " + tensor_label(role, layer));
-  if (t->stored_bytes > t->nbytes) e->bytes_weights += t->stored_bytes - t->nbytes;
-  return TW_OK;
+  // The token embedding is only read a row at a time unless it doubles as the output matrix (tied embeddings),
+  // which is known once every tensor is in: tw_engine_ready prepares it then.
+  if (role == TW_ROLE_TOK_EMBD) return TW_OK;
+  return prepare(e, *t, role, layer);
 }
 
 int tw_tensor_dequantize(tw_engine* e, int32_t role, int32_t layer, float* out) {
@@ -250,6 +260,8 @@ int tw_engine_ready(tw_engine* e) {
     for (int32_t role = TW_ROLE_ATTN_NORM; role < TW_ROLE_COUNT; ++role)
       if (!e->layers[l][role].data && !is_optional(role, e->hp.arch))
         return tw::fail(TW_ERR_MISSING_TENSOR, "missing tensor " + tensor_label(role, l));
+  tw::Tensor& embd = e->globals[TW_ROLE_TOK_EMBD];
+  if (!e->globals[TW_ROLE_OUTPUT].present() && embd.layout == 0) return prepare(e, embd, TW_ROLE_TOK_EMBD, -1);
   return TW_OK;
 }
 
