@@ -113,6 +113,10 @@ struct AttnArgs {
   const int32_t* slot;
   float theta_scale, freq_scale;
   int neox;
+  // Decode kernel: also write out as int8 blocks of 32 with (d, d * sum q) — the activations of the integer-dot
+  // output projection (mmvq.cu), computed as its quantization kernel would (nullptr: not wanted).
+  int8_t* oq;
+  float2* ods;
 };
 
 // A CTA owns QG consecutive query tokens of one sequence (QG = 1 for decode batches, 4 for prompt chunks, so each
@@ -446,7 +450,17 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
         o += cacc[w][h][d] * e;
       }
     }
-    a.out[((size_t)t * a.n_head + kvh * G) * HD + i] = o / L;
+    const float v = o / L;
+    const size_t e = ((size_t)t * a.n_head + kvh * G) * HD + i;
+    a.out[e] = v;
+    if (a.oq) {  // uniform; each warp's 32 consecutive i are one whole block (G * HD is a multiple of 128)
+      const float amax = warp_max(fabsf(v));
+      const float dq = amax / 127.0f;
+      const int qi = amax == 0.0f ? 0 : __float2int_rn(v / dq);
+      a.oq[e] = (int8_t)qi;
+      const float sq = warp_sum((float)qi);
+      if (lane == 0) a.ods[e / 32] = make_float2(dq, dq * sq);
+    }
   }
 }
 
@@ -720,12 +734,12 @@ bool attention_rope_fusable(const DeviceInfo& dev, const BatchView& b, const Att
   return true;
 }
 
-void attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
+bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
                     const KVLayer& kv, const AttentionShape& sh, int rope_mode, float theta, float freq_scale,
-                    float* out) {
+                    float* out, int8_t* oq, float2* ods) {
   (void)dev;
   const int T = b.n_tokens;
-  if (T <= 0) return;
+  if (T <= 0) return false;
   AttnArgs a{};
   a.n_tokens = T;
   a.q = q;
@@ -745,8 +759,11 @@ void attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float
   a.theta_scale = powf(theta, -2.0f / sh.head_dim);  // as rope_store_kv
   a.freq_scale = freq_scale;
   a.neox = rope_mode == 2 ? 1 : 0;
+  a.oq = oq;
+  a.ods = ods;
   launch_decode<true>(s, sh.n_head / sh.n_head_kv, dim3(T, sh.n_head_kv), a, (const __half*)kv.k, (const __half*)kv.v);
   TWC_LAUNCHED("attention (decode, rope fused)");
+  return oq != nullptr;
 }
 
 bool attention_supported(const AttentionShape& sh) {
@@ -754,10 +771,10 @@ bool attention_supported(const AttentionShape& sh) {
   return sh.n_head % sh.n_head_kv == 0 && G * sh.head_dim <= MAXACC * ATHREADS && sh.head_dim % 2 == 0;
 }
 
-void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const float* q, const BatchView& b,
-               const KVLayer& kv, const AttentionShape& sh, float* out) {
+bool attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const float* q, const BatchView& b,
+               const KVLayer& kv, const AttentionShape& sh, float* out, int8_t* oq, float2* ods) {
   const int T = b.n_tokens;
-  if (T <= 0) return;
+  if (T <= 0) return false;
   const int G = sh.n_head / sh.n_head_kv;
   const int max_len = b.max_pos + 1;
   const int tiles = ceil_div(max_len, TILE);
@@ -788,7 +805,7 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
       default: launch_fa<8>(s, grid, smem, a, kc, vc); break;
     }
     TWC_LAUNCHED("attention (prompt, tensor cores)");
-    return;
+    return false;
   }
   const int QG = groupable(b, G, sh.head_dim) ? QG_PREFILL : 1;
   if (QG == 1 && decode_kernel_fits(dev, b, sh)) {
@@ -808,9 +825,11 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
     const dim3 grid(T, sh.n_head_kv);
     const __half* kc = (const __half*)kv.k;
     const __half* vc = (const __half*)kv.v;
+    a.oq = oq;
+    a.ods = ods;
     launch_decode<false>(s, G, grid, a, kc, vc);
     TWC_LAUNCHED("attention (decode)");
-    return;
+    return oq != nullptr;
   }
   const int groups = ceil_div(T, QG);
   const int ctas = groups * sh.n_head_kv;
@@ -859,6 +878,7 @@ void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
     attn_combine<<<dim3(T, sh.n_head), 128, 0, s>>>(a.pm, a.pl, a.pacc, splits, T, sh.n_head, sh.head_dim, out);
     TWC_LAUNCHED("attn_combine");
   }
+  return false;
 }
 
 }  // namespace cuda

@@ -274,12 +274,10 @@ class CudaBackend final : public Backend {
       quantized = cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps, q, ds);
       prof_.end(stream_);
     }
-    mm_.pre_x = quantized ? out : nullptr;
-    mm_.pre_n = n;
-    mm_.pre_k = dim;
+    mark_quantized(quantized, out, n, dim);
   }
-  // Decode rows (n <= 2, where the integer-dot kernel runs): the norm's output also goes out as int8 blocks, so
-  // the Q/K/V and gate/up products that read it next skip their quantization launch (mm_.pre_x marks it valid).
+  // Decode rows (n <= 2, where the integer-dot kernel runs): the norm's (and the decode attention's) output also
+  // goes out as int8 blocks, so the products that read it next skip their quantization launch (mm_.pre_x).
   void norm_q8(int n, int dim, int8_t** q, float2** ds) {
     if (n > 2 || dim % 32 != 0) return;
     const size_t qbytes = ((size_t)n * dim + 15) / 16 * 16;
@@ -334,10 +332,14 @@ class CudaBackend final : public Backend {
       rope_.pending = false;
       flush();
       mm_.pre_x = nullptr;
+      int8_t* oq = nullptr;
+      float2* ods = nullptr;
+      norm_q8(b.n_tokens, s.n_head * s.head_dim, &oq, &ods);  // the output projection's int8 activations
       prof_.begin(stream_, "attention+rope");
-      cuda::attention_rope(stream_, dev_, rope_.q, rope_.k, rope_.v, b, kv, s, rope_.mode, rope_.theta,
-                           rope_.freq_scale, out);
+      const bool quantized = cuda::attention_rope(stream_, dev_, rope_.q, rope_.k, rope_.v, b, kv, s, rope_.mode,
+                                                  rope_.theta, rope_.freq_scale, out, oq, ods);
       prof_.end(stream_);
+      mark_quantized(quantized, out, b.n_tokens, s.n_head * s.head_dim);
       return;
     }
     flush();
@@ -346,9 +348,19 @@ class CudaBackend final : public Backend {
       note_error(cudaErrorInvalidValue, "attention: unsupported head layout");
       return;
     }
+    int8_t* oq = nullptr;
+    float2* ods = nullptr;
+    norm_q8(b.n_tokens, s.n_head * s.head_dim, &oq, &ods);
     prof_.begin(stream_, "attention");
-    cuda::attention(stream_, dev_, attn_, q, b, kv, s, out);
+    const bool quantized = cuda::attention(stream_, dev_, attn_, q, b, kv, s, out, oq, ods);
     prof_.end(stream_);
+    mark_quantized(quantized, out, b.n_tokens, s.n_head * s.head_dim);
+  }
+  // x (n rows of k values) was also written as int8 blocks into mm_.nq: the next product reading x may use them.
+  void mark_quantized(bool quantized, const float* x, int n, int k) {
+    mm_.pre_x = quantized ? x : nullptr;
+    mm_.pre_n = n;
+    mm_.pre_k = k;
   }
   void swiglu(const float* gate, const float* up, float* out, size_t n) override {
     flush();

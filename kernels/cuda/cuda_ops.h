@@ -124,11 +124,13 @@ bool attention_supported(const AttentionShape& sh);
 // rope_store_kv + attention as one decode kernel: when every sequence has at most one token in the step (host
 // metadata present) and the single-pass decode kernel takes the shape.
 bool attention_rope_fusable(const DeviceInfo& dev, const BatchView& b, const AttentionShape& sh);
-void attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
+bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
                     const KVLayer& kv, const AttentionShape& sh, int rope_mode, float theta, float freq_scale,
-                    float* out);
-void attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const float* q, const BatchView& b,
-               const KVLayer& kv, const AttentionShape& sh, float* out);
+                    float* out, int8_t* oq = nullptr, float2* ods = nullptr);
+// oq / ods (optional, n_head * head_dim % 32 == 0): the decode kernel also writes out as int8 blocks for the output
+// projection (mmvq.cu); returns whether it did (the other kernels do not).
+bool attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const float* q, const BatchView& b,
+               const KVLayer& kv, const AttentionShape& sh, float* out, int8_t* oq = nullptr, float2* ods = nullptr);
 
 }  // namespace cuda
 }  // namespace tw

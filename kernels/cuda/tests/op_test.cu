@@ -579,8 +579,26 @@ static void test_attention(Dev& d, int n_head, int n_head_kv, int hd, int kv_typ
     d.be->attention(dq2, b2, kv, sh, out);
     std::snprintf(name, sizeof name, "attention decode step (rope fused where it applies) h=%d/%d hd=%d kv=%s %s",
                   n_head, n_head_kv, hd, kv_type == 1 ? "F16" : "F32", rope_mode == 2 ? "neox" : "norm");
-    report(name, rel_err(d.get(out, r3.size()), r3), atol);
-    for (void* p : {(void*)dq2, (void*)dk2, (void*)dv2, (void*)dpos2, (void*)dseq2, (void*)dslot2}) d.be->release(p);
+    // The output projection right after (a Q4_0 decode product): with the activations the decode attention kernel
+    // quantized as it wrote `out`, the same bits as when the product quantizes `out` itself.
+    Tensor Wo;
+    auto wob = random_weights(2, qd, 64);
+    Wo.type = 2, Wo.ne0 = qd, Wo.ne1 = 64, Wo.nbytes = wob.size(), Wo.data = d.put(wob);
+    std::vector<float> poison2((size_t)2 * 64, NAN);
+    float *p1 = d.put(poison2), *p2 = d.put(poison2);  // uploads: ordered after the attention, before the products
+    d.be->rope_store_kv(dq2, dk2, dv2, b2, kv, sh, rope_mode, theta, fs);
+    d.be->attention(dq2, b2, kv, sh, out);
+    d.be->matmul(Wo, out, 2, p1);
+    d.be->gather_rows(out, nullptr, 0, qd, out);  // touches nothing, but ends what the attention quantized
+    d.be->matmul(Wo, out, 2, p2);
+    auto m1 = d.get(p1, 128), m2 = d.get(p2, 128);
+    size_t ndiff = 0;
+    for (int i = 0; i < 128; ++i) ndiff += std::memcmp(&m1[i], &m2[i], 4) != 0 || !std::isfinite(m1[i]);
+    std::snprintf(name, sizeof name, "  attention -> Q4_0 output product: same bits as self-quantized (differing)");
+    report(name, (double)ndiff, 0);
+    for (void* p : {(void*)dq2, (void*)dk2, (void*)dv2, (void*)dpos2, (void*)dseq2, (void*)dslot2, Wo.data, (void*)p1,
+                    (void*)p2})
+      d.be->release(p);
   }
   for (void* p : {(void*)dq, (void*)dk, (void*)dv, (void*)dpos, (void*)dseq, (void*)dslot, (void*)dtab, kv.k, kv.v,
                   (void*)out})
