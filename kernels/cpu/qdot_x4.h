@@ -210,20 +210,15 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
   for (int t = 0; t < NT; ++t) wasm_v128_store(out + 4 * t, accf[t]);
 }
 
-// q6_K x4: q = low nibble | high pair << 4 assembled in int16 lanes (NT = 1: with masks only, pair vectors 1 and 2
-// scaled by 16 and 256 into accumulators of their own, as in qdot_x4), integer sums per 16-value sub-block times
-// the sub-block's int8 scales, minus 32 * sum_sub sc * sum(q) (8 pmaddwd per super-block against pairs of the
-// activations' 16-value sums), summed over the super-block in int32 (|S| < 2^29), then y += d_a * d * S —
-// llama.cpp's q6_K x q8_K arithmetic. A group's two sub-blocks' scales are one v128.load8x8_s ([pair][row][2]).
-
+// q6_K x4: the 6-bit values (0..63) stored one per byte, so each pair vector is one v128.load8x8_u; integer sums
+// per 16-value sub-block times the sub-block's int8 scales, minus 32 * sum_sub sc * sum(q) (8 pmaddwd per
+// super-block against pairs of the activations' 16-value sums), summed over the super-block in int32 (|S| < 2^29),
+// then y += d_a * d * S — llama.cpp's q6_K x q8_K arithmetic. A group's two sub-blocks' scales are one
+// v128.load8x8_s ([pair][row][2]).
 template <int NT>
 inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
-  constexpr bool kMask = NT == 1;
   v128_t accf[NT];
   for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
-  const v128_t m0 = wasm_i16x8_splat(0x000F), h0 = wasm_i16x8_splat(0x0030);
-  const v128_t m1 = wasm_i16x8_splat(kMask ? 0x00F0 : 0x000F), h1 = wasm_i16x8_splat(kMask ? 0x0300 : 0x0030);
-  const v128_t m2 = wasm_i16x8_splat(kMask ? 0x0F00 : 0x000F), h2 = wasm_i16x8_splat(kMask ? 0x3000 : 0x0030);
   const size_t rec_bytes = x4_record_bytes(TW_TYPE_Q6_K);
   for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
     const uint8_t* rec = quad + sb * rec_bytes;
@@ -237,46 +232,23 @@ inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
     }
     for (int j = 0; j < 8; ++j) {
       const int64_t g = sb * 8 + j;
-      // per sub-block (A: chunks 0-1, B: chunks 2-3): s0 unscaled, s1 x16, s2 x256 (kMask) or all in s0
-      v128_t s0[2][NT], s1[2][NT], s2[2][NT];
+      v128_t s[2][NT];  // per sub-block: A = pair vectors 0-7, B = 8-15
       for (int h = 0; h < 2; ++h)
-        for (int t = 0; t < NT; ++t) s0[h][t] = s1[h][t] = s2[h][t] = wasm_i32x4_splat(0);
+        for (int t = 0; t < NT; ++t) s[h][t] = wasm_i32x4_splat(0);
       for (int c = 0; c < 4; ++c) {
-        const v128_t w = wasm_v128_load(rec + 64 * j + 16 * c);
-        v128_t hb = wasm_v128_load(rec + kQ6KHi + 32 * j + 16 * (c / 2));
-        if (c & 1) hb = wasm_u16x8_shr(hb, 2);
         v128_t p[4];
-        p[0] = wasm_v128_or(wasm_v128_and(w, m0), wasm_v128_and(hb, h0));
-        if constexpr (kMask) {
-          p[1] = wasm_v128_or(wasm_v128_and(w, m1), wasm_v128_and(hb, h1));
-          p[2] = wasm_v128_or(wasm_v128_and(w, m2), wasm_v128_and(hb, h2));
-        } else {
-          p[1] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(w, 4), m1), wasm_v128_and(wasm_u16x8_shr(hb, 4), h1));
-          p[2] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(w, 8), m2), wasm_v128_and(wasm_u16x8_shr(hb, 8), h2));
-        }
-        p[3] = wasm_v128_or(wasm_u16x8_shr(w, 12), wasm_v128_and(wasm_i16x8_shl(hb, 4), h0));
+        for (int i = 0; i < 4; ++i) p[i] = wasm_u16x8_load8x8(rec + 128 * j + 32 * c + 8 * i);
         const int sub = c / 2;
         for (int t = 0; t < NT; ++t) {
           const int16_t* q = act[t].q + g * QA + 8 * c;
-          for (int i = 0; i < 4; ++i) {
-            const v128_t prod = wasm_i32x4_dot_i16x8(p[i], wasm_v128_load32_splat(q + 2 * i));
-            if (!kMask || i == 0 || i == 3) s0[sub][t] = wasm_i32x4_add(s0[sub][t], prod);
-            else if (i == 1) s1[sub][t] = wasm_i32x4_add(s1[sub][t], prod);
-            else s2[sub][t] = wasm_i32x4_add(s2[sub][t], prod);
-          }
+          for (int i = 0; i < 4; ++i)
+            s[sub][t] = wasm_i32x4_add(s[sub][t], wasm_i32x4_dot_i16x8(p[i], wasm_v128_load32_splat(q + 2 * i)));
         }
       }
       const v128_t scp = wasm_i16x8_load8x8(rec + kQ6KScales + 8 * j);  // int32 lanes: scale A | scale B << 16
       const v128_t scA = wasm_i32x4_shr(wasm_i32x4_shl(scp, 16), 16), scB = wasm_i32x4_shr(scp, 16);
-      for (int t = 0; t < NT; ++t) {
-        v128_t isum[2];
-        for (int h = 0; h < 2; ++h) {
-          isum[h] = s0[h][t];
-          if constexpr (kMask)
-            isum[h] = wasm_i32x4_add(isum[h], wasm_i32x4_add(wasm_i32x4_shr(s1[h][t], 4), wasm_i32x4_shr(s2[h][t], 8)));
-        }
-        S[t] = wasm_i32x4_add(S[t], wasm_i32x4_add(wasm_i32x4_mul(scA, isum[0]), wasm_i32x4_mul(scB, isum[1])));
-      }
+      for (int t = 0; t < NT; ++t)
+        S[t] = wasm_i32x4_add(S[t], wasm_i32x4_add(wasm_i32x4_mul(scA, s[0][t]), wasm_i32x4_mul(scB, s[1][t])));
     }
     const v128_t d = x4_scales_f32(rec + kQ6KD);
     for (int t = 0; t < NT; ++t)

@@ -17,12 +17,11 @@
 //           ordered [group pair][row][2] (so one v128.load8x8_u gives a group pair's 4 rows as int16 pairs: the mins
 //           term of a super-block is 4 pmaddwd against pairs of activation sums, and a group's 4 scales are one mask
 //           or shift of that load); then the 4 rows' fp16 d and fp16 dmin
-//   q6_Kx4: per super-block (840 bytes): 8 groups of 64 bytes of low nibbles as in q4_0x4; 8 groups of 32 bytes of
-//           high 2-bit pairs (two u16x8 words per group; word h serves chunks 2h and 2h+1 of the group, the four pair
-//           vectors of a chunk at bits 4, 8, 12, 0 of each lane, the odd chunk's two bits higher: so one mask places
-//           them next to the masked nibble, see qdot_x4.h); the 16 int8 sub-block scales ordered [sub-block
-//           pair][row][2] (as q4_K's: one v128.load8x8_s serves a group's two sub-blocks and the super-block's
-//           -32 * sum(q) correction as pmaddwd); the 4 rows' fp16 d
+//   q6_Kx4: per super-block (1096 bytes = 4 GGUF blocks + 256): 8 groups of 128 bytes holding the 6-bit values
+//           (0..63) one per byte, laid out as q8_0x4's int8 (so a pair vector is one v128.load8x8_u: the nibble and
+//           high-pair merging cost ~3 vector ops per pair vector, more than the kernel's multiply-adds); the 16 int8
+//           sub-block scales ordered [sub-block pair][row][2] (as q4_K's: one v128.load8x8_s serves a group's two
+//           sub-blocks and the super-block's -32 * sum(q) correction as pmaddwd); the 4 rows' fp16 d
 // The K-quants' fp16 scales are stored in row order 0, 2, 1, 3: read as two 32-bit words, the low halves are rows
 // 0 and 1 and the high halves rows 2 and 3, which the kernels widen to f32 lanes 0..3 with shifts and masks (one
 // widening per super-block of 8 groups, so they stay fp16 and the record stays the size of the blocks).
@@ -31,8 +30,8 @@
 //   q4_0x4: 4 little-endian u16x8 words W_m (16 bytes each); nibble i of lane L of W_m is lane L of P_{4m+i}
 //           (so P = (W >> 4i) & 15: one shift and one mask per pair vector; values 0..15, the -8 comes later)
 //   q8_0x4: 8 int8x16 vectors V_m; bytes 0..7 are P_{2m}'s lanes, bytes 8..15 are P_{2m+1}'s (sign-extend low/high)
-// A q6_K record is exactly the bytes of the 4 GGUF blocks it replaces; q4_0 / q8_0 / q4_K records are 8 / 8 / 16
-// bytes larger (11 % / 6 % / 3 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
+// q4_0 / q8_0 / q4_K / q6_K records are 8 / 8 / 16 / 256 bytes larger than the 4 GGUF blocks they replace
+// (11 % / 6 % / 3 % / 30 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -54,7 +53,8 @@ inline bool x4_type(int32_t type) {
 }
 // One record = one GGUF block of each of the 4 rows (q4_0 / q8_0: with f32 instead of fp16 scales).
 inline size_t x4_record_bytes(int32_t type) {
-  return 4 * type_traits(type).block_bytes + (type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : type == TW_TYPE_Q4_K ? 16 : 0);
+  const size_t extra = type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : type == TW_TYPE_Q4_K ? 16 : type == TW_TYPE_Q6_K ? 256 : 0;
+  return 4 * type_traits(type).block_bytes + extra;
 }
 // Bytes of one quad (4 rows of K values) and of a whole [R x K] tensor in x4 layout.
 inline size_t x4_quad_bytes(int32_t type, int64_t K) { return x4_record_bytes(type) * (size_t)(K / type_traits(type).block_size); }
@@ -78,27 +78,16 @@ constexpr int kQ4KMins = 544;    // 32 bytes of 6-bit mins, same order
 constexpr int kQ4KD = 576;       // 4 x fp16 d (slot order 0, 2, 1, 3)
 constexpr int kQ4KDmin = 584;    // 4 x fp16 dmin
 // q6_Kx4 record offsets
-constexpr int kQ6KHi = 512;      // 8 x 32 bytes of high bit pairs
-constexpr int kQ6KScales = 768;  // 16 int8 sub-block scales x 4 rows, [sub-block pair][row][2]
-constexpr int kQ6KD = 832;       // 4 x fp16 d (slot order 0, 2, 1, 3)
-
-// Byte and bit of the high pair of row r, position kk (0..31) of a q6_K group's 32-byte high area.
-inline void x4_q6_hi_pos(int r, int kk, int* byte, int* bit) {
-  static const int base[4] = {4, 8, 12, 0};
-  const int jp = kk / 2, lane = 2 * r + kk % 2, c = jp / 4, ip = jp % 4;
-  const int pos = base[ip] + 2 * (c % 2);
-  *byte = 16 * (c / 2) + 2 * lane + pos / 8;
-  *bit = pos % 8;
-}
+constexpr int kQ6KScales = 1024;  // 16 int8 sub-block scales x 4 rows, [sub-block pair][row][2]
+constexpr int kQ6KD = 1088;       // 4 x fp16 d (slot order 0, 2, 1, 3)
 
 // Value of row r (0..3), position k (0..31) of a record, as the small integer the kernels multiply (q4_0: 0..15).
+// q6_Kx4: byte of row r, position k (0..255) of a record.
+inline size_t x4_q6_offset(int r, int k) { return 128 * (k / 32) + 8 * ((k % 32) / 2) + 2 * r + k % 2; }
+inline const uint8_t* x4_value_ptr_q6(const uint8_t* rec, int r, int k) { return rec + x4_q6_offset(r, k); }
+
 inline int x4_value(int32_t type, const uint8_t* rec, int r, int k) {
-  if (type == TW_TYPE_Q6_K) {  // 6-bit q (0..63): low nibble | high pair << 4
-    int byte, bit;
-    x4_q6_hi_pos(r, k % 32, &byte, &bit);
-    const int hi = (rec[kQ6KHi + 32 * (k / 32) + byte] >> bit) & 3;
-    return x4_value(TW_TYPE_Q4_K, rec, r, k) | (hi << 4);
-  }
+  if (type == TW_TYPE_Q6_K) return *x4_value_ptr_q6(rec, r, k);  // 6-bit q (0..63)
   if (type == TW_TYPE_Q4_K) {
     rec += 64 * (k / 32);
     k %= 32;
@@ -153,20 +142,13 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
   std::memset(rec, 0, x4_record_bytes(type));
   if (type == TW_TYPE_Q6_K) {
     uint16_t* d = (uint16_t*)(rec + kQ6KD);
-    for (int j = 0; j < 8; ++j) {
-      const int half = j / 4, kq = j % 4;
-      x4_fill_nibbles(rec + 64 * j, [&](int r, int i) -> unsigned {
-        const uint8_t l = ((const block_q6_K*)blocks[r])->ql[64 * half + 32 * (kq & 1) + i];
-        return (kq >> 1) ? l >> 4 : l & 15;
-      });
-    }
     for (int r = 0; r < 4; ++r) {
       const block_q6_K* b = (const block_q6_K*)blocks[r];
-      for (int k = 0; k < 256; ++k) {
+      for (int k = 0; k < 256; ++k) {  // GGUF: low nibble in ql, high pair in qh (dequantize_row_q6_K's order)
         const int j = k / 32, i = k % 32, half = j / 4, kq = j % 4;
-        int byte, bit;
-        x4_q6_hi_pos(r, i, &byte, &bit);
-        rec[kQ6KHi + 32 * j + byte] |= (uint8_t)(((b->qh[32 * half + i] >> (2 * kq)) & 3) << bit);
+        const uint8_t l = b->ql[64 * half + 32 * (kq & 1) + i];
+        const int lo = (kq >> 1) ? l >> 4 : l & 15, hi = (b->qh[32 * half + i] >> (2 * kq)) & 3;
+        rec[x4_q6_offset(r, k)] = (uint8_t)(lo | hi << 4);
       }
       for (int sb = 0; sb < 16; ++sb) x4_q6k_scale(rec, r, sb) = (uint8_t)b->scales[sb];
       std::memcpy(&d[x4_scale_slot(r)], &b->d, 2);
