@@ -276,7 +276,7 @@ bool mmvq_enabled() {
 // Where it measured faster than the tensor-core decode kernel (H100, op_test, µs per 8B layer, this / FP16 mma):
 // Q4_0 n=1 65.2 / 80.4, n=2 75.1 / 81.3, n=8 190 / 89; Q8_0 n=1 102.2 / 112.6, n=2 119.4 / 111.6 (bench/NOTES.md
 // run 11). With more tokens each lane's int8 products of every token outgrow the FP16 tile's fixed cost.
-// Q4_K: n=1 75.6 / 100.3, n=2 114.0 / 100.6 (run 13).
+// Q4_K: n=1 75.6 / 100.3, n=2 114.0 / 100.6 (run 12b).
 bool mmvq_supported(const Tensor& W, int n) {
   const int max_n = W.type == 2 ? 2 : W.type == 8 || W.type == 12 ? 1 : 0;
   const size_t rb = row_bytes(W.type, W.ne0);
