@@ -63,7 +63,9 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, const ActRow& a, i
       int32_t isum = 0;
       for (int k = 0; k < QA; ++k) isum += x4_value(type, rec, r, k) * a.q[g * QA + k];
       isum -= offset * a.sq[g];
-      out[r] += (float)isum * a.d[g] * x4_scale(type, rec, r);
+      float d;
+      std::memcpy(&d, rec + x4_scales_offset(type) + 4 * r, 4);
+      out[r] += (float)isum * a.d[g] * d;
     }
   }
 }
@@ -75,7 +77,7 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, const ActRow& a, i
 
 namespace tw {
 
-// A q8_0 or K-quant record's four fp16 scales (stored in row order 0, 2, 1, 3; repack.h) -> f32x4 in row order, exact (zeros and
+// A K-quant record's four fp16 scales (stored in row order 0, 2, 1, 3; repack.h) -> f32x4 in row order, exact (zeros and
 // subnormals included): each value is moved to the top half of its 32-bit lane, exponent and mantissa shifted into
 // f32 position and rescaled by 2^112, then the sign restored. Integer shifts and masks only: V8 rebuilds byte-
 // shuffle masks on every use.
@@ -92,7 +94,7 @@ inline v128_t x4_scales_f32(const void* p) {
 // out[4 t + r] = row r of the quad . act[t]
 //
 // Per group the integer sum starts at q4_0's offset correction (-8 * sum(q), precomputed with the activations) and
-// is scaled with the record's f32 scales (q4_0) or its fp16 scales widened (q8_0, whose decode is bound by memory).
+// is scaled with the record's f32 scales: the per-group work outside the 16 dot products is 4 vector operations.
 // Decode (NT = 1) unpacks q4_0 with masks where a shift would also be needed: pair vectors 1 and 2 are taken as
 // (W & 0x00F0) = 16 n and (W & 0x0F00) = 256 n into accumulators of their own, divided back exactly at the end of
 // the group (their sums are multiples of 16 and 256): 4 instead of 6 operations per 4 pair vectors, +9 % measured.
@@ -101,7 +103,7 @@ template <int TYPE, int NT>
 inline void qdot_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
   constexpr bool kQ4 = TYPE == TW_TYPE_Q4_0;
   constexpr bool kMask = kQ4 && NT == 1;
-  constexpr int kRec = kQ4 ? 80 : 136, kWBytes = kQ4 ? 64 : 128;
+  constexpr int kRec = kQ4 ? 80 : 144, kWBytes = kRec - 16;
   v128_t accf[NT];
   for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
   const v128_t m0 = wasm_i16x8_splat(0x000F), m1 = wasm_i16x8_splat(kMask ? 0x00F0 : 0x000F),
@@ -145,7 +147,7 @@ inline void qdot_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, flo
         }
       }
     }
-    const v128_t d = kQ4 ? wasm_v128_load(quad + g * kRec + kWBytes) : x4_scales_f32(quad + g * kRec + kWBytes);
+    const v128_t d = wasm_v128_load(quad + g * kRec + kWBytes);
     for (int t = 0; t < NT; ++t) {
       v128_t isum = s0[t];
       if constexpr (kMask) isum = wasm_i32x4_add(isum, wasm_i32x4_add(wasm_i32x4_shr(s1[t], 4), wasm_i32x4_shr(s2[t], 8)));

@@ -9,10 +9,9 @@
 //
 // A quad (4 rows) of a row length K is K/32 groups; group g of a quad is one record:
 //   q4_0x4: 64 bytes of nibbles, then the 4 rows' scales d as f32 in row order (80 bytes; 4 GGUF blocks are 72)
+//   q8_0x4: 128 bytes of int8,   then the 4 rows' scales d as f32 in row order (144 bytes; 4 GGUF blocks are 136)
 //           (f32, not the file's fp16: widening 4 fp16 lanes with shifts and masks cost ~10 of the ~45 cycles a
 //           group takes in the decode kernel; the f32 holds the fp16 exactly, so reading back stays bit-exact)
-//   q8_0x4: 128 bytes of int8,   then the 4 rows' fp16 scales d (136 bytes = 4 GGUF blocks): q8_0's decode reads
-//           weights at most of the memory bandwidth, so bytes cost more than the widening there
 //   q4_Kx4: per super-block of 256 (one record = 4 GGUF blocks + 16 bytes, 592 bytes): 8 groups of 64 bytes of
 //           nibbles as in q4_0x4; the 6-bit scales of the 4 rows x 8 groups as bytes, then the mins likewise, both
 //           ordered [group pair][row][2] (so one v128.load8x8_u gives a group pair's 4 rows as int16 pairs: the mins
@@ -31,8 +30,8 @@
 //   q4_0x4: 4 little-endian u16x8 words W_m (16 bytes each); nibble i of lane L of W_m is lane L of P_{4m+i}
 //           (so P = (W >> 4i) & 15: one shift and one mask per pair vector; values 0..15, the -8 comes later)
 //   q8_0x4: 8 int8x16 vectors V_m; bytes 0..7 are P_{2m}'s lanes, bytes 8..15 are P_{2m+1}'s (sign-extend low/high)
-// q4_0 / q4_K / q6_K records are 8 / 16 / 256 bytes larger than the 4 GGUF blocks they replace (11 % / 3 % / 30 %),
-// so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
+// q4_0 / q8_0 / q4_K / q6_K records are 8 / 8 / 16 / 256 bytes larger than the 4 GGUF blocks they replace
+// (11 % / 6 % / 3 % / 30 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -54,7 +53,7 @@ inline bool x4_type(int32_t type) {
 }
 // One record = one GGUF block of each of the 4 rows (q4_0 / q8_0: with f32 instead of fp16 scales).
 inline size_t x4_record_bytes(int32_t type) {
-  const size_t extra = type == TW_TYPE_Q4_0 ? 8 : type == TW_TYPE_Q4_K ? 16 : type == TW_TYPE_Q6_K ? 256 : 0;
+  const size_t extra = type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : type == TW_TYPE_Q4_K ? 16 : type == TW_TYPE_Q6_K ? 256 : 0;
   return 4 * type_traits(type).block_bytes + extra;
 }
 // Bytes of one quad (4 rows of K values) and of a whole [R x K] tensor in x4 layout.
@@ -63,8 +62,8 @@ inline size_t x4_tensor_bytes(int32_t type, int64_t K, int64_t R) { return x4_qu
 // Stride of one row in x4 layout (a quad is 4 rows): what the matmul loops step by.
 inline size_t x4_row_stride(int32_t type, int64_t K) { return x4_quad_bytes(type, K) / 4; }
 
-// q4_0 / q8_0 record: offset of the scales (q4_0: 4 x f32 in row order; q8_0: 4 x fp16 in slot order).
-inline size_t x4_scales_offset(int32_t type) { return type == TW_TYPE_Q4_0 ? 64 : 128; }
+// q4_0 / q8_0 record: offset of the f32 scales.
+inline size_t x4_scales_offset(int32_t type) { return x4_record_bytes(type) - 16; }
 
 // Exact inverse of fp16_to_f32 for every input (NaN payloads included), for reading a widened scale back.
 inline uint16_t x4_f32_to_fp16_exact(float f) {
@@ -105,34 +104,6 @@ inline int x4_value(int32_t type, const uint8_t* rec, int r, int k) {
 
 // Position of row r's scale among the record's 4 fp16 scales.
 inline int x4_scale_slot(int r) { return (r & 1) * 2 + (r >> 1); }
-
-// q4_0 / q8_0: row r's block scale as the file's fp16 bits, as f32, and stored from the fp16 bits.
-inline uint16_t x4_scale_fp16(int32_t type, const uint8_t* rec, int r) {
-  const uint8_t* p = rec + x4_scales_offset(type);
-  uint16_t h;
-  if (type == TW_TYPE_Q4_0) {
-    float d;
-    std::memcpy(&d, p + 4 * r, 4);
-    return x4_f32_to_fp16_exact(d);
-  }
-  std::memcpy(&h, p + 2 * x4_scale_slot(r), 2);
-  return h;
-}
-inline float x4_scale(int32_t type, const uint8_t* rec, int r) {
-  float d;
-  if (type == TW_TYPE_Q4_0) std::memcpy(&d, rec + x4_scales_offset(type) + 4 * r, 4);
-  else d = fp16_to_f32(x4_scale_fp16(type, rec, r));
-  return d;
-}
-inline void x4_set_scale(int32_t type, uint8_t* rec, int r, uint16_t h) {
-  uint8_t* p = rec + x4_scales_offset(type);
-  if (type == TW_TYPE_Q4_0) {
-    const float d = fp16_to_f32(h);
-    std::memcpy(p + 4 * r, &d, 4);
-  } else {
-    std::memcpy(p + 2 * x4_scale_slot(r), &h, 2);
-  }
-}
 
 inline uint8_t* x4_value_ptr_q8(uint8_t* rec, int r, int k) {
   const int j = k / 2, lane = 2 * r + k % 2;
@@ -205,6 +176,7 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
     }
     return;
   }
+  uint8_t* scales = rec + x4_scales_offset(type);
   if (type == TW_TYPE_Q4_0)
     x4_fill_nibbles(rec, [&](int r, int k) -> unsigned {
       const uint8_t* qs = ((const block_q4_0*)blocks[r])->qs;
@@ -219,7 +191,8 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
       for (int k = 0; k < 32; ++k) *x4_value_ptr_q8(rec, r, k) = (uint8_t)b->qs[k];
       std::memcpy(&h, &b->d, 2);
     }
-    x4_set_scale(type, rec, r, h);
+    const float d = fp16_to_f32(h);
+    std::memcpy(scales + 4 * r, &d, 4);
   }
 }
 
@@ -268,7 +241,9 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
     return;
   }
   for (int r = 0; r < 4; ++r) {
-    const uint16_t h = x4_scale_fp16(type, rec, r);
+    float d;
+    std::memcpy(&d, rec + x4_scales_offset(type) + 4 * r, 4);
+    const uint16_t h = x4_f32_to_fp16_exact(d);
     if (type == TW_TYPE_Q4_0) {
       block_q4_0* b = (block_q4_0*)blocks[r];
       for (int k = 0; k < 16; ++k)
