@@ -734,14 +734,10 @@ bool attention_rope_fusable(const DeviceInfo& dev, const BatchView& b, const Att
   return true;
 }
 
-bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
-                    const KVLayer& kv, const AttentionShape& sh, int rope_mode, float theta, float freq_scale,
-                    float* out, int8_t* oq, float2* ods) {
-  (void)dev;
-  const int T = b.n_tokens;
-  if (T <= 0) return false;
+// The fields every attention launch shares: the batch's tokens, positions and block tables, the head shape.
+static AttnArgs attn_args(const float* q, const BatchView& b, const AttentionShape& sh, float* out) {
   AttnArgs a{};
-  a.n_tokens = T;
+  a.n_tokens = b.n_tokens;
   a.q = q;
   a.pos = b.pos;
   a.seq_idx = b.seq_idx;
@@ -753,6 +749,16 @@ bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float
   a.hd = sh.head_dim;
   a.scale = sh.scale;
   a.out = out;
+  return a;
+}
+
+bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
+                    const KVLayer& kv, const AttentionShape& sh, int rope_mode, float theta, float freq_scale,
+                    float* out, int8_t* oq, float2* ods) {
+  (void)dev;
+  const int T = b.n_tokens;
+  if (T <= 0) return false;
+  AttnArgs a = attn_args(q, b, sh, out);
   a.k = k;
   a.v = v;
   a.slot = b.slot;
@@ -781,19 +787,7 @@ bool attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
   // Prompt chunks: 16 consecutive tokens of one sequence per CTA on tensor cores, where the shape allows.
   if (sh.kv_type == 1 && sh.head_dim == FA_HD && (G == 1 || G == 2 || G == 4 || G == 8) && T >= 2 * FA_TQ &&
       groupable_n(b, FA_TQ) && !std::getenv("TWINFER_CUDA_SIMT_ATTENTION")) {
-    AttnArgs a{};
-    a.n_tokens = T;
-    a.q = q;
-    a.pos = b.pos;
-    a.seq_idx = b.seq_idx;
-    a.block_tables = b.block_tables;
-    a.blocks_per_seq = b.blocks_per_seq;
-    a.block_size = sh.block_size;
-    a.n_head = sh.n_head;
-    a.n_head_kv = sh.n_head_kv;
-    a.hd = sh.head_dim;
-    a.scale = sh.scale;
-    a.out = out;
+    AttnArgs a = attn_args(q, b, sh, out);
     const dim3 grid(ceil_div(T, FA_TQ), sh.n_head_kv);
     const size_t smem = 2 * 2 * FA_TK * FA_P * sizeof(__half);
     const __half* kc = (const __half*)kv.k;
@@ -809,19 +803,7 @@ bool attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
   }
   const int QG = groupable(b, G, sh.head_dim) ? QG_PREFILL : 1;
   if (QG == 1 && decode_kernel_fits(dev, b, sh)) {
-    AttnArgs a{};
-    a.n_tokens = T;
-    a.q = q;
-    a.pos = b.pos;
-    a.seq_idx = b.seq_idx;
-    a.block_tables = b.block_tables;
-    a.blocks_per_seq = b.blocks_per_seq;
-    a.block_size = sh.block_size;
-    a.n_head = sh.n_head;
-    a.n_head_kv = sh.n_head_kv;
-    a.hd = sh.head_dim;
-    a.scale = sh.scale;
-    a.out = out;
+    AttnArgs a = attn_args(q, b, sh, out);
     const dim3 grid(T, sh.n_head_kv);
     const __half* kc = (const __half*)kv.k;
     const __half* vc = (const __half*)kv.v;
@@ -837,20 +819,8 @@ bool attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
   const int chunk = TILE * ceil_div(tiles, want);
   int splits = ceil_div(max_len, chunk);
 
-  AttnArgs a{};
-  a.n_tokens = T;
-  a.q = q;
-  a.pos = b.pos;
-  a.seq_idx = b.seq_idx;
-  a.block_tables = b.block_tables;
-  a.blocks_per_seq = b.blocks_per_seq;
-  a.block_size = sh.block_size;
-  a.n_head = sh.n_head;
-  a.n_head_kv = sh.n_head_kv;
-  a.hd = sh.head_dim;
-  a.scale = sh.scale;
+  AttnArgs a = attn_args(q, b, sh, out);
   a.chunk = chunk;
-  a.out = out;
   if (splits > 1) {
     const size_t per = (size_t)T * sh.n_head;
     float* base = (float*)scratch.get(sizeof(float) * (size_t)splits * per * (2 + sh.head_dim));

@@ -81,6 +81,20 @@ __device__ __forceinline__ float block_dot(const uint32_t* w, int sh, const int*
   }
 }
 
+// A warp's R rows x NC columns of partial sums -> output rows r.. of matrix i of the group (lane 0 writes).
+template <int NC, int R>
+__device__ __forceinline__ void store_rows(const VGroup& g, int i, int r, int lane, float (&acc)[R][NC]) {
+  float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
+  const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const float v = warp_sum(acc[rr][c]);
+      if (lane == 0) y[(size_t)c * M + r + rr] = v;
+    }
+}
+
 // R rows per warp share each x load (the activations were half of the loads a block cost with one row per warp).
 template <int TYPE, int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_bytes, int K,
@@ -125,15 +139,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
       }
     }
   }
-  float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
-  const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
-#pragma unroll
-  for (int rr = 0; rr < R; ++rr)
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      const float v = warp_sum(acc[rr][c]);
-      if (lane == 0) y[(size_t)c * M + r + rr] = v;
-    }
+  store_rows<NC, R>(g, i, r, lane, acc);
 }
 
 __device__ __forceinline__ int byte_of(uint32_t w, int i) { return (int)((w >> (8 * i)) & 0xFFu); }
@@ -221,15 +227,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
       }
     }
   }
-  float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
-  const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
-#pragma unroll
-  for (int rr = 0; rr < R; ++rr)
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      const float v = warp_sum(acc[rr][c]);
-      if (lane == 0) y[(size_t)c * M + r + rr] = v;
-    }
+  store_rows<NC, R>(g, i, r, lane, acc);
 }
 
 template <int TYPE, int NC, int R>
