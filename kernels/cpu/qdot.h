@@ -73,10 +73,21 @@ inline ActSpec act_spec(int32_t weight_type) {
   return k ? ActSpec{256, false} : ActSpec{32, true};
 }
 
+// Group b's scale and the sums the kernels fold in (lo: sum of its first 16 values), in every form they read.
+inline void store_group(const ActRow& a, int64_t b, float db, int sum, int lo) {
+  a.d[b] = db;
+  a.sd[b] = db * (float)sum;
+  a.sq[b] = sum;
+  a.neg8sq[b] = -8 * sum;
+  a.sq16[2 * b] = lo;
+  a.sq16[2 * b + 1] = sum - lo;
+  a.sqh[b] = (int16_t)sum;
+  a.sq16h[2 * b] = (int16_t)lo;
+  a.sq16h[2 * b + 1] = (int16_t)(sum - lo);
+}
+
 inline void quantize_act_row_scalar(const float* x, int64_t n, const ActRow& a, ActSpec spec = {32, true}) {
   int16_t* q = a.q;
-  float* d = a.d;
-  float* sd = a.sd;
   const int span = n % spec.span == 0 ? spec.span : QA;
   for (int64_t s0 = 0; s0 < n; s0 += span) {
     float amax = 0;
@@ -91,15 +102,7 @@ inline void quantize_act_row_scalar(const float* x, int64_t n, const ActRow& a, 
         sum += v;
         if (j == 15) lo = sum;
       }
-      d[b] = db;
-      sd[b] = db * (float)sum;
-      a.sq[b] = sum;
-      a.neg8sq[b] = -8 * sum;
-      a.sq16[2 * b] = lo;
-      a.sq16[2 * b + 1] = sum - lo;
-      a.sqh[b] = (int16_t)sum;
-      a.sq16h[2 * b] = (int16_t)lo;
-      a.sq16h[2 * b + 1] = (int16_t)(sum - lo);
+      store_group(a, b, db, sum, lo);
     }
   }
 }
@@ -107,8 +110,6 @@ inline void quantize_act_row_scalar(const float* x, int64_t n, const ActRow& a, 
 #if defined(__wasm_simd128__)
 inline void quantize_act_row(const float* x, int64_t n, const ActRow& a, ActSpec spec = {32, true}) {
   int16_t* q = a.q;
-  float* d = a.d;
-  float* sd = a.sd;
   const int span = n % spec.span == 0 ? spec.span : QA;
   const v128_t absmask = wasm_i32x4_splat(0x7fffffff);
   for (int64_t s0 = 0; s0 < n; s0 += span) {
@@ -134,15 +135,7 @@ inline void quantize_act_row(const float* x, int64_t n, const ActRow& a, ActSpec
                       wasm_i32x4_extract_lane(s, 3);
       const int lo = wasm_i32x4_extract_lane(half, 0) + wasm_i32x4_extract_lane(half, 1) +
                      wasm_i32x4_extract_lane(half, 2) + wasm_i32x4_extract_lane(half, 3);
-      d[b] = db;
-      sd[b] = db * (float)sum;
-      a.sq[b] = sum;
-      a.neg8sq[b] = -8 * sum;
-      a.sq16[2 * b] = lo;
-      a.sq16[2 * b + 1] = sum - lo;
-      a.sqh[b] = (int16_t)sum;
-      a.sq16h[2 * b] = (int16_t)lo;
-      a.sq16h[2 * b + 1] = (int16_t)(sum - lo);
+      store_group(a, b, db, sum, lo);
     }
   }
 }

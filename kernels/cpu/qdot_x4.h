@@ -103,7 +103,7 @@ template <int TYPE, int NT>
 inline void qdot_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
   constexpr bool kQ4 = TYPE == TW_TYPE_Q4_0;
   constexpr bool kMask = kQ4 && NT == 1;
-  constexpr int kRec = kQ4 ? 80 : 144, kWBytes = kRec - 16;
+  const size_t kRec = x4_record_bytes(TYPE), kWBytes = x4_scales_offset(TYPE);  // repack.h's layout
   v128_t accf[NT];
   for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
   const v128_t m0 = wasm_i16x8_splat(0x000F), m1 = wasm_i16x8_splat(kMask ? 0x00F0 : 0x000F),

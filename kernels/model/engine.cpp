@@ -261,7 +261,7 @@ int tw_engine_ready(tw_engine* e) {
       if (!e->layers[l][role].data && !is_optional(role, e->hp.arch))
         return tw::fail(TW_ERR_MISSING_TENSOR, "missing tensor " + tensor_label(role, l));
   tw::Tensor& embd = e->globals[TW_ROLE_TOK_EMBD];
-  if (!e->globals[TW_ROLE_OUTPUT].present() && embd.layout == 0) return prepare(e, embd, TW_ROLE_TOK_EMBD, -1);
+  if (!e->globals[TW_ROLE_OUTPUT].present()) return prepare(e, embd, TW_ROLE_TOK_EMBD, -1);  // tied
   return TW_OK;
 }
 
