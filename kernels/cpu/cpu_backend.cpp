@@ -52,8 +52,9 @@ struct OpTimer {
 
 // Rows of W handled by one task, at least (a multiple of 4: x4 quads never straddle tasks). Prompts use it as is;
 // decode steps take larger chunks (rows_per_task) so each thread streams long contiguous runs of weights and claims
-// few tasks: with 16-row tasks a TinyLlama decode step was ~27k claims (426k rows / 16), two contended atomics each, and a thread's
-// weight stream restarted every 20 KB — two threads ran the step's products only 1.25x faster than one.
+// few tasks: with 16-row tasks a TinyLlama decode step was ~27k claims (426k rows / 16), two contended atomics
+// each, and a thread's weight stream restarted every 20 KB — two threads ran the step's products only 1.25x faster
+// than one.
 constexpr int kRowsPerTask = 16;
 // Target multiply-adds per task (about 50-100 us of one thread), capped so every thread still gets ~8 tasks of a
 // job to balance with.
