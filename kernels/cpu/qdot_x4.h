@@ -1,8 +1,10 @@
 // Integer matrix products on x4-repacked weights (repack.h) with 8-bit activations (qdot.h's ActRow): one quad
 // (4 rows) times NT activation rows at once.
 //
-// Per 32-value group and quad: 16 pair vectors P_j, each multiplied (dot_i16x8 = pmaddwd) with the broadcast pair
-// (q[2j], q[2j+1]) of every activation row; the int32 lanes are the 4 rows' sums. Then, per activation row,
+// Per 32-value group and quad: 16 pair vectors P_{4c+i} (repack.h: two rows' runs of 4 positions each), multiplied
+// (dot_i16x8 = pmaddwd) with a 64-bit broadcast of the activation row's 4 values at 8c + 4 (i >> 1): lanes
+// [row a, row a, row b, row b] of rows 0-1 (i even) or 2-3 (i odd), summed in two accumulators per activation row
+// and folded to the 4 rows once per group (fold_rows). Then, per activation row,
 //   y[4 rows] += d_w[4 rows] * d_a * (isum - offset * sum(q))        (offset: 8 for q4_0, 0 for q8_0)
 // which is llama.cpp's q4_0 x q8_0 / q8_0 x q8_0 arithmetic (integer sums, then one scale product).
 // The unpacked weights are shared by the NT activation rows (the backend uses NT = 1 for decode, tiles of 4 tokens
@@ -77,6 +79,19 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, const ActRow& a, i
 
 namespace tw {
 
+// Issue-order fence for the token tiles (NT > 1): an empty asm with a memory clobber, placed after each activation
+// row's dot products. Without it LLVM hoists all 4 x NT activation broadcasts of a pair-vector step to its top, V8
+// keeps that order, and with 16 x86 vector registers it spills half of them and the running sums (store, reload:
+// ~5 cycles of store forwarding on each accumulator's add chain). With it, each row's 4 broadcasts are loaded right
+// before their 4 multiply-adds: Q4_0 tile 20.6 -> 23.8 GMAC/s per thread (bench/NOTES.md). It emits no instruction;
+// values held in locals (the activation pointers below) are not reloaded, only memory reads stay on their side.
+inline void issue_order_fence() { __asm__ volatile("" ::: "memory"); }
+
+// [r0, r0, r1, r1] and [r2, r2, r3, r3] partial sums -> [r0, r1, r2, r3]
+inline v128_t fold_rows(v128_t a01, v128_t a23) {
+  return wasm_i32x4_add(wasm_i32x4_shuffle(a01, a23, 0, 2, 4, 6), wasm_i32x4_shuffle(a01, a23, 1, 3, 5, 7));
+}
+
 // A K-quant record's four fp16 scales (stored in row order 0, 2, 1, 3; repack.h) -> f32x4 in row order, exact (zeros and
 // subnormals included): each value is moved to the top half of its 32-bit lane, exponent and mantissa shifted into
 // f32 position and rescaled by 2^112, then the sign restored. Integer shifts and masks only: V8 rebuilds byte-
@@ -94,7 +109,7 @@ inline v128_t x4_scales_f32(const void* p) {
 // out[4 t + r] = row r of the quad . act[t]
 //
 // Per group the integer sum starts at q4_0's offset correction (-8 * sum(q), precomputed with the activations) and
-// is scaled with the record's f32 scales: the per-group work outside the 16 dot products is 4 vector operations.
+// is scaled with the record's f32 scales: the per-group work outside the 16 dot products is 6 vector operations.
 // Decode (NT = 1) unpacks q4_0 with masks where a shift would also be needed: pair vectors 1 and 2 are taken as
 // (W & 0x00F0) = 16 n and (W & 0x0F00) = 256 n into accumulators of their own, divided back exactly at the end of
 // the group (their sums are multiples of 16 and 256): 4 instead of 6 operations per 4 pair vectors, +9 % measured.
@@ -104,18 +119,19 @@ inline void qdot_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, flo
   constexpr bool kQ4 = TYPE == TW_TYPE_Q4_0;
   constexpr bool kMask = kQ4 && NT == 1;
   const size_t kRec = x4_record_bytes(TYPE), kWBytes = x4_scales_offset(TYPE);  // repack.h's layout
+  const int16_t* aq[NT];  // the activation rows' fields in locals: the fence below does not make them reload
+  const int32_t* aneg8sq[NT];
+  const float* ad[NT];
+  for (int t = 0; t < NT; ++t) aq[t] = act[t].q, aneg8sq[t] = act[t].neg8sq, ad[t] = act[t].d;
   v128_t accf[NT];
   for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
   const v128_t m0 = wasm_i16x8_splat(0x000F), m1 = wasm_i16x8_splat(kMask ? 0x00F0 : 0x000F),
                m2 = wasm_i16x8_splat(kMask ? 0x0F00 : 0x000F);
   for (int64_t g = 0; g < ngroups; ++g) {
-    // kMask: s0 = sums over pair vectors 0 and 3, s1 = 16 x pair vector 1's, s2 = 256 x pair vector 2's; else all in s0
-    v128_t s0[NT], s1[NT], s2[NT];
-    for (int t = 0; t < NT; ++t) {
-      s0[t] = kQ4 ? wasm_v128_load32_splat(act[t].neg8sq + g) : wasm_i32x4_splat(0);
-      s1[t] = s2[t] = wasm_i32x4_splat(0);
-    }
-    for (int c = 0; c < 4; ++c) {  // pair vectors 4c .. 4c+3
+    // rows 0-1 and rows 2-3; kMask: pair vector 1 (rows 2-3) summed x16 in b23, pair vector 2 (rows 0-1) x256 in b01
+    v128_t a01[NT], a23[NT], b01[NT], b23[NT];
+    for (int t = 0; t < NT; ++t) a01[t] = a23[t] = b01[t] = b23[t] = wasm_i32x4_splat(0);
+    for (int c = 0; c < 4; ++c) {  // pair vectors 4c .. 4c+3: positions 8c .. 8c+7
       const uint8_t* rec = quad + g * kRec;
       v128_t p[4];
       if constexpr (kQ4) {
@@ -138,20 +154,26 @@ inline void qdot_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, flo
         }
       }
       for (int t = 0; t < NT; ++t) {
-        const int16_t* q = act[t].q + g * QA + 8 * c;
-        for (int i = 0; i < 4; ++i) {
-          const v128_t prod = wasm_i32x4_dot_i16x8(p[i], wasm_v128_load32_splat(q + 2 * i));
-          if (!kMask || i == 0 || i == 3) s0[t] = wasm_i32x4_add(s0[t], prod);
-          else if (i == 1) s1[t] = wasm_i32x4_add(s1[t], prod);
-          else s2[t] = wasm_i32x4_add(s2[t], prod);
-        }
+        const int16_t* q = aq[t] + g * QA + 8 * c;
+        const v128_t x0 = wasm_v128_load64_splat(q), x1 = wasm_v128_load64_splat(q + 4);
+        a01[t] = wasm_i32x4_add(a01[t], wasm_i32x4_dot_i16x8(p[0], x0));
+        if constexpr (kMask) b23[t] = wasm_i32x4_add(b23[t], wasm_i32x4_dot_i16x8(p[1], x0));
+        else a23[t] = wasm_i32x4_add(a23[t], wasm_i32x4_dot_i16x8(p[1], x0));
+        if constexpr (kMask) b01[t] = wasm_i32x4_add(b01[t], wasm_i32x4_dot_i16x8(p[2], x1));
+        else a01[t] = wasm_i32x4_add(a01[t], wasm_i32x4_dot_i16x8(p[2], x1));
+        a23[t] = wasm_i32x4_add(a23[t], wasm_i32x4_dot_i16x8(p[3], x1));
+        if constexpr (NT > 1) issue_order_fence();
       }
     }
     const v128_t d = wasm_v128_load(quad + g * kRec + kWBytes);
     for (int t = 0; t < NT; ++t) {
-      v128_t isum = s0[t];
-      if constexpr (kMask) isum = wasm_i32x4_add(isum, wasm_i32x4_add(wasm_i32x4_shr(s1[t], 4), wasm_i32x4_shr(s2[t], 8)));
-      const v128_t da = wasm_v128_load32_splat(act[t].d + g);
+      if constexpr (kMask) {
+        a01[t] = wasm_i32x4_add(a01[t], wasm_i32x4_shr(b01[t], 8));
+        a23[t] = wasm_i32x4_add(a23[t], wasm_i32x4_shr(b23[t], 4));
+      }
+      v128_t isum = fold_rows(a01[t], a23[t]);
+      if constexpr (kQ4) isum = wasm_i32x4_add(isum, wasm_v128_load32_splat(aneg8sq[t] + g));
+      const v128_t da = wasm_v128_load32_splat(ad[t] + g);
       accf[t] = wasm_f32x4_add(accf[t], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), da), d));
     }
   }
@@ -166,6 +188,8 @@ inline void qdot_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, flo
 template <int NT>
 inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
   constexpr bool kMask = NT == 1;
+  const int16_t* aq[NT];
+  for (int t = 0; t < NT; ++t) aq[t] = act[t].q;
   v128_t accf[NT];
   for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
   const v128_t m0 = wasm_i16x8_splat(0x000F), m1 = wasm_i16x8_splat(kMask ? 0x00F0 : 0x000F),
@@ -183,8 +207,8 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
     }
     for (int j = 0; j < 8; ++j) {
       const int64_t g = sb * 8 + j;
-      v128_t s0[NT], s1[NT], s2[NT];
-      for (int t = 0; t < NT; ++t) s0[t] = s1[t] = s2[t] = wasm_i32x4_splat(0);
+      v128_t a01[NT], a23[NT], b01[NT], b23[NT];  // as in qdot_x4
+      for (int t = 0; t < NT; ++t) a01[t] = a23[t] = b01[t] = b23[t] = wasm_i32x4_splat(0);
       for (int c = 0; c < 4; ++c) {
         const v128_t w = wasm_v128_load(rec + 64 * j + 16 * c);
         const v128_t p[4] = {wasm_v128_and(w, m0),
@@ -192,21 +216,25 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
                              kMask ? wasm_v128_and(w, m2) : wasm_v128_and(wasm_u16x8_shr(w, 8), m2),
                              wasm_u16x8_shr(w, 12)};
         for (int t = 0; t < NT; ++t) {
-          const int16_t* q = act[t].q + g * QA + 8 * c;
-          for (int i = 0; i < 4; ++i) {
-            const v128_t prod = wasm_i32x4_dot_i16x8(p[i], wasm_v128_load32_splat(q + 2 * i));
-            if (!kMask || i == 0 || i == 3) s0[t] = wasm_i32x4_add(s0[t], prod);
-            else if (i == 1) s1[t] = wasm_i32x4_add(s1[t], prod);
-            else s2[t] = wasm_i32x4_add(s2[t], prod);
-          }
+          const int16_t* q = aq[t] + g * QA + 8 * c;
+          const v128_t x0 = wasm_v128_load64_splat(q), x1 = wasm_v128_load64_splat(q + 4);
+          a01[t] = wasm_i32x4_add(a01[t], wasm_i32x4_dot_i16x8(p[0], x0));
+          if constexpr (kMask) b23[t] = wasm_i32x4_add(b23[t], wasm_i32x4_dot_i16x8(p[1], x0));
+          else a23[t] = wasm_i32x4_add(a23[t], wasm_i32x4_dot_i16x8(p[1], x0));
+          if constexpr (kMask) b01[t] = wasm_i32x4_add(b01[t], wasm_i32x4_dot_i16x8(p[2], x1));
+          else a01[t] = wasm_i32x4_add(a01[t], wasm_i32x4_dot_i16x8(p[2], x1));
+          a23[t] = wasm_i32x4_add(a23[t], wasm_i32x4_dot_i16x8(p[3], x1));
+          if constexpr (NT > 1) issue_order_fence();
         }
       }
       const v128_t scp = wasm_u16x8_load8x8(rec + kQ4KScales + 8 * (j / 2));
       const v128_t sc = (j & 1) ? wasm_u32x4_shr(scp, 16) : wasm_v128_and(scp, wasm_i32x4_splat(0xFFFF));
       for (int t = 0; t < NT; ++t) {
-        v128_t isum = s0[t];
-        if constexpr (kMask) isum = wasm_i32x4_add(isum, wasm_i32x4_add(wasm_i32x4_shr(s1[t], 4), wasm_i32x4_shr(s2[t], 8)));
-        S[t] = wasm_i32x4_add(S[t], wasm_i32x4_mul(sc, isum));
+        if constexpr (kMask) {
+          a01[t] = wasm_i32x4_add(a01[t], wasm_i32x4_shr(b01[t], 8));
+          a23[t] = wasm_i32x4_add(a23[t], wasm_i32x4_shr(b23[t], 4));
+        }
+        S[t] = wasm_i32x4_add(S[t], wasm_i32x4_mul(sc, fold_rows(a01[t], a23[t])));
       }
     }
     const v128_t d = x4_scales_f32(rec + kQ4KD), dmin = x4_scales_f32(rec + kQ4KDmin);
@@ -226,6 +254,8 @@ inline void qdot_q4k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
 // v128.load8x8_s ([pair][row][2]).
 template <int NT>
 inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups, float* out) {
+  const int16_t* aq[NT];
+  for (int t = 0; t < NT; ++t) aq[t] = act[t].q;
   v128_t accf[NT];
   for (int t = 0; t < NT; ++t) accf[t] = wasm_f32x4_splat(0);
   const size_t rec_bytes = x4_record_bytes(TW_TYPE_Q6_K);
@@ -249,9 +279,10 @@ inline void qdot_q6k_x4(const uint8_t* quad, const ActRow* act, int64_t ngroups,
         for (int i = 0; i < 4; ++i) p[i] = wasm_u16x8_load8x8(rec + 128 * j + 32 * c + 8 * i);
         const int sub = c / 2;
         for (int t = 0; t < NT; ++t) {
-          const int16_t* q = act[t].q + g * QA + 8 * c;
+          const int16_t* q = aq[t] + g * QA + 8 * c;
           for (int i = 0; i < 4; ++i)
             s[sub][t] = wasm_i32x4_add(s[sub][t], wasm_i32x4_dot_i16x8(p[i], wasm_v128_load32_splat(q + 2 * i)));
+          if constexpr (NT > 1) issue_order_fence();
         }
       }
       const v128_t scp = wasm_i16x8_load8x8(rec + kQ6KScales + 8 * j);  // int32 lanes: scale A | scale B << 16

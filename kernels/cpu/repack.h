@@ -25,9 +25,13 @@
 // The K-quants' fp16 scales are stored in row order 0, 2, 1, 3: read as two 32-bit words, the low halves are rows
 // 0 and 1 and the high halves rows 2 and 3, which the kernels widen to f32 lanes 0..3 with shifts and masks (one
 // widening per super-block of 8 groups, so they stay fp16 and the record stays the size of the blocks).
-// Inside a record the weights form 16 int16x8 "pair vectors" P_j (j = 0..15), lane L of P_j holding row L/2's
-// value at k = 2j + L%2:
-//   q4_0x4: 4 little-endian u16x8 words W_m (16 bytes each); nibble i of lane L of W_m is lane L of P_{4m+i}
+// Inside a record the weights form 16 int16x8 "pair vectors" P_j, j = 4c + i (c = 0..3 covers positions 8c..8c+7;
+// i = 0..3), each holding two rows' runs of 4 positions: lane L of P_{4c+i} is row 2 (i & 1) + L / 4 at position
+// k = 8c + 4 (i >> 1) + L % 4. A 64-bit broadcast of 4 adjacent activations (v128.load64_splat) then serves two
+// pmaddwd (rows 0-1 and rows 2-3), whose int32 lanes are [row a, row a, row b, row b] partial sums, folded into
+// one vector of the 4 rows per group with two shuffles and an add: half the broadcasts of a one-row-pair-per-lane
+// layout (prompt tile 23.5 -> 27 GMAC/s per thread, bench/NOTES.md).
+//   q4_0x4: 4 little-endian u16x8 words W_c (16 bytes each); nibble i of lane L of W_c is lane L of P_{4c+i}
 //           (so P = (W >> 4i) & 15: one shift and one mask per pair vector; values 0..15, the -8 comes later)
 //   q8_0x4: 8 int8x16 vectors V_m; bytes 0..7 are P_{2m}'s lanes, bytes 8..15 are P_{2m+1}'s (sign-extend low/high)
 // q4_0 / q8_0 / q4_K / q6_K records are 8 / 8 / 16 / 256 bytes larger than the 4 GGUF blocks they replace
@@ -86,29 +90,33 @@ constexpr int kQ6KD = 1088;       // 4 x fp16 d (slot order 0, 2, 1, 3)
 inline size_t x4_q6_offset(int r, int k) { return 128 * (k / 32) + 8 * ((k % 32) / 2) + 2 * r + k % 2; }
 inline const uint8_t* x4_value_ptr_q6(const uint8_t* rec, int r, int k) { return rec + x4_q6_offset(r, k); }
 
+// Where row r (0..3), position k (0..31) of a q4_0 / q8_0 / q4_K group sits: pair vector 4c + i, lane L (above).
+struct X4Slot {
+  int c, i, lane;
+};
+inline X4Slot x4_slot(int r, int k) { return {k / 8, 2 * ((k % 8) / 4) + (r >> 1), 4 * (r & 1) + k % 4}; }
+
+inline uint8_t* x4_value_ptr_q8(uint8_t* rec, int r, int k) {
+  const X4Slot s = x4_slot(r, k);
+  return rec + 32 * s.c + 16 * (s.i >> 1) + 8 * (s.i & 1) + s.lane;
+}
+
 inline int x4_value(int32_t type, const uint8_t* rec, int r, int k) {
   if (type == TW_TYPE_Q6_K) return *x4_value_ptr_q6(rec, r, k);  // 6-bit q (0..63)
   if (type == TW_TYPE_Q4_K) {
     rec += 64 * (k / 32);
     k %= 32;
   }
-  const int j = k / 2, lane = 2 * r + k % 2;
   if (type == TW_TYPE_Q4_0 || type == TW_TYPE_Q4_K) {
-    const int m = j / 4, i = j % 4;
-    const uint16_t word = (uint16_t)(rec[16 * m + 2 * lane] | (rec[16 * m + 2 * lane + 1] << 8));
-    return (word >> (4 * i)) & 15;
+    const X4Slot s = x4_slot(r, k);
+    const uint16_t word = (uint16_t)(rec[16 * s.c + 2 * s.lane] | (rec[16 * s.c + 2 * s.lane + 1] << 8));
+    return (word >> (4 * s.i)) & 15;
   }
-  const int m = j / 2, half = j % 2;
-  return (int8_t)rec[16 * m + 8 * half + lane];
+  return (int8_t)*x4_value_ptr_q8(const_cast<uint8_t*>(rec), r, k);
 }
 
 // Position of row r's scale among the record's 4 fp16 scales.
 inline int x4_scale_slot(int r) { return (r & 1) * 2 + (r >> 1); }
-
-inline uint8_t* x4_value_ptr_q8(uint8_t* rec, int r, int k) {
-  const int j = k / 2, lane = 2 * r + k % 2;
-  return rec + 16 * (j / 2) + 8 * (j % 2) + lane;
-}
 
 // Byte of row r, item i (q4_K group, q6_K sub-block) in an area ordered [item pair][row][2].
 inline int x4_pair_index(int r, int i) { return 8 * (i / 2) + 2 * r + (i & 1); }
@@ -123,18 +131,17 @@ inline void x4_q4k_set_scale(uint8_t* rec, int r, int j, int which, int v) {
 inline uint8_t& x4_q6k_scale(uint8_t* rec, int r, int sub) { return rec[kQ6KScales + x4_pair_index(r, sub)]; }
 inline int x4_q6k_scale(const uint8_t* rec, int r, int sub) { return (int8_t)rec[kQ6KScales + x4_pair_index(r, sub)]; }
 
-// A 64-byte nibble area from a getter nib(r, k) (row 0..3, position 0..31): word m, lane L = 2r + e holds the
-// nibbles of positions 8m + e, +2, +4, +6 at bits 0, 4, 8, 12 (the layout above, one 16-bit store per lane).
+// A 64-byte nibble area from a getter nib(r, k) (row 0..3, position 0..31): word c, lane L holds the nibbles of
+// pair vectors 4c .. 4c+3 at bits 0, 4, 8, 12 (the layout above, one 16-bit store per lane).
 template <class Nib>
 inline void x4_fill_nibbles(uint8_t* area, Nib nib) {
-  for (int m = 0; m < 4; ++m)
-    for (int r = 0; r < 4; ++r)
-      for (int e = 0; e < 2; ++e) {
-        const int k = 8 * m + e;
-        const unsigned v = nib(r, k) | (nib(r, k + 2) << 4) | (nib(r, k + 4) << 8) | (nib(r, k + 6) << 12);
-        area[16 * m + 4 * r + 2 * e] = (uint8_t)v;
-        area[16 * m + 4 * r + 2 * e + 1] = (uint8_t)(v >> 8);
-      }
+  for (int c = 0; c < 4; ++c)
+    for (int lane = 0; lane < 8; ++lane) {
+      unsigned v = 0;
+      for (int i = 0; i < 4; ++i) v |= nib(2 * (i & 1) + lane / 4, 8 * c + 4 * (i >> 1) + lane % 4) << (4 * i);
+      area[16 * c + 2 * lane] = (uint8_t)v;
+      area[16 * c + 2 * lane + 1] = (uint8_t)(v >> 8);
+    }
 }
 
 // One group of 4 GGUF blocks (blocks[r] = row r's block) -> one record.
