@@ -8,6 +8,7 @@
  *   logits  ... --backend wasm           the same from the WASM backend (exact float activations): the CPU reference
  *   compare --ref A.json --test B.json   max |logit difference| and greedy agreement (tolerance 5e-2); .json.gz too
  *   bench   --model F --label L          prefill 512, decode 128, batched decode 8/32/64 sequences
+ *   decode-ab --model F --label L        tg128 and 8-sequence steps with CUDA graphs on / off, in one process
  *   profile --model F --label L [--batch N]  decode 128 / N-sequence steps (TWINFER_CUDA_PROFILE=1: per-op GPU times)
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -238,6 +239,37 @@ async function cmdBench(model: string, label: string): Promise<void> {
   m.dispose();
 }
 
+// Single-stream decode (tg128, 3 runs) and 8-sequence greedy steps with CUDA graphs on and off (the backend reads
+// TWINFER_CUDA_GRAPHS when a model is loaded, so both run in this process, one load each, alternating order).
+async function cmdDecodeAB(model: string, label: string): Promise<void> {
+  for (const graphs of ['1', '0', '1', '0']) {
+    process.env.TWINFER_CUDA_GRAPHS = graphs;
+    const m = await loadModel(model, { backend: 'cuda', kvCacheType: 'f16', contextSize: 1024, maxSequences: 8, maxBatchTokens: 512 });
+    const bos = m.tokenizer.bosId ?? 1;
+    await m.generate(promptIds(16, bos, m.info.vocabSize, 11), { maxNewTokens: 8, temperature: 0 });
+    const tg: number[] = [];
+    let text = '';
+    for (let i = 0; i < 3; i++) {
+      const r = await m.generate([bos], { maxNewTokens: 128, temperature: 0 });
+      tg.push(r.timings.decodeTokensPerSecond);
+      text = r.ids.slice(0, 16).join(",");
+    }
+    const engine = (m as unknown as { engine: import('../../packages/sdk/src/engine/engine.js').InferenceEngine }).engine;
+    const seqs = Array.from({ length: 8 }, () => engine.createSequence());
+    for (const [i, s] of seqs.entries()) engine.evaluate(s, promptIds(128, bos, m.info.vocabSize, 100 + i), 'last');
+    const next = seqs.map((_, i) => (i * 7919) % 32000);
+    const step = () => engine.stepTop(seqs.map((seq, i) => ({ seq, tokens: [next[i]], outputs: 'last' as const })), 1)
+      .forEach((t, i) => (next[i] = t!.ids[0]!));
+    step();
+    const t1 = performance.now();
+    for (let k = 1; k < 128; k++) step();
+    const b8 = (8 * 127) / ((performance.now() - t1) / 1000);
+    console.log(`${label} graphs=${graphs}: tg128 ${tg.map((x) => x.toFixed(1)).join(' / ')} tok/s, batched8 ${b8.toFixed(0)} tok/s; first tokens ${text}`);
+    result({ kind: 'decode-ab', label, graphs, tg, b8 });
+    m.dispose();
+  }
+}
+
 // Decode of 128 tokens from BOS on a fresh model (--batch N > 1: N sequences with 128-token prompts, then 64 steps
 // of one token each, as the bench's batched decode); with TWINFER_CUDA_PROFILE=1 the backend prints each op's GPU
 // time when the model is disposed, to compare with the wall time per step printed here.
@@ -273,6 +305,7 @@ async function main(): Promise<void> {
   }
   else if (cmd === 'compare') cmdCompare(values.ref!, values.test!, values.label ?? 'model', values['ref-name'] ?? 'exact-F32 CUDA path');
   else if (cmd === 'bench') await cmdBench(values.model!, values.label ?? values.model!);
+  else if (cmd === 'decode-ab') await cmdDecodeAB(values.model!, values.label ?? values.model!);
   else if (cmd === 'profile') await cmdProfile(values.model!, values.label ?? values.model!, Number(values.batch ?? 1));
   else throw new Error(`unknown command ${cmd}`);
   if (failures) {

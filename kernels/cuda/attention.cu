@@ -772,6 +772,28 @@ bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float
   return oq != nullptr;
 }
 
+// Everything attention() and the backend's RoPE fusion decide on the host from the batch (beyond the pointers and
+// shape): which kernel, the fusion, the split of the context. Two steps of equal plans launch the same kernels with
+// the same parameters, so a CUDA graph captured for one replays the other (positions are read on the device).
+uint64_t attention_plan(const DeviceInfo& dev, const BatchView& b, const AttentionShape& sh) {
+  const int T = b.n_tokens;
+  if (T <= 0 || sh.n_head_kv <= 0) return 0;
+  const int G = sh.n_head / sh.n_head_kv;
+  const uint64_t fus = attention_rope_fusable(dev, b, sh) ? 1 : 0;
+  if (sh.kv_type == 1 && sh.head_dim == FA_HD && (G == 1 || G == 2 || G == 4 || G == 8) && T >= 2 * FA_TQ &&
+      groupable_n(b, FA_TQ) && !std::getenv("TWINFER_CUDA_SIMT_ATTENTION"))
+    return 2 | fus << 1;
+  const int QG = groupable(b, G, sh.head_dim) ? QG_PREFILL : 1;
+  if (QG == 1 && decode_kernel_fits(dev, b, sh)) return 4 | fus << 1;
+  const int max_len = b.max_pos + 1;
+  const int tiles = ceil_div(max_len, TILE);
+  const int ctas = ceil_div(T, QG) * sh.n_head_kv;
+  const int want = std::max(1, std::min(tiles, ceil_div(2 * std::max(dev.sm_count, 1), ctas)));
+  const int chunk = TILE * ceil_div(tiles, want);
+  const int splits = ceil_div(max_len, chunk);
+  return 8 | fus << 1 | (uint64_t)QG << 4 | (uint64_t)splits << 8 | (uint64_t)chunk << 32;
+}
+
 bool attention_supported(const AttentionShape& sh) {
   const int G = sh.n_head / sh.n_head_kv;
   return sh.n_head % sh.n_head_kv == 0 && G * sh.head_dim <= MAXACC * ATHREADS && sh.head_dim % 2 == 0;

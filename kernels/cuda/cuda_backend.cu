@@ -1,8 +1,12 @@
 // tw::Backend on one CUDA device: weights, KV cache and activations in device memory; every op is a kernel on the
 // backend's stream, so a forward step runs without host synchronization until its logits are downloaded.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -130,6 +134,10 @@ class CudaBackend final : public Backend {
     prof_.collect();
     prof_.report();
     for (auto& kv : graphs_) cudaGraphExecDestroy(kv.second.exec);
+    if (tab_) cudaFree(tab_);
+    if (std::getenv("TWINFER_CUDA_GRAPH_STATS"))
+      std::fprintf(stderr, "[cuda graphs] %ld captured, %ld steps replayed, %ld replays that did not match\n", captured_,
+                   replayed_, replay_misses_);
     mm_.free_all();
     attn_.free_all();
     topk_.free_all();
@@ -140,6 +148,7 @@ class CudaBackend final : public Backend {
   const char* name() const override { return "cuda"; }
 
   void* alloc(size_t bytes) override {
+    abort_step_graph();
     void* p = nullptr;
     if (cudaMalloc(&p, bytes + kPad) != cudaSuccess) {
       cudaGetLastError();  // an allocation failure is not sticky: clear it so later calls work
@@ -148,12 +157,15 @@ class CudaBackend final : public Backend {
     return p;
   }
   void release(void* p) override {
+    abort_step_graph();
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
+    if (p && graph_ptrs_.count(p)) drop_graphs();  // a captured step reads or writes it
     if (p) cudaFree(p);
   }
   void* host_view(void*) override { return nullptr; }
   void upload(void* dst, const void* src, size_t n) override {
+    abort_step_graph();
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.begin(stream_, "upload");
@@ -161,9 +173,363 @@ class CudaBackend final : public Backend {
     prof_.end(stream_);
   }
   void download(void* dst, const void* src, size_t n) override {
+    if (track(Hash().s("download").p(src).i(n))) {
+      deferred_.push_back([=] { download_impl(dst, src, n); });
+      pending_.push_back({dst, src, n});
+      return;
+    }
+    download_impl(dst, src, n);
+  }
+
+  // CUDA graphs for decode-sized steps (n_tokens <= kGraphMaxTokens; TWINFER_CUDA_GRAPHS=0 turns them off).
+  // A step is keyed at begin_step by what the host knows then (token and sequence counts, the batch arrays' device
+  // pointers, the attention plan: attention_plan()). The first step of a key runs eagerly (kernel attributes and
+  // scratch buffers settle), the second is captured into a graph, later ones launch that graph at once from
+  // begin_step and only hash the ops the forward pass then calls (no launches); end_step compares that hash with
+  // the captured step's and copies the downloads out. A different hash (say, another output count) means the graph
+  // did not compute this step: the recorded ops then run eagerly after it (a graph run writes only this step's
+  // activations, scratch and cache slots, which the eager run writes again). Positions, slots and block tables are
+  // read on the device; the block tables are copied at begin_step into a table of the backend's own (fixed pitch and
+  // address), so neither a growing table nor the engine reallocating it changes a captured kernel's parameters.
+  void begin_step(const BatchView& b) override {
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
-    if (capturing_) {  // the step is being recorded: copy once the graph has run (end_step)
+    prof_.step();
+    mode_ = Mode::Eager;
+    tracking_ = false;
+    map_src_ = nullptr;
+    deferred_.clear();
+    pending_.clear();
+    if (!graphs_enabled_ || prof_.on || b.n_tokens > kGraphMaxTokens || b.n_seqs <= 0 || b.blocks_per_seq <= 0)
+      return;
+    // The block tables into the backend's own copy (pitch tab_pitch_ entries).
+    if (b.blocks_per_seq > tab_pitch_ || b.n_seqs > tab_rows_) {
+      if (tab_) cudaFree(tab_), tab_ = nullptr;
+      drop_graphs();
+      tab_pitch_ = std::max(tab_pitch_, (b.blocks_per_seq + 63) / 64 * 64);
+      tab_rows_ = std::max(tab_rows_, std::max(64, b.n_seqs));
+      if (cudaMalloc(&tab_, (size_t)tab_pitch_ * tab_rows_ * 4) != cudaSuccess) {
+        cudaGetLastError();
+        tab_ = nullptr;
+        tab_pitch_ = tab_rows_ = 0;
+        return;
+      }
+    }
+    if (cudaMemcpy2DAsync(tab_, (size_t)tab_pitch_ * 4, b.block_tables, (size_t)b.blocks_per_seq * 4,
+                          (size_t)b.blocks_per_seq * 4, b.n_seqs, cudaMemcpyDeviceToDevice, stream_) != cudaSuccess) {
+      cudaGetLastError();
+      return;
+    }
+    map_src_ = b.block_tables;
+    map_bps_ = b.blocks_per_seq;
+    tracking_ = true;
+    clean_ = true;
+    sig_ = Hash();
+    Hash key;
+    key.i(b.n_tokens).i(b.n_seqs).p(b.pos).p(b.seq_idx).p(b.slot).p(tab_).i(tab_pitch_);
+    if (have_shape_) {
+      const BatchView v = mapped(b);
+      key.i(cuda::attention_plan(dev_, v, last_shape_));
+    }
+    key_ = key.v;
+    const uint64_t gen = generation();
+    auto it = graphs_.find(key_);
+    if (it != graphs_.end() && it->second.gen != gen) {  // holds stale pointers
+      cudaGraphExecDestroy(it->second.exec);
+      graphs_.erase(it);
+      it = graphs_.end();
+    }
+    if (it != graphs_.end()) {
+      if (cudaGraphLaunch(it->second.exec, stream_) == cudaSuccess) {
+        mode_ = Mode::Replay;
+        return;
+      }
+      cudaGetLastError();
+      cudaGraphExecDestroy(it->second.exec);
+      graphs_.erase(it);
+    }
+    if (seen_.count(key_)) {  // seen once, eagerly and cleanly: capture this one
+      mm_.freeze();
+      attn_.frozen = true;
+      topk_.frozen = true;
+      capture_gen_ = gen;
+      if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+        mode_ = Mode::Capture;
+      } else {
+        cudaGetLastError();
+        thaw_all();
+      }
+    }
+  }
+
+  void end_step() override {
+    if (mode_ == Mode::Replay) {
+      auto it = graphs_.find(key_);
+      const bool same = it != graphs_.end() && clean_ && sig_.v == it->second.sig && it->second.gen == generation();
+      if (same) {
+        ++replayed_;
+        finish_downloads();
+      } else {  // the graph computed some other step: this one's ops, eagerly
+        ++replay_misses_;
+        TWC_CHECK(cudaStreamSynchronize(stream_));
+        if (it != graphs_.end()) {
+          cudaGraphExecDestroy(it->second.exec);
+          graphs_.erase(it);
+        }
+        run_deferred_eagerly();
+        flush();
+        TWC_CHECK(cudaStreamSynchronize(stream_));
+      }
+    } else if (mode_ == Mode::Capture) {
+      flush();
+      cudaGraph_t g = nullptr;
+      cudaError_t e = cudaStreamEndCapture(stream_, &g);
+      cudaGraphExec_t exec = nullptr;
+      if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+      if (e == cudaSuccess) e = cudaGraphLaunch(exec, stream_);
+      if (g) cudaGraphDestroy(g);
+      if (e != cudaSuccess) {  // not captured: run the step's ops eagerly
+        cudaGetLastError();
+        if (exec) cudaGraphExecDestroy(exec);
+        exec = nullptr;
+        thaw_all();
+        run_deferred_eagerly();
+        flush();
+        TWC_CHECK(cudaStreamSynchronize(stream_));
+      } else {
+        finish_downloads();
+        thaw_all();  // after the synchronization: growing a scratch frees the buffer the graph just used
+        if (generation() == capture_gen_) {  // nothing the graph holds moved
+          graphs_[key_] = Graph{exec, sig_.v, capture_gen_};
+          ++captured_;
+        } else {
+          cudaGraphExecDestroy(exec);
+        }
+      }
+    } else {
+      flush();
+      if (tracking_ && clean_) seen_.insert(key_);
+    }
+    mode_ = Mode::Eager;
+    tracking_ = false;
+    map_src_ = nullptr;
+    deferred_.clear();
+    pending_.clear();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
+  }
+  void copy(void* dst, const void* src, size_t n) override {
+    abort_step_graph();
+    flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    TWC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void synchronize() override {
+    abort_step_graph();
+    flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    TWC_CHECK(cudaStreamSynchronize(stream_));
+    prof_.collect();
+  }
+
+  // ---- ops: each one hashed into the step's signature while a graph is considered, deferred while one replays ----
+  void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
+    if (track(Hash().s("get_rows").t(table).p(ids).i(n).p(out))) {
+      deferred_.push_back([=] { get_rows_impl(table, ids, n, out); });
+      return;
+    }
+    get_rows_impl(table, ids, n, out);
+  }
+  void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) override {
+    if (track(Hash().s("rms_norm").p(x).t(w).p(out).i(n).i(dim).f(eps))) {
+      deferred_.push_back([=] { rms_norm_impl(x, w, out, n, dim, eps); });
+      return;
+    }
+    rms_norm_impl(x, w, out, n, dim, eps);
+  }
+  void matmul(const Tensor& W, const float* x, int n, float* y) override {
+    if (track(Hash().s("matmul").t(W).p(x).i(n).p(y))) {
+      deferred_.push_back([=] { matmul_impl(W, x, n, y); });
+      return;
+    }
+    matmul_impl(W, x, n, y);
+  }
+  void add_bias(float* y, const Tensor& b, int n) override {
+    if (track(Hash().s("add_bias").p(y).t(b).i(n))) {
+      deferred_.push_back([=] { add_bias_impl(y, b, n); });
+      return;
+    }
+    add_bias_impl(y, b, n);
+  }
+  void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
+                     const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
+    if (track(Hash().s("rope").p(q).p(k).p(v).view(mapped(b)).p(kv.k).p(kv.v).shape(s).i(rope_mode).f(theta).f(freq_scale))) {
+      deferred_.push_back([=] { rope_store_kv_impl(q, k, v, b, kv, s, rope_mode, theta, freq_scale); });
+      return;
+    }
+    rope_store_kv_impl(q, k, v, b, kv, s, rope_mode, theta, freq_scale);
+  }
+  void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
+                 float* out) override {
+    last_shape_ = s;
+    have_shape_ = true;
+    if (tracking_) {
+      const BatchView v = mapped(b);
+      if (track(Hash().s("attention").p(q).view(v).p(kv.k).p(kv.v).shape(s).p(out).i(cuda::attention_plan(dev_, v, s)))) {
+        deferred_.push_back([=] { attention_impl(q, b, kv, s, out); });
+        return;
+      }
+    }
+    attention_impl(q, b, kv, s, out);
+  }
+  void swiglu(const float* gate, const float* up, float* out, size_t n) override {
+    if (track(Hash().s("swiglu").p(gate).p(up).p(out).i(n))) {
+      deferred_.push_back([=] { swiglu_impl(gate, up, out, n); });
+      return;
+    }
+    swiglu_impl(gate, up, out, n);
+  }
+  void add(float* x, const float* y, size_t n) override {
+    if (track(Hash().s("add").p(x).p(y).i(n))) {
+      deferred_.push_back([=] { add_impl(x, y, n); });
+      return;
+    }
+    add_impl(x, y, n);
+  }
+  void gather_rows(const float* x, const int32_t* rows, int n, int width, float* out) override {
+    if (track(Hash().s("gather_rows").p(x).p(rows).i(n).i(width).p(out))) {
+      deferred_.push_back([=] { gather_rows_impl(x, rows, n, width, out); });
+      return;
+    }
+    gather_rows_impl(x, rows, n, width, out);
+  }
+  void top_k(const float* x, int rows, int width, int k, int32_t* ids, float* vals) override {
+    if (track(Hash().s("top_k").p(x).i(rows).i(width).i(k))) {
+      deferred_.push_back([=] { top_k_impl(x, rows, width, k, ids, vals); });
+      // The graph ran the selection; its results still have to come out (the same buffers as when captured).
+      float* dv = nullptr;
+      int32_t* di = nullptr;
+      if (rows <= 0) return;
+      if (!topk_buffers(rows, width, k, &dv, &di, nullptr)) {
+        abort_step_graph();  // runs the deferred ops, this one included, eagerly
+        return;
+      }
+      pending_.push_back({vals, dv, (size_t)rows * k * 4});
+      pending_.push_back({ids, di, (size_t)rows * k * 4});
+      return;
+    }
+    top_k_impl(x, rows, width, k, ids, vals);
+  }
+
+ private:
+  // ---- graph bookkeeping ----
+  enum class Mode { Eager, Capture, Replay };
+  struct Hash {
+    uint64_t v = 1469598103934665603ull;
+    Hash& i(uint64_t x) {
+      for (int b = 0; b < 8; ++b) v = (v ^ ((x >> (8 * b)) & 0xFF)) * 1099511628211ull;
+      return *this;
+    }
+    Hash& p(const void* x) { return i((uint64_t)(uintptr_t)x); }
+    Hash& f(float x) {
+      uint32_t u;
+      std::memcpy(&u, &x, 4);
+      return i(u);
+    }
+    Hash& s(const char* x) {
+      while (*x) v = (v ^ (uint8_t)*x++) * 1099511628211ull;
+      return *this;
+    }
+    Hash& t(const Tensor& w) { return p(w.data).i(w.type).i(w.ne0).i(w.ne1).i(w.layout); }
+    Hash& view(const BatchView& b) {
+      return i(b.n_tokens).p(b.pos).p(b.seq_idx).p(b.slot).p(b.block_tables).i(b.n_seqs).i(b.blocks_per_seq);
+    }
+    Hash& shape(const AttentionShape& a) {
+      return i(a.n_head).i(a.n_head_kv).i(a.head_dim).i(a.block_size).i(a.kv_type).f(a.scale);
+    }
+  };
+  // Hashes an op into the step's signature; true when the op must not run now (a graph replays the step: the
+  // caller records it in deferred_ for the fallback). While capturing, the op runs (into the graph) and is recorded.
+  bool track(const Hash& h) {
+    if (!tracking_) return false;
+    sig_.i(h.v);
+    if (mode_ == Mode::Replay) return true;
+    return false;
+  }
+  // The batch as the kernels see it while a graph is considered: block tables from the backend's copy.
+  BatchView mapped(const BatchView& b) const {
+    if (!map_src_ || b.block_tables != map_src_ || b.blocks_per_seq != map_bps_) return b;
+    BatchView v = b;
+    v.block_tables = tab_;
+    v.blocks_per_seq = tab_pitch_;
+    return v;
+  }
+  uint64_t generation() const { return cuda::scratch_generation() + graph_gen_; }
+  void thaw_all() {
+    mm_.thaw();
+    attn_.thaw();
+    topk_.thaw();
+  }
+  void drop_graphs() {
+    if (!graphs_.empty()) cudaStreamSynchronize(stream_);
+    for (auto& kv : graphs_) cudaGraphExecDestroy(kv.second.exec);
+    graphs_.clear();
+    graph_ptrs_.clear();
+    ++graph_gen_;
+  }
+  void finish_downloads() {
+    for (const auto& d : pending_) TWC_CHECK(cudaMemcpyAsync(d.dst, d.src, d.n, cudaMemcpyDeviceToHost, stream_));
+    pending_.clear();
+    TWC_CHECK(cudaStreamSynchronize(stream_));
+  }
+  // The step's ops so far, eagerly (after a graph that did not match, or when something a graph cannot hold
+  // happens mid-step); the rest of the step then runs eagerly too.
+  void run_deferred_eagerly() {
+    mode_ = Mode::Eager;
+    clean_ = false;
+    pending_.clear();
+    std::vector<std::function<void()>> ops;
+    ops.swap(deferred_);
+    for (auto& op : ops) op();
+  }
+  // Memory management, uploads, copies or a synchronization inside a step that a graph replays or captures.
+  void abort_step_graph() {
+    if (!tracking_) return;
+    clean_ = false;
+    if (mode_ == Mode::Replay) {
+      TWC_CHECK(cudaStreamSynchronize(stream_));
+      auto it = graphs_.find(key_);
+      if (it != graphs_.end()) {
+        cudaGraphExecDestroy(it->second.exec);
+        graphs_.erase(it);
+      }
+      run_deferred_eagerly();
+    } else if (mode_ == Mode::Capture) {
+      cudaGraph_t g = nullptr;
+      cudaStreamEndCapture(stream_, &g);
+      cudaGetLastError();
+      if (g) cudaGraphDestroy(g);
+      mode_ = Mode::Eager;
+      // reset the fusion state the captured ops left behind: they never ran
+      rope_ = {};
+      add_ = {};
+      sw_ = {};
+      mm_q_.count = 0;
+      mm_.pre_x = nullptr;
+      thaw_all();
+      run_deferred_eagerly();
+    }
+  }
+  // While capturing, ops run into the graph and are also recorded (deferred_) in case the capture is abandoned.
+  template <class F> void record_capture(F&& f) {
+    if (tracking_ && mode_ == Mode::Capture) deferred_.emplace_back(std::forward<F>(f));
+  }
+
+  // ---- the ops ----
+  void download_impl(void* dst, const void* src, size_t n) {
+    flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    if (mode_ == Mode::Capture) {  // the step is being recorded: copy once the graph has run (end_step)
+      record_capture([=] { download_impl(dst, src, n); });
       pending_.push_back({dst, src, n});
       return;
     }
@@ -173,79 +539,9 @@ class CudaBackend final : public Backend {
     TWC_CHECK(cudaStreamSynchronize(stream_));
     prof_.collect();
   }
-
-  // CUDA graphs for small steps (decode): a step of a token count seen before is captured and replayed as one
-  // graph launch (updated in place when only kernel parameters changed, e.g. the attention split as the context
-  // grows), which removes the per-kernel launch gaps. The first step of each size runs eagerly so every kernel's
-  // attributes and scratch buffers are settled before any capture. TWINFER_CUDA_GRAPHS=1 turns it on.
-  void begin_step(const BatchView& b) override {
-    flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
-    prof_.step();
-    if (!graphs_enabled_ || prof_.on || b.n_tokens > kGraphMaxTokens) return;
-    auto it = graphs_.find(b.n_tokens);
-    if (it == graphs_.end()) {
-      graphs_[b.n_tokens] = Graph{};  // eager this time
-      return;
-    }
-    mm_.freeze();
-    attn_.frozen = true;
-    topk_.frozen = true;
-    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
-      cudaGetLastError();
-      mm_.thaw();
-      attn_.thaw();
-      topk_.thaw();
-      return;
-    }
-    capturing_ = true;
-    capture_key_ = b.n_tokens;
-  }
-
-  void end_step() override {
-    flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
-    if (!capturing_) return;
-    capturing_ = false;
-    cudaGraph_t g = nullptr;
-    cudaError_t e = cudaStreamEndCapture(stream_, &g);
-    mm_.thaw();
-    attn_.thaw();
-    topk_.thaw();
-    Graph& gr = graphs_[capture_key_];
-    if (e == cudaSuccess) {
-      bool ok = false;
-      if (gr.exec) {
-        cudaGraphExecUpdateResultInfo info;
-        ok = cudaGraphExecUpdate(gr.exec, g, &info) == cudaSuccess;
-        if (!ok) {
-          cudaGetLastError();
-          cudaGraphExecDestroy(gr.exec);
-          gr.exec = nullptr;
-        }
-      }
-      if (!ok) e = cudaGraphInstantiate(&gr.exec, g, 0);
-      if (e == cudaSuccess) e = cudaGraphLaunch(gr.exec, stream_);
-    }
-    if (g) cudaGraphDestroy(g);
-    note_error(e, "CUDA graph of a forward step");
-    for (const auto& d : pending_) TWC_CHECK(cudaMemcpyAsync(d.dst, d.src, d.n, cudaMemcpyDeviceToHost, stream_));
-    pending_.clear();
-    TWC_CHECK(cudaStreamSynchronize(stream_));
-  }
-  void copy(void* dst, const void* src, size_t n) override {
-    flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
-    TWC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
-  }
-  void synchronize() override {
-    flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
-    TWC_CHECK(cudaStreamSynchronize(stream_));
-    prof_.collect();
-  }
-
-  void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
+  void get_rows_impl(const Tensor& table, const int32_t* ids, int n, float* out) {
+    record_capture([=] { get_rows_impl(table, ids, n, out); });
+    note_ptrs({table.data, ids, out});
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.begin(stream_, "get_rows");
@@ -256,7 +552,9 @@ class CudaBackend final : public Backend {
   // the same rows, products of the same activations (Q/K/V, gate/up) into one grouped launch, and SwiGLU into the
   // activation load of the product that consumes it (the down projection). Every other
   // entry point flushes first, so the observable order of effects is unchanged.
-  void rms_norm(const float* x, const Tensor& w, float* out, int n, int dim, float eps) override {
+  void rms_norm_impl(const float* x, const Tensor& w, float* out, int n, int dim, float eps) {
+    record_capture([=] { rms_norm_impl(x, w, out, n, dim, eps); });
+    note_ptrs({x, w.data, out});
     flush_rope();
     int8_t* q = nullptr;
     float2* ds = nullptr;
@@ -286,7 +584,9 @@ class CudaBackend final : public Backend {
     *q = (int8_t*)buf;
     *ds = (float2*)(buf + qbytes);
   }
-  void matmul(const Tensor& W, const float* x, int n, float* y) override {
+  void matmul_impl(const Tensor& W, const float* x, int n, float* y) {
+    record_capture([=] { matmul_impl(W, x, n, y); });
+    note_ptrs({W.data, x, y});
     flush_rope();
     if (sw_.out && sw_.out == x && sw_.n == (size_t)n * W.ne0 && cuda::tc_eligible(W)) {
       // The pending SwiGLU's product is this matmul's input: computed as the activations are loaded instead of
@@ -310,7 +610,9 @@ class CudaBackend final : public Backend {
     mm_q_.y[0] = y;
     mm_q_.count = 1;
   }
-  void add_bias(float* y, const Tensor& b, int n) override {
+  void add_bias_impl(float* y, const Tensor& b, int n) {
+    record_capture([=] { add_bias_impl(y, b, n); });
+    note_ptrs({y, b.data});
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.begin(stream_, "add_bias");
@@ -319,14 +621,19 @@ class CudaBackend final : public Backend {
   }
   // Held back like the ops above: a decode step's attention that reads these q and this cache does the rotation
   // and the cache write itself (attention_rope); anything else runs it first.
-  void rope_store_kv(float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
-                     const AttentionShape& s, int rope_mode, float theta, float freq_scale) override {
+  void rope_store_kv_impl(float* q, float* k, const float* v, const BatchView& b0, const KVLayer& kv,
+                          const AttentionShape& s, int rope_mode, float theta, float freq_scale) {
+    record_capture([=] { rope_store_kv_impl(q, k, v, b0, kv, s, rope_mode, theta, freq_scale); });
+    const BatchView b = mapped(b0);
+    note_ptrs({q, k, v, kv.k, kv.v, b.pos, b.seq_idx, b.slot, b.block_tables});
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
     rope_ = {q, k, v, b, kv, s, rope_mode, theta, freq_scale, true};
   }
-  void attention(const float* q, const BatchView& b, const KVLayer& kv, const AttentionShape& s,
-                 float* out) override {
+  void attention_impl(const float* q, const BatchView& b0, const KVLayer& kv, const AttentionShape& s, float* out) {
+    record_capture([=] { attention_impl(q, b0, kv, s, out); });
+    const BatchView b = mapped(b0);
+    note_ptrs({q, kv.k, kv.v, out, b.pos, b.seq_idx, b.slot, b.block_tables});
     if (rope_.pending && rope_.q == q && rope_.kv.k == kv.k && rope_.b.pos == b.pos && rope_.b.n_tokens == b.n_tokens &&
         attention_supported(s) && cuda::attention_rope_fusable(dev_, b, s)) {
       rope_.pending = false;
@@ -362,48 +669,90 @@ class CudaBackend final : public Backend {
     mm_.pre_n = n;
     mm_.pre_k = k;
   }
-  void swiglu(const float* gate, const float* up, float* out, size_t n) override {
+  void swiglu_impl(const float* gate, const float* up, float* out, size_t n) {
+    record_capture([=] { swiglu_impl(gate, up, out, n); });
+    note_ptrs({gate, up, out});
+    // The pending gate/up products of these buffers (F16, one or two tokens): one GEMV launch computes both rows of
+    // each pair and writes silu(gate) * up into out (= gate) and up itself, no separate SwiGLU pass.
+    if (mm_q_.count == 2 && mm_q_.y[0] == gate && mm_q_.y[1] == up && out == gate && !rope_.pending &&
+        n == (size_t)mm_q_.n * mm_q_.W[0].ne1 &&
+        cuda::gemv_f16_swiglu_supported(mm_q_.W[0], mm_q_.W[1], mm_q_.x, mm_q_.n)) {
+      prof_.begin(stream_, "gate/up+swiglu gemv");
+      cuda::gemv_f16_swiglu(stream_, mm_q_.W[0], mm_q_.W[1], mm_q_.x, mm_q_.n, mm_q_.y[1], out);
+      prof_.end(stream_);
+      mm_q_.count = 0;
+      mm_.pre_x = nullptr;
+      return;
+    }
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
     sw_ = {gate, up, out, n};
   }
-  void add(float* x, const float* y, size_t n) override {
+  void add_impl(float* x, const float* y, size_t n) {
+    record_capture([=] { add_impl(x, y, n); });
+    note_ptrs({x, y});
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
     add_ = {x, y, n};
   }
-  void gather_rows(const float* x, const int32_t* rows, int n, int width, float* out) override {
+  void gather_rows_impl(const float* x, const int32_t* rows, int n, int width, float* out) {
+    record_capture([=] { gather_rows_impl(x, rows, n, width, out); });
+    note_ptrs({x, rows, out});
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
     prof_.begin(stream_, "gather_rows");
     cuda::gather_rows(stream_, x, rows, n, width, out);
     prof_.end(stream_);
   }
-  // Selection on the device; only rows x k ids and values are downloaded (topk.cu).
-  void top_k(const float* x, int rows, int width, int k, int32_t* ids, float* vals) override {
-    flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
-    if (rows <= 0) return;
+  // The top-k result buffers (and the kernel's scratch) in topk_; false when there is no room (host selection).
+  bool topk_buffers(int rows, int width, int k, float** dv, int32_t** di, void** scratch) {
     // Sized for the largest k at once (and at least 16 rows), so a graph capture of a later step never needs to grow it.
     const int cap_rows = rows < 16 ? 16 : rows;
     const size_t out_bytes = (size_t)cap_rows * cuda::topk_max_k() * 8;
     char* sc = k <= cuda::topk_max_k()
                    ? (char*)topk_.get(out_bytes + cuda::topk_scratch_bytes(cap_rows, width, cuda::topk_max_k()))
                    : nullptr;
-    if (!sc) {
+    if (!sc) return false;
+    *dv = (float*)sc;
+    *di = (int32_t*)(sc + (size_t)rows * k * 4);
+    if (scratch) *scratch = sc + out_bytes;
+    return true;
+  }
+  // Selection on the device; only rows x k ids and values are downloaded (topk.cu).
+  void top_k_impl(const float* x, int rows, int width, int k, int32_t* ids, float* vals) {
+    record_capture([=] { top_k_impl(x, rows, width, k, ids, vals); });
+    note_ptrs({x});
+    flush();
+    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    if (rows <= 0) return;
+    float* dv = nullptr;
+    int32_t* di = nullptr;
+    void* sc = nullptr;
+    if (!topk_buffers(rows, width, k, &dv, &di, &sc)) {
+      if (tracking_ && mode_ != Mode::Eager) {
+        abort_step_graph();  // runs the step so far eagerly, this selection included
+        return;
+      }
       Backend::top_k(x, rows, width, k, ids, vals);
       return;
     }
-    float* dv = (float*)sc;
-    int32_t* di = (int32_t*)(sc + (size_t)rows * k * 4);
     prof_.begin(stream_, "top_k");
-    cuda::topk(stream_, x, rows, width, k, sc + out_bytes, dv, di);
+    cuda::topk(stream_, x, rows, width, k, sc, dv, di);
     prof_.end(stream_);
-    download(vals, dv, (size_t)rows * k * 4);
-    download(ids, di, (size_t)rows * k * 4);
+    if (mode_ == Mode::Capture) {  // copied out once the graph has run (end_step)
+      pending_.push_back({vals, dv, (size_t)rows * k * 4});
+      pending_.push_back({ids, di, (size_t)rows * k * 4});
+      return;
+    }
+    download_impl(vals, dv, (size_t)rows * k * 4);
+    download_impl(ids, di, (size_t)rows * k * 4);
   }
-
- private:
+  // While capturing: the device memory the graph touches (releasing any of it drops the graphs).
+  void note_ptrs(std::initializer_list<const void*> ps) {
+    if (mode_ != Mode::Capture) return;
+    for (const void* p : ps)
+      if (p) graph_ptrs_.insert(const_cast<void*>(p));
+  }
   static bool fail(std::string& err, const char* what, cudaError_t e) {
     cudaGetLastError();
     err = std::string(what) + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
@@ -476,23 +825,41 @@ class CudaBackend final : public Backend {
 
   struct Graph {
     cudaGraphExec_t exec = nullptr;
+    uint64_t sig = 0;  // hash of the captured step's ops
+    uint64_t gen = 0;  // generation() when captured
   };
   struct PendingCopy {
     void* dst;
     const void* src;
     size_t n;
   };
-  // Opt-in: capturing and updating the graph every step cost about what it saved (H200, bench/NOTES.md run 3:
-  // single-stream decode 201 vs 203 tok/s without, 8 sequences 1042 vs 1245).
-  static constexpr int kGraphMaxTokens = 16;
+  // Steps of up to 8 tokens (decode, batched decode of up to 8 sequences). Larger steps are GPU-bound, and F16
+  // products from 16 tokens go through cuBLAS, which is not captured here. TWINFER_CUDA_GRAPHS=0: never.
+  static constexpr int kGraphMaxTokens = 8;
   const bool graphs_enabled_ = [] {
     const char* v = std::getenv("TWINFER_CUDA_GRAPHS");
-    return v && v[0] == '1';
+    return !(v && v[0] == '0');
   }();
-  bool capturing_ = false;
-  int capture_key_ = 0;
-  std::map<int, Graph> graphs_;
+  Mode mode_ = Mode::Eager;
+  bool tracking_ = false;  // this step is a graph candidate: ops are hashed into sig_
+  bool clean_ = true;      // nothing a graph cannot hold happened in this step
+  Hash sig_;
+  uint64_t key_ = 0;
+  uint64_t capture_gen_ = 0;
+  uint64_t graph_gen_ = 0;  // bumped when pointers a graph may hold are released
+  std::map<uint64_t, Graph> graphs_;
+  std::set<uint64_t> seen_;  // keys of steps that ran eagerly and cleanly
+  std::set<void*> graph_ptrs_;
+  std::vector<std::function<void()>> deferred_;
   std::vector<PendingCopy> pending_;
+  long captured_ = 0, replayed_ = 0, replay_misses_ = 0;
+  // The backend's copy of the step's block tables (tab_pitch_ entries per sequence row) and what it replaces.
+  int32_t* tab_ = nullptr;
+  int tab_pitch_ = 0, tab_rows_ = 0;
+  const int32_t* map_src_ = nullptr;
+  int map_bps_ = 0;
+  AttentionShape last_shape_{};
+  bool have_shape_ = false;
 
   OpProfiler prof_;
   int device_ = 0;

@@ -24,17 +24,20 @@ struct Scratch {
   void* get_zeroed(size_t need);
   void free_all();
 };
+// Bumped whenever a Scratch buffer is (re)allocated or freed: CUDA graphs captured before hold stale pointers.
+uint64_t scratch_generation();
 
 // Scratch of the matmul kernels: split-K partial sums, their per-tile arrival counters, FP16 activations.
 struct MatmulScratch {
   Scratch partial, counters, xh, wh;  // wh: F16 copy of a quantized weight for cuBLAS (cublas.cu)
   Scratch xq;                          // int8 activations of the integer-dot decode kernel (mmvq.cu)
   Scratch nq;                          // the same, written by the RMSNorm that produced x (pre_x)
+  Scratch xf;                          // F32 silu(gate) * up for the F16 GEMV (gemv.cu) when given gate and up
   // x already quantized into nq by the norm that wrote it (n rows of k values); the backend clears pre_x as soon
   // as anything else may have written x.
   const float* pre_x = nullptr;
   int pre_n = 0, pre_k = 0;
-  void freeze() { partial.frozen = counters.frozen = xh.frozen = wh.frozen = xq.frozen = nq.frozen = true; }
+  void freeze() { partial.frozen = counters.frozen = xh.frozen = wh.frozen = xq.frozen = nq.frozen = xf.frozen = true; }
   void thaw() {
     partial.thaw();
     counters.thaw(true);
@@ -42,6 +45,7 @@ struct MatmulScratch {
     wh.thaw();
     xq.thaw();
     nq.thaw();
+    xf.thaw();
   }
   void free_all() {
     partial.free_all();
@@ -50,6 +54,7 @@ struct MatmulScratch {
     wh.free_all();
     xq.free_all();
     nq.free_all();
+    xf.free_all();
   }
 };
 
@@ -104,6 +109,16 @@ bool mmvq_supported(const Tensor& W, int n);
 bool mmvq(cudaStream_t s, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
           const float* up, int n);
 
+// ---- gemv.cu ----
+// F16 weights at n <= 2 tokens (16-byte-aligned rows and x): a plain GEMV with F32 activations (TWINFER_CUDA_GEMV=0:
+// the tensor-core kernel instead).
+bool gemv_f16_supported(const Tensor& W, const float* x, int n);
+void gemv_f16(cudaStream_t s, const Tensor* const* W, float* const* y, int count, const float* x, int n);
+// out = silu(gate x) * (up x) and up_out = up x in one launch (the gate/up products of a SwiGLU block).
+bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float* x, int n);
+void gemv_f16_swiglu(cudaStream_t s, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,
+                     float* out);
+
 // ---- cublas.cu ----
 // y = W x16^T through cuBLAS (loaded at run time) for F16 or, dequantized to F16 first, quantized W; false when
 // cuBLAS is not available (TWINFER_CUDA_CUBLAS=0 turns it off; =PATH names the library).
@@ -121,6 +136,8 @@ void topk(cudaStream_t s, const float* x, int rows, int width, int k, void* scra
 void rope_store_kv(cudaStream_t s, float* q, float* k, const float* v, const BatchView& b, const KVLayer& kv,
                    const AttentionShape& sh, int rope_mode, float theta, float freq_scale);
 bool attention_supported(const AttentionShape& sh);
+// The host-side choices of attention() / attention_rope_fusable() for this batch as one number (CUDA graph keys).
+uint64_t attention_plan(const DeviceInfo& dev, const BatchView& b, const AttentionShape& sh);
 // rope_store_kv + attention as one decode kernel: when every sequence has at most one token in the step (host
 // metadata present) and the single-pass decode kernel takes the shape.
 bool attention_rope_fusable(const DeviceInfo& dev, const BatchView& b, const AttentionShape& sh);

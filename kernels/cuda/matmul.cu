@@ -666,6 +666,21 @@ template <int TYPE>
 void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
                  float* const* y, int count, const float* x, const float* xup, int n) {
   if (n <= 8) {
+    // F16 at one or two tokens: the plain GEMV (gemv.cu); a SwiGLU input is formed once into scratch first.
+    bool gemv = TYPE == 1;
+    for (int i = 0; i < count && gemv; ++i) gemv = gemv_f16_supported(*W[i], x, n);
+    if (gemv) {
+      const float* xg = x;
+      if (xup) {
+        float* t = (float*)scratch.xf.get((size_t)n * W[0]->ne0 * sizeof(float));
+        if (t) swiglu(s, x, xup, t, (size_t)n * W[0]->ne0);
+        xg = t;
+      }
+      if (xg) {
+        gemv_f16(s, W, y, count, xg, n);
+        return;
+      }
+    }
     // Q4_0 / Q8_0 / Q4_K: integer dot products on int8 activations (mmvq.cu), unless turned off or out of scratch.
     if ((TYPE == 2 || TYPE == 8 || TYPE == 12) && mmvq_supported(*W[0], n) && mmvq(s, scratch, W, y, count, x, xup, n)) return;
     const int warps = g_decode_warps ? g_decode_warps : (TYPE == 2 || TYPE == 12 || TYPE == 14) ? 8 : 4;

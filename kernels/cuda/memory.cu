@@ -1,5 +1,6 @@
 // Device memory of the CUDA backend: plain cudaMalloc allocations (never managed memory), growable scratch, and the
 // bounded pinned staging ring through which weights stream from the file to the GPU without a full host copy.
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -25,6 +26,12 @@ void note_error(cudaError_t e, const char* where) {
   if (g_err.empty()) g_err = std::string(where) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
 }
 
+namespace {
+std::atomic<uint64_t> g_scratch_gen{0};
+}  // namespace
+
+uint64_t scratch_generation() { return g_scratch_gen.load(); }
+
 void* Scratch::get(size_t need) {
   if (need <= bytes && ptr) return ptr;
   if (frozen) {  // capturing a graph: no allocation now; the caller takes its no-scratch path, grow afterwards
@@ -32,6 +39,7 @@ void* Scratch::get(size_t need) {
     return nullptr;
   }
   if (ptr) cudaFree(ptr);  // synchronizes the device: nothing in flight still reads the old buffer
+  ++g_scratch_gen;
   ptr = nullptr;
   bytes = 0;
   size_t want = need + need / 4;  // grow with headroom so steps of slowly rising size do not reallocate each time
@@ -70,7 +78,7 @@ void Scratch::thaw(bool zeroed) {
 }
 
 void Scratch::free_all() {
-  if (ptr) cudaFree(ptr);
+  if (ptr) cudaFree(ptr), ++g_scratch_gen;
   ptr = nullptr;
   bytes = 0;
 }

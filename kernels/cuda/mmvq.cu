@@ -142,6 +142,92 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
   store_rows<NC, R>(g, i, r, lane, acc);
 }
 
+// Q4_0 / Q8_0 with 16-byte loads. Eight blocks (144 / 272 bytes) are a whole number of 16-byte chunks, and rows
+// of K % 256 == 0 start on 16-byte boundaries, so a work item is one such group: 9 (Q4_0) or 17 (Q8_0) aligned
+// 16-byte loads instead of 5 or 9 two-byte-aligned 4-byte loads per block. The block fields sit at offsets known at
+// compile time inside the group's words (block j at byte 18j / 34j: even j starts on a word, odd j two bytes into
+// one). A warp owns R rows and spreads their R * K/256 items over its lanes (R = 2 for K = 4096: one item per lane;
+// R = 4 for K = 14336: 7 per lane), U items per lane loaded before any is used.
+template <int TYPE> struct GQ;
+template <> struct GQ<2> { static constexpr int BB = 18, NV = 9, QW = 4; };   // 144 bytes per group
+template <> struct GQ<8> { static constexpr int BB = 34, NV = 17, QW = 8; };  // 272 bytes per group
+
+__device__ __forceinline__ uint32_t word_of(const uint4* v, int i) {  // i compile-time after unrolling
+  const uint4 q = v[i >> 2];
+  return (i & 3) == 0 ? q.x : (i & 3) == 1 ? q.y : (i & 3) == 2 ? q.z : q.w;
+}
+
+template <int TYPE, int NC, int R, int U>
+__global__ void __launch_bounds__(kWarps * 32) mmvq_g_kernel(VGroup g, size_t row_bytes, int K,
+                                                             const int8_t* __restrict__ xq,
+                                                             const float2* __restrict__ xds) {
+  using Q = GQ<TYPE>;
+  const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
+  const int lane = threadIdx.x & 31;
+  if (row >= g.row0[3]) return;
+  const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
+  const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+  const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
+  const int ng = K / 256, items = R * ng, nb = K / 32;
+  float acc[R][NC];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
+  for (int it0 = lane; it0 < items; it0 += 32 * U) {
+    uint4 w[U][Q::NV];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int it = it0 + 32 * u;
+      if (it < items) {
+        const int rr = it / ng, gi = it - rr * ng;
+        const uint4* p = reinterpret_cast<const uint4*>(wrow + rr * row_bytes + (size_t)gi * (8 * Q::BB));
+#pragma unroll
+        for (int v = 0; v < Q::NV; ++v) w[u][v] = __ldg(p + v);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int it = it0 + 32 * u;
+      if (it >= items) break;
+      const int rr = it / ng, gi = it - rr * ng;
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const int b = gi * 8 + j;
+          const int4* xp = reinterpret_cast<const int4*>(xq + (size_t)c * K + (size_t)b * 32);
+          const int4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+          const int xi[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+          const float2 xd = __ldg(xds + (size_t)c * nb + b);
+          const int o = Q::BB * j;  // byte offset of block j in the group
+          const int a = o >> 2;     // its first word
+          const bool odd = (o & 3) != 0;
+          const uint32_t w0 = word_of(w[u], a);
+          const float dw = __half2float(__ushort_as_half((uint16_t)(odd ? w0 >> 16 : w0 & 0xFFFFu)));
+          int sumi = 0;
+#pragma unroll
+          for (int q = 0; q < Q::QW; ++q) {
+            const uint32_t v = odd ? word_of(w[u], a + 1 + q) : __funnelshift_r(word_of(w[u], a + q), word_of(w[u], a + q + 1), 16);
+            if (TYPE == 2) {
+              sumi = __dp4a((int)(v & 0x0F0F0F0Fu), xi[q], sumi);
+              sumi = __dp4a((int)((v >> 4) & 0x0F0F0F0Fu), xi[4 + q], sumi);
+            } else {
+              sumi = __dp4a((int)v, xi[q], sumi);
+            }
+          }
+          if (TYPE == 2) sum += dw * (xd.x * (float)sumi - 8.0f * xd.y);
+          else sum += dw * xd.x * (float)sumi;
+        }
+#pragma unroll
+        for (int q = 0; q < R; ++q) acc[q][c] += q == rr ? sum : 0.0f;
+      }
+    }
+  }
+  store_rows<NC, R>(g, i, r, lane, acc);
+}
+
 __device__ __forceinline__ int byte_of(uint32_t w, int i) { return (int)((w >> (8 * i)) & 0xFFu); }
 
 // Q4_K: super-blocks of 256 values (144 bytes, 16-byte aligned in rows of whole super-blocks): d, dmin (halves),
@@ -241,8 +327,41 @@ void launch_r(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* x
 // Two rows per warp for Q8_0 and Q4_K where every weight's row count is even (a warp's rows must belong to one
 // weight), else one. H100, µs per 8B layer at n=1, two rows / one (bench/NOTES.md run 14): Q4_K 69.5 / 76.7,
 // Q8_0 98.8 / 100.5, Q4_0 65.6 / 64.1 (so one there). TWINFER_CUDA_MMVQ_ROWS=1|2 forces one choice (A/B).
+// Opt-in (TWINFER_CUDA_MMVQ_GROUPS=1): on an H100 it made Q4_0 decode slower (tg128 224 vs 328 tok/s, bench/NOTES.md
+// run 17): a warp's loads then touch 32 different lines per instruction (lanes 144 / 272 bytes apart) where the
+// 4-byte kernel's touch 5, and the activations likewise.
+bool mmvq_groups_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("TWINFER_CUDA_MMVQ_GROUPS");
+    return v && v[0] == '1';
+  }();
+  return on;
+}
+
+// The 16-byte group kernel where rows are whole groups, 16-byte aligned, and every weight's rows split into the
+// warps' R-row sets; false: the caller takes the 4-byte-load kernel.
+template <int TYPE, int NC>
+bool launch_groups(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
+  if (!mmvq_groups_enabled() || K % 256 != 0 || rb % 16 != 0) return false;
+  for (int i = 0; i < 3; ++i)
+    if (((uintptr_t)g.W[i] & 15) != 0) return false;
+  const int ng = K / 256;
+  const int R = ng % 16 == 0 ? 2 : 4;  // 32 items per warp for K = 4096, 224 (7 per lane) for K = 14336
+  for (int i = 0; i < 3; ++i)
+    if (g.M[i] % R != 0) return false;
+  const int grid = ceil_div(g.row0[3], kWarps * R);
+  // U: a second item in flight where a lane has several (R = 4) and the registers allow it (Q4_0, one token).
+  if (R == 2) mmvq_g_kernel<TYPE, NC, 2, 1><<<grid, kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
+  else mmvq_g_kernel<TYPE, NC, 4, (TYPE == 2 && NC == 1 ? 2 : 1)><<<grid, kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
+  TWC_LAUNCHED("mmvq (16-byte groups)");
+  return true;
+}
+
 template <int TYPE, int NC>
 void launch(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
+  if constexpr (TYPE == 2 || TYPE == 8) {
+    if (launch_groups<TYPE, NC>(s, g, rb, K, xq, xds)) return;
+  }
   static const int forced = [] {
     const char* v = std::getenv("TWINFER_CUDA_MMVQ_ROWS");
     return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;

@@ -226,6 +226,58 @@ static void test_swiglu_matmul(Dev& d, int32_t type, int n) {
   for (void* p : {W.data, (void*)dg, (void*)du, (void*)tmp, (void*)dy}) d.be->release(p);
 }
 
+// A SwiGLU block as the forward pass issues it: gate and up products of x (grouped), swiglu(gate, up) -> gate, the
+// down projection of gate. F16 at n <= 2 takes one GEMV launch for gate/up with the SwiGLU in its epilogue.
+static void test_ffn(Dev& d, int32_t type, int n) {
+  const int D = 1024, F = 768;
+  auto x = randn((size_t)n * D, 1.0f);
+  auto wg = random_weights(type, D, F), wu = random_weights(type, D, F), wd = random_weights(type, F, D);
+  std::vector<float> fg((size_t)F * D), fu((size_t)F * D), fd((size_t)D * F);
+  for (int r = 0; r < F; ++r) {
+    dequantize_row(type, wg.data() + r * row_bytes(type, D), fg.data() + (size_t)r * D, D);
+    dequantize_row(type, wu.data() + r * row_bytes(type, D), fu.data() + (size_t)r * D, D);
+  }
+  for (int r = 0; r < D; ++r) dequantize_row(type, wd.data() + r * row_bytes(type, F), fd.data() + (size_t)r * F, F);
+  std::vector<double> uref((size_t)n * F), h((size_t)n * F), ref((size_t)n * D);
+  for (int t = 0; t < n; ++t) {
+    for (int r = 0; r < F; ++r) {
+      double a = 0, b = 0;
+      for (int k = 0; k < D; ++k) {
+        a += (double)fg[(size_t)r * D + k] * x[(size_t)t * D + k];
+        b += (double)fu[(size_t)r * D + k] * x[(size_t)t * D + k];
+      }
+      uref[(size_t)t * F + r] = b;
+      h[(size_t)t * F + r] = a / (1.0 + std::exp(-a)) * b;
+    }
+    for (int r = 0; r < D; ++r) {
+      double a = 0;
+      for (int k = 0; k < F; ++k) a += (double)fd[(size_t)r * F + k] * h[(size_t)t * F + k];
+      ref[(size_t)t * D + r] = a;
+    }
+  }
+  Tensor G, U, Dn;
+  G.type = U.type = Dn.type = type;
+  G.ne0 = U.ne0 = D, G.ne1 = U.ne1 = F;
+  Dn.ne0 = F, Dn.ne1 = D;
+  G.data = d.put(wg), U.data = d.put(wu), Dn.data = d.put(wd);
+  G.nbytes = wg.size(), U.nbytes = wu.size(), Dn.nbytes = wd.size();
+  float* dx = d.put(x);
+  std::vector<float> pf((size_t)n * F, NAN), pd((size_t)n * D, NAN);
+  float *dg = d.put(pf), *du = d.put(pf), *dy = d.put(pd);
+  const Tensor* gu[2] = {&G, &U};
+  float* outs[2] = {dg, du};
+  d.be->matmul_many(gu, 2, dx, n, outs);
+  d.be->swiglu(dg, du, dg, (size_t)n * F);
+  d.be->matmul(Dn, dg, n, dy);
+  const double tol = int8_acts(type, n) ? 1.2e-2 : 3e-3;
+  char name[128];
+  std::snprintf(name, sizeof name, "ffn gate/up -> swiglu -> down %-4s n=%d (up)", tname(type), n);
+  report(name, rel_err(d.get(du, (size_t)n * F), uref), tol);
+  std::snprintf(name, sizeof name, "ffn gate/up -> swiglu -> down %-4s n=%d (down)", tname(type), n);
+  report(name, rel_err(d.get(dy, (size_t)n * D), ref), 2 * tol);
+  for (void* p : {G.data, U.data, Dn.data, (void*)dx, (void*)dg, (void*)du, (void*)dy}) d.be->release(p);
+}
+
 // A residual add followed by the RMSNorm of the same rows (merged by the backend into one kernel).
 static void test_add_norm(Dev& d) {
   const int n = 3, dim = 4096;
@@ -808,6 +860,8 @@ int main(int argc, char** argv) {
     for (int n : {1, 8, 40}) test_grouped(d, t, n);
   for (int32_t t : {2, 12, 14, 1})
     for (int n : {1, 5, 40, 150}) test_swiglu_matmul(d, t, n);
+  for (int32_t t : {1, 2, 8, 12})
+    for (int n : {1, 2, 3}) test_ffn(d, t, n);
   test_add_norm(d);
   for (int32_t t : {2, 8, 12, 1})
     for (int n : {1, 2}) test_norm_matmul(d, t, n);

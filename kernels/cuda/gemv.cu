@@ -1,0 +1,189 @@
+// F16 weight x F32 activation products for one or two tokens (single-stream decode): a plain matrix-vector kernel.
+//
+// The tensor-core decode kernel (matmul.cu) puts one token into an m16n8k16 tile that is 7/8 empty and stages the
+// weights through shared memory with split-K: 2.55 TB/s per 8B layer on an H100 (bench/NOTES.md run 16). Here R
+// weight rows per warp stream straight from memory into registers with 16-byte loads (8 halves per lane, lanes on
+// consecutive 16-byte chunks, so a warp load is 512 contiguous bytes per row), U x R loads issued before any is
+// used; each half is widened to F32 and multiplied with the F32 activation (read through L1, shared by the warp's R
+// rows), accumulated in F32 and reduced across the warp. More precise than the FP16 tile (activations stay F32).
+//
+// PAIR: the gate and up products of a SwiGLU block in one warp (row r of both weights), so the epilogue writes
+// silu(gate) * up directly (the separate SwiGLU launch and its read of gate/up disappear).
+#include <cstdlib>
+
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+
+namespace tw {
+namespace cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+
+struct FGroup {
+  const uint8_t* W[3];
+  float* y[3];
+  int M[3];
+  int row0[4];
+};
+
+// Weights are read once per step: keep them out of L1 (the activations live there).
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float2 hf2(uint32_t w) { return __half22float2(*reinterpret_cast<const __half2*>(&w)); }
+
+__device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b, float acc) {
+  const float2 w0 = hf2(w.x), w1 = hf2(w.y), w2 = hf2(w.z), w3 = hf2(w.w);
+  acc = fmaf(w0.x, a.x, acc);
+  acc = fmaf(w0.y, a.y, acc);
+  acc = fmaf(w1.x, a.z, acc);
+  acc = fmaf(w1.y, a.w, acc);
+  acc = fmaf(w2.x, b.x, acc);
+  acc = fmaf(w2.y, b.y, acc);
+  acc = fmaf(w3.x, b.z, acc);
+  acc = fmaf(w3.y, b.w, acc);
+  return acc;
+}
+
+template <int NC, int R, int U, bool PAIR>
+__global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, const float* __restrict__ x,
+                                                               float* __restrict__ pair_out) {
+  const int wg = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  const size_t rb = (size_t)K * 2;
+  const uint4* rows[R];
+  int i = 0, r = 0;
+  if constexpr (PAIR) {  // R == 2: row r of W[0] (gate) and of W[1] (up)
+    r = wg;
+    if (r >= g.M[0]) return;
+    rows[0] = reinterpret_cast<const uint4*>(g.W[0] + (size_t)r * rb);
+    rows[1] = reinterpret_cast<const uint4*>(g.W[1] + (size_t)r * rb);
+  } else {
+    const int row = wg * R;
+    if (row >= g.row0[3]) return;
+    i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
+    r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+    const uint8_t* w0 = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * rb;
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr) rows[rr] = reinterpret_cast<const uint4*>(w0 + rr * rb);
+  }
+  const int nch = K / 8;  // 16-byte chunks per row
+  float acc[R][NC];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
+  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+    uint4 w[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr)
+        if (c0 + 32 * u < nch) w[u][rr] = ld_stream(rows[rr] + c0 + 32 * u);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int ch = c0 + 32 * u;
+      if (ch >= nch) break;
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        const float4* xp = reinterpret_cast<const float4*>(x + (size_t)c * K + (size_t)ch * 8);
+        const float4 a = __ldg(xp), b = __ldg(xp + 1);
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) acc[rr][c] = dot8(w[u][rr], a, b, acc[rr][c]);
+      }
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[rr][c] = warp_sum(acc[rr][c]);
+  if (lane != 0) return;
+  if constexpr (PAIR) {
+    const int M = g.M[0];
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const float gv = acc[0][c], uv = acc[1][c];
+      g.y[1][(size_t)c * M + r] = uv;                        // up, as the grouped product would leave it
+      pair_out[(size_t)c * M + r] = gv / (1.0f + expf(-gv)) * uv;  // swiglu_kernel's value
+    }
+  } else {
+    float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
+    const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+      for (int c = 0; c < NC; ++c) y[(size_t)c * M + r + rr] = acc[rr][c];
+  }
+}
+
+template <int NC, bool PAIR>
+void launch(cudaStream_t s, const FGroup& g, int K, const float* x, float* pair_out) {
+  constexpr int U = NC == 1 ? 8 : 4;
+  if (PAIR) {
+    gemv_f16_kernel<NC, 2, U, true><<<ceil_div(g.M[0], kWarps), kWarps * 32, 0, s>>>(g, K, x, pair_out);
+  } else if (g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0) {
+    gemv_f16_kernel<NC, 2, U, false><<<ceil_div(g.row0[3], kWarps * 2), kWarps * 32, 0, s>>>(g, K, x, nullptr);
+  } else {
+    gemv_f16_kernel<NC, 1, U, false><<<ceil_div(g.row0[3], kWarps), kWarps * 32, 0, s>>>(g, K, x, nullptr);
+  }
+  TWC_LAUNCHED("gemv_f16");
+}
+
+FGroup make_group(const Tensor* const* W, float* const* y, int count) {
+  FGroup g{};
+  g.row0[0] = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int j = i < count ? i : count - 1;
+    g.W[i] = (const uint8_t*)W[j]->data;
+    g.y[i] = y[j];
+    g.M[i] = (int)W[j]->ne1;
+    g.row0[i + 1] = g.row0[i] + (i < count ? (int)W[i]->ne1 : 0);
+  }
+  return g;
+}
+
+}  // namespace
+
+bool gemv_f16_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("TWINFER_CUDA_GEMV");
+    return !(v && v[0] == '0');
+  }();
+  return on;
+}
+
+bool gemv_f16_supported(const Tensor& W, const float* x, int n) {
+  return gemv_f16_enabled() && W.type == 1 && n >= 1 && n <= 2 && W.ne0 % 8 == 0 && W.ne0 < (1 << 28) &&
+         W.ne1 < (1 << 28) && ((uintptr_t)W.data & 15) == 0 && ((uintptr_t)x & 15) == 0;
+}
+
+void gemv_f16(cudaStream_t s, const Tensor* const* W, float* const* y, int count, const float* x, int n) {
+  const FGroup g = make_group(W, y, count);
+  const int K = (int)W[0]->ne0;
+  if (n == 1) launch<1, false>(s, g, K, x, nullptr);
+  else launch<2, false>(s, g, K, x, nullptr);
+}
+
+bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float* x, int n) {
+  return gemv_f16_supported(gate, x, n) && gemv_f16_supported(up, x, n) && gate.ne0 == up.ne0 && gate.ne1 == up.ne1;
+}
+
+void gemv_f16_swiglu(cudaStream_t s, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,
+                     float* out) {
+  const Tensor* W[2] = {&gate, &up};
+  float* y[2] = {out, up_out};
+  const FGroup g = make_group(W, y, 2);
+  const int K = (int)gate.ne0;
+  if (n == 1) launch<1, true>(s, g, K, x, out);
+  else launch<2, true>(s, g, K, x, out);
+}
+
+}  // namespace cuda
+}  // namespace tw
