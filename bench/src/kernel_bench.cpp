@@ -42,14 +42,13 @@ double bench(int64_t K, int64_t R, double* gbs) {
     x4_repack(TYPE, w.data(), K, R, packed.data());
     w.swap(packed);
   }
-  const size_t stride = x4 ? x4_row_stride(TYPE, K) : rb;
   for (int rep = 0; rep < 5; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
     if (x4) {
       for (int64_t r = 0; r < R; r += 4) {
-        const uint8_t* quad = w.data() + stride * r;
+        const uint8_t* quad = x4_quad_ptr(w.data(), TYPE, K, R, r / 4);
         if constexpr (TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K || TYPE == TW_TYPE_Q6_K)
-          qdot_x4_tile<TYPE, NT>(quad, act, K / QA, out);
+          qdot_x4_tile<TYPE, NT>(quad, x4_rec_stride(TYPE, R, r / 4), act, K / QA, out);
         for (int t = 0; t < NT; ++t)
           for (int i = 0; i < 4; ++i) y[t * R + r + i] = out[4 * t + i];
       }

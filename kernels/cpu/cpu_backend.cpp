@@ -115,18 +115,31 @@ using QMatmulFn = void (*)(const char*, size_t, int64_t, int64_t, const ActRow*,
 template <int TYPE>
 void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const ActRow* act, int n, int64_t K,
                      int64_t R, float* y) {
+  (void)rb;  // quads are addressed through repack.h's pair layout
   const int64_t ng = K / QA;
+  const uint8_t* data = (const uint8_t*)base;
   float out[16];
 #if defined(__wasm_simd128__)
+  constexpr bool kPairKernel = TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0;
   for (int t0 = 0; t0 < n; t0 += 4) {
     const int nt = std::min(4, n - t0);
     for (int64_t r = r0; r < r1; r += 4) {
-      const uint8_t* quad = (const uint8_t*)base + rb * r;
+      const int64_t q = r / 4;
+      const uint8_t* quad = x4_quad_ptr(data, TYPE, K, R, q);
+      const size_t stride = x4_rec_stride(TYPE, R, q);
+      if constexpr (kPairKernel) {
+        if (n == 1 && (q & 1) == 0 && x4_paired(R, q) && r + 8 <= r1) {  // decode: both quads of a stored pair
+          qdot_x4_pair<TYPE>(quad, act[0], ng, out);
+          std::memcpy(y + r, out, 8 * sizeof(float));
+          r += 4;
+          continue;
+        }
+      }
       switch (nt) {
-        case 4: qdot_x4_tile<TYPE, 4>(quad, act + t0, ng, out); break;
-        case 3: qdot_x4_tile<TYPE, 3>(quad, act + t0, ng, out); break;
-        case 2: qdot_x4_tile<TYPE, 2>(quad, act + t0, ng, out); break;
-        default: qdot_x4_tile<TYPE, 1>(quad, act + t0, ng, out); break;
+        case 4: qdot_x4_tile<TYPE, 4>(quad, stride, act + t0, ng, out); break;
+        case 3: qdot_x4_tile<TYPE, 3>(quad, stride, act + t0, ng, out); break;
+        case 2: qdot_x4_tile<TYPE, 2>(quad, stride, act + t0, ng, out); break;
+        default: qdot_x4_tile<TYPE, 1>(quad, stride, act + t0, ng, out); break;
       }
       for (int t = 0; t < nt; ++t) std::memcpy(y + (size_t)(t0 + t) * R + r, out + 4 * t, 4 * sizeof(float));
     }
@@ -134,7 +147,7 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
 #else
   for (int t = 0; t < n; ++t)
     for (int64_t r = r0; r < r1; r += 4) {
-      qdot_x4_scalar(TYPE, (const uint8_t*)base + rb * r, act[t], ng, out);
+      qdot_x4_scalar(TYPE, x4_quad_ptr(data, TYPE, K, R, r / 4), x4_rec_stride(TYPE, R, r / 4), act[t], ng, out);
       std::memcpy(y + (size_t)t * R + r, out, 4 * sizeof(float));
     }
 #endif
@@ -199,7 +212,7 @@ class CpuBackend final : public Backend {
   // read rows.
   bool prepare_weight(Tensor& w) override {
     if (int8_act_ && w.layout == kLayoutGGUF && x4_type(w.type) && w.ne1 % 4 == 0 && w.ne0 % QA == 0) {
-      const size_t rb = row_bytes(w.type, w.ne0), qb = x4_quad_bytes(w.type, w.ne0);
+      const size_t rb = row_bytes(w.type, w.ne0);
       const size_t bytes = x4_tensor_bytes(w.type, w.ne0, w.ne1);
       uint8_t* dst = (uint8_t*)alloc(bytes);
       if (!dst) return false;
@@ -208,7 +221,7 @@ class CpuBackend final : public Backend {
       const int64_t quads = w.ne1 / 4;
       run((int)((quads + kQuadsPerTask - 1) / kQuadsPerTask), w.ne0 * w.ne1, [&](int task, int) {
         const int64_t q1 = std::min(quads, (task + 1) * kQuadsPerTask);
-        for (int64_t q = task * kQuadsPerTask; q < q1; ++q) x4_repack_quad(w.type, src + 4 * rb * q, w.ne0, dst + qb * q);
+        for (int64_t q = task * kQuadsPerTask; q < q1; ++q) x4_repack_quad(w.type, src + 4 * rb * q, w.ne0, w.ne1, q, dst);
       });
       release(w.data);
       w.data = dst;
@@ -223,7 +236,7 @@ class CpuBackend final : public Backend {
       return;
     }
     const size_t rb = row_bytes(w.type, w.ne0);
-    for (int64_t r = 0; r < w.ne1; ++r) x4_read_row(w.type, (const uint8_t*)w.data, w.ne0, r, (uint8_t*)dst + rb * r);
+    for (int64_t r = 0; r < w.ne1; ++r) x4_read_row(w.type, (const uint8_t*)w.data, w.ne0, w.ne1, r, (uint8_t*)dst + rb * r);
   }
 
   void get_rows(const Tensor& table, const int32_t* ids, int n, float* out) override {
@@ -233,7 +246,7 @@ class CpuBackend final : public Backend {
     for (int t = 0; t < n; ++t) {
       const char* row = (const char*)table.data + rb * ids[t];
       if (table.layout == kLayoutX4) {
-        x4_read_row(table.type, (const uint8_t*)table.data, table.ne0, ids[t], row_tmp_.data());
+        x4_read_row(table.type, (const uint8_t*)table.data, table.ne0, table.ne1, ids[t], row_tmp_.data());
         row = (const char*)row_tmp_.data();
       }
       dequantize_row(table.type, row, out + (size_t)t * table.ne0, table.ne0);

@@ -66,6 +66,20 @@ inline size_t x4_tensor_bytes(int32_t type, int64_t K, int64_t R) { return x4_qu
 // Stride of one row in x4 layout (a quad is 4 rows): what the matmul loops step by.
 inline size_t x4_row_stride(int32_t type, int64_t K) { return x4_quad_bytes(type, K) / 4; }
 
+// Quads are stored in pairs, the two quads' records of a group side by side (quad 2p's record g, then quad 2p+1's,
+// then group g+1's): the decode kernel reads a pair (8 rows) as one forward stream. Two quads 5 KB apart were two
+// streams, and one core then fetched only ~8 GB/s from DRAM where one stream gives ~14 (bench/NOTES.md). A last
+// quad without a partner (R / 4 odd) keeps its records contiguous. A quad of a tensor with R rows starts at
+// x4_quad_ptr and its records are x4_rec_stride bytes apart.
+inline bool x4_paired(int64_t R, int64_t q) { return (q | 1) < R / 4; }
+inline size_t x4_rec_stride(int32_t type, int64_t R, int64_t q) {
+  return x4_record_bytes(type) * (x4_paired(R, q) ? 2 : 1);
+}
+template <class T>
+inline T* x4_quad_ptr(T* data, int32_t type, int64_t K, int64_t R, int64_t q) {
+  return data + x4_quad_bytes(type, K) * (size_t)(q & ~(int64_t)1) + (x4_paired(R, q) && (q & 1) ? x4_record_bytes(type) : 0);
+}
+
 // q4_0 / q8_0 record: offset of the f32 scales.
 inline size_t x4_scales_offset(int32_t type) { return x4_record_bytes(type) - 16; }
 
@@ -264,28 +278,30 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
   }
 }
 
-// Rows [4q, 4q+4) of a [R x K] GGUF tensor (src) -> quad q's K/block_size records (dst; x4_quad_bytes).
+// Rows [4q, 4q+4) of a [R x K] GGUF tensor (src = row 4q) -> quad q's K/block_size records in the x4 tensor dst.
 // Not inlined on purpose: the engine calls it once per quad, so V8 tiers it up after the first few quads (a single
 // long call would run to its end in the baseline compiler — wasm has no on-stack replacement).
-__attribute__((noinline)) inline void x4_repack_quad(int32_t type, const uint8_t* src, int64_t K, uint8_t* dst) {
-  const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
+__attribute__((noinline)) inline void x4_repack_quad(int32_t type, const uint8_t* src, int64_t K, int64_t R, int64_t q,
+                                                     uint8_t* dst) {
+  const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, stride = x4_rec_stride(type, R, q);
   const int64_t ng = K / type_traits(type).block_size;  // records per quad
+  uint8_t* quad = x4_quad_ptr(dst, type, K, R, q);
   for (int64_t g = 0; g < ng; ++g) {
     const uint8_t* blocks[4] = {&src[g * bb], &src[rb + g * bb], &src[2 * rb + g * bb], &src[3 * rb + g * bb]};
-    x4_pack_group(type, blocks, dst + g * rec);
+    x4_pack_group(type, blocks, quad + g * stride);
   }
 }
 
 // The whole tensor (R a multiple of 4): GGUF bytes in src, x4_tensor_bytes in dst.
 inline void x4_repack(int32_t type, const uint8_t* src, int64_t K, int64_t R, uint8_t* dst) {
-  const size_t rb = row_bytes(type, K), qb = x4_quad_bytes(type, K);
-  for (int64_t q = 0; q < R / 4; ++q) x4_repack_quad(type, src + 4 * rb * q, K, dst + qb * q);
+  const size_t rb = row_bytes(type, K);
+  for (int64_t q = 0; q < R / 4; ++q) x4_repack_quad(type, src + 4 * rb * q, K, R, q, dst);
 }
 
-// Row r of an x4 tensor back in GGUF block layout (K/32 blocks) — for get_rows and reading weights back.
-inline void x4_read_row(int32_t type, const uint8_t* data, int64_t K, int64_t r, uint8_t* out) {
-  const size_t bb = type_traits(type).block_bytes, rec = x4_record_bytes(type);
-  const uint8_t* quad = data + x4_quad_bytes(type, K) * (size_t)(r / 4);
+// Row r of an [R x K] x4 tensor back in GGUF block layout (K/32 blocks) — for get_rows and reading weights back.
+inline void x4_read_row(int32_t type, const uint8_t* data, int64_t K, int64_t R, int64_t r, uint8_t* out) {
+  const size_t bb = type_traits(type).block_bytes, rec = x4_rec_stride(type, R, r / 4);
+  const uint8_t* quad = x4_quad_ptr(data, type, K, R, r / 4);
   uint8_t tmp[4][sizeof(block_q6_K)];
   for (int64_t g = 0; g < K / type_traits(type).block_size; ++g) {
     uint8_t* blocks[4] = {tmp[0], tmp[1], tmp[2], tmp[3]};
