@@ -31,6 +31,8 @@ const { positionals, values } = parseArgs({
     threads: { type: 'string' },
     'ref-name': { type: 'string' },
     batch: { type: 'string' },
+    ab: { type: 'string' },
+    values: { type: 'string' },
   },
 });
 
@@ -239,11 +241,13 @@ async function cmdBench(model: string, label: string): Promise<void> {
   m.dispose();
 }
 
-// Single-stream decode (tg128, 3 runs) and 8-sequence greedy steps with CUDA graphs on and off (the backend reads
-// TWINFER_CUDA_GRAPHS when a model is loaded, so both run in this process, one load each, alternating order).
-async function cmdDecodeAB(model: string, label: string): Promise<void> {
-  for (const graphs of ['1', '0', '1', '0']) {
-    process.env.TWINFER_CUDA_GRAPHS = graphs;
+// Single-stream decode (tg128, 3 runs) and 8-sequence greedy steps with a backend switch on and off (--ab NAME,
+// default TWINFER_CUDA_GRAPHS; the backend reads it when a model is loaded, so both run in this process, one load
+// each, alternating order).
+async function cmdDecodeAB(model: string, label: string, name: string, vals: string[]): Promise<void> {
+  for (const graphs of [...vals, ...vals]) {
+    if (graphs === '') delete process.env[name];
+    else process.env[name] = graphs;
     const m = await loadModel(model, { backend: 'cuda', kvCacheType: 'f16', contextSize: 1024, maxSequences: 8, maxBatchTokens: 512 });
     const bos = m.tokenizer.bosId ?? 1;
     await m.generate(promptIds(16, bos, m.info.vocabSize, 11), { maxNewTokens: 8, temperature: 0 });
@@ -264,8 +268,8 @@ async function cmdDecodeAB(model: string, label: string): Promise<void> {
     const t1 = performance.now();
     for (let k = 1; k < 128; k++) step();
     const b8 = (8 * 127) / ((performance.now() - t1) / 1000);
-    console.log(`${label} graphs=${graphs}: tg128 ${tg.map((x) => x.toFixed(1)).join(' / ')} tok/s, batched8 ${b8.toFixed(0)} tok/s; first tokens ${text}`);
-    result({ kind: 'decode-ab', label, graphs, tg, b8 });
+    console.log(`${label} ${name}=${graphs}: tg128 ${tg.map((x) => x.toFixed(1)).join(' / ')} tok/s, batched8 ${b8.toFixed(0)} tok/s; first tokens ${text}`);
+    result({ kind: 'decode-ab', label, name, value: graphs, tg, b8 });
     m.dispose();
   }
 }
@@ -305,7 +309,7 @@ async function main(): Promise<void> {
   }
   else if (cmd === 'compare') cmdCompare(values.ref!, values.test!, values.label ?? 'model', values['ref-name'] ?? 'exact-F32 CUDA path');
   else if (cmd === 'bench') await cmdBench(values.model!, values.label ?? values.model!);
-  else if (cmd === 'decode-ab') await cmdDecodeAB(values.model!, values.label ?? values.model!);
+  else if (cmd === 'decode-ab') await cmdDecodeAB(values.model!, values.label ?? values.model!, values.ab ?? 'TWINFER_CUDA_GRAPHS', (values.values ?? '1,0').split(','));
   else if (cmd === 'profile') await cmdProfile(values.model!, values.label ?? values.model!, Number(values.batch ?? 1));
   else throw new Error(`unknown command ${cmd}`);
   if (failures) {

@@ -324,8 +324,11 @@ __device__ __forceinline__ uint2 ld_kv8(const uint2* p) {
 template <int G, bool ROPE>
 __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __half* kc, const __half* vc) {
   pdl_trigger();
+  pdl_wait();  // launched with PDL (DeviceInfo::pdl_gemv): nothing the previous kernel writes is read before this
   constexpr int HD = 128;
   const int t = blockIdx.x, kvh = blockIdx.y;
+  // G query heads of this CTA: heads qh0 .. qh0 + G - 1 (blockIdx.z > 0: the KV head's heads split over CTAs)
+  const int qh0 = kvh * (a.n_head / a.n_head_kv) + blockIdx.z * G;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   __shared__ float qs[G][HD];
   __shared__ float cm[4][G], cl[4][G];
@@ -345,7 +348,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
       sincosf(theta, &sn, &cs);
       const int i0 = a.neox ? ii : 2 * ii, i1 = a.neox ? ii + HALF : 2 * ii + 1;
       if (h < G) {
-        const float* x = a.q + ((size_t)t * a.n_head + kvh * G + h) * HD;
+        const float* x = a.q + ((size_t)t * a.n_head + qh0 + h) * HD;
         const float x0 = x[i0], x1 = x[i1];
         qs[h][i0] = (x0 * cs - x1 * sn) * a.scale;
         qs[h][i1] = (x0 * sn + x1 * cs) * a.scale;
@@ -361,7 +364,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
       const_cast<__half*>(vc)[sl + d] = __float2half_rn(a.v[((size_t)t * a.n_head_kv + kvh) * HD + d]);
   } else {
     for (int i = threadIdx.x; i < G * HD; i += 128)
-      qs[i / HD][i % HD] = a.q[((size_t)t * a.n_head + kvh * G) * HD + i] * a.scale;
+      qs[i / HD][i % HD] = a.q[((size_t)t * a.n_head + qh0) * HD + i] * a.scale;
   }
   __syncthreads();
   float m[G], l[G], acc[G][4];
@@ -451,7 +454,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
       }
     }
     const float v = o / L;
-    const size_t e = ((size_t)t * a.n_head + kvh * G) * HD + i;
+    const size_t e = ((size_t)t * a.n_head + qh0) * HD + i;
     a.out[e] = v;
     if (a.oq) {  // uniform; each warp's 32 consecutive i are one whole block (G * HD is a multiple of 128)
       const float amax = warp_max(fabsf(v));
@@ -681,13 +684,22 @@ bool decode_kernel_fits(const DeviceInfo& dev, const BatchView& b, const Attenti
          !std::getenv("TWINFER_CUDA_SPLIT_ATTENTION");
 }
 
+// split_heads (DeviceInfo::attn_split_heads): one CTA per query head instead of per KV head — G times the CTAs
+// (8 -> 32 for one Llama-3-8B token), each with a G-th of the score and P.V arithmetic; K/V rows are then read by
+// G CTAs (from L2), and with RoPE fused each rotates and writes the token's K/V row (the same bytes).
 template <bool ROPE>
-void launch_decode(cudaStream_t s, int G, dim3 grid, const AttnArgs& a, const __half* kc, const __half* vc) {
+void launch_decode(cudaStream_t s, bool pdl, bool split_heads, int G, dim3 grid, const AttnArgs& a, const __half* kc,
+                   const __half* vc) {
+  const dim3 block(128);
+  if (split_heads && G > 1) {
+    grid.z = G;
+    G = 1;
+  }
   switch (G) {
-    case 1: attn_decode_kernel<1, ROPE><<<grid, 128, 0, s>>>(a, kc, vc); break;
-    case 2: attn_decode_kernel<2, ROPE><<<grid, 128, 0, s>>>(a, kc, vc); break;
-    case 4: attn_decode_kernel<4, ROPE><<<grid, 128, 0, s>>>(a, kc, vc); break;
-    default: attn_decode_kernel<8, ROPE><<<grid, 128, 0, s>>>(a, kc, vc); break;
+    case 1: launch_kernel(pdl, attn_decode_kernel<1, ROPE>, grid, block, s, a, kc, vc); break;
+    case 2: launch_kernel(pdl, attn_decode_kernel<2, ROPE>, grid, block, s, a, kc, vc); break;
+    case 4: launch_kernel(pdl, attn_decode_kernel<4, ROPE>, grid, block, s, a, kc, vc); break;
+    default: launch_kernel(pdl, attn_decode_kernel<8, ROPE>, grid, block, s, a, kc, vc); break;
   }
 }
 
@@ -755,7 +767,6 @@ static AttnArgs attn_args(const float* q, const BatchView& b, const AttentionSha
 bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float* k, const float* v, const BatchView& b,
                     const KVLayer& kv, const AttentionShape& sh, int rope_mode, float theta, float freq_scale,
                     float* out, int8_t* oq, float2* ods) {
-  (void)dev;
   const int T = b.n_tokens;
   if (T <= 0) return false;
   AttnArgs a = attn_args(q, b, sh, out);
@@ -767,7 +778,8 @@ bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float
   a.neox = rope_mode == 2 ? 1 : 0;
   a.oq = oq;
   a.ods = ods;
-  launch_decode<true>(s, sh.n_head / sh.n_head_kv, dim3(T, sh.n_head_kv), a, (const __half*)kv.k, (const __half*)kv.v);
+  launch_decode<true>(s, dev.pdl_gemv, dev.attn_split_heads, sh.n_head / sh.n_head_kv, dim3(T, sh.n_head_kv), a, (const __half*)kv.k,
+                      (const __half*)kv.v);
   TWC_LAUNCHED("attention (decode, rope fused)");
   return oq != nullptr;
 }
@@ -831,7 +843,7 @@ bool attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
     const __half* vc = (const __half*)kv.v;
     a.oq = oq;
     a.ods = ods;
-    launch_decode<false>(s, G, grid, a, kc, vc);
+    launch_decode<false>(s, dev.pdl_gemv, dev.attn_split_heads, G, grid, a, kc, vc);
     TWC_LAUNCHED("attention (decode)");
     return oq != nullptr;
   }

@@ -115,6 +115,16 @@ class CudaBackend final : public Backend {
     // bench/NOTES.md run 6; later runs: within noise either way).
     const char* pdl = std::getenv("TWINFER_CUDA_PDL");
     dev_.pdl = p.major >= 9 && pdl && pdl[0] == '1';
+    // The decode products (one or two tokens) stream their first weights while the previous kernel finishes:
+    // H100, graphs on, tg128 f16 160.5 vs 157, q4_0 ~+3 % (bench/NOTES.md run 17); the tensor-core kernel at n = 8
+    // measured slower with it (q4_0 batched8 1600 vs 1700-1770), so that one stays opt-in.
+    dev_.pdl_gemv = p.major >= 9 && !(pdl && pdl[0] == '0');
+    // One decode-attention CTA per query head: H100, graphs on, tg128 f16 164-165 vs 158-160, q4_0 402-408 vs
+    // 382-393 tok/s (bench/NOTES.md run 17). TWINFER_CUDA_ATTN_HEADS=0: one per KV head.
+    const char* ah = std::getenv("TWINFER_CUDA_ATTN_HEADS");
+    dev_.attn_split_heads = !(ah && ah[0] == '0');
+    const char* gc = std::getenv("TWINFER_CUDA_GEMV_CFG");
+    dev_.gemv_cfg = gc ? std::atoi(gc) : 0;
     if (p.major < 8) {
       err = std::string("CUDA device ") + p.name + " has compute capability " + std::to_string(p.major) + "." +
             std::to_string(p.minor) + "; twinfer needs 8.0 or newer";
@@ -562,14 +572,15 @@ class CudaBackend final : public Backend {
     if (add_.x && add_.x == x && add_.n == (size_t)n * dim) {  // nothing else is pending here: add() flushed
       norm_q8(n, dim, &q, &ds);
       prof_.begin(stream_, "add_rms_norm");
-      quantized = cuda::add_rms_norm(stream_, add_.x, add_.y, (const float*)w.data, out, n, dim, eps, q, ds);
+      quantized = cuda::add_rms_norm(stream_, add_.x, add_.y, (const float*)w.data, out, n, dim, eps, q, ds,
+                                     dev_.pdl_gemv);
       prof_.end(stream_);
       add_ = {};
     } else {
       flush();
       norm_q8(n, dim, &q, &ds);
       prof_.begin(stream_, "rms_norm");
-      quantized = cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps, q, ds);
+      quantized = cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps, q, ds, dev_.pdl_gemv);
       prof_.end(stream_);
     }
     mark_quantized(quantized, out, n, dim);
@@ -678,7 +689,7 @@ class CudaBackend final : public Backend {
         n == (size_t)mm_q_.n * mm_q_.W[0].ne1 &&
         cuda::gemv_f16_swiglu_supported(mm_q_.W[0], mm_q_.W[1], mm_q_.x, mm_q_.n)) {
       prof_.begin(stream_, "gate/up+swiglu gemv");
-      cuda::gemv_f16_swiglu(stream_, mm_q_.W[0], mm_q_.W[1], mm_q_.x, mm_q_.n, mm_q_.y[1], out);
+      cuda::gemv_f16_swiglu(stream_, dev_.pdl_gemv, mm_q_.W[0], mm_q_.W[1], mm_q_.x, mm_q_.n, mm_q_.y[1], out);
       prof_.end(stream_);
       mm_q_.count = 0;
       mm_.pre_x = nullptr;

@@ -31,6 +31,23 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// A kernel launch, with programmatic dependent launch when pdl is set (the kernel then must pdl_wait() before it
+// touches anything an earlier kernel of the stream writes or reads).
+template <typename... KArgs, typename... Args>
+inline void launch_kernel(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  note_error(cudaLaunchKernelEx(&cfg, kernel, args...), "kernel launch");
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

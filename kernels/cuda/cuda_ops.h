@@ -62,17 +62,21 @@ struct DeviceInfo {
   int sm_count = 0;
   size_t max_smem_optin = 0;
   bool pdl = false;  // launch the matmuls with programmatic dependent launch (sm_90+, TWINFER_CUDA_PDL=1)
+  bool pdl_gemv = false;  // the same for the 1-2-token products (gemv.cu, mmvq.cu): on unless TWINFER_CUDA_PDL=0
+  bool attn_split_heads = true;  // decode attention: one CTA per query head (TWINFER_CUDA_ATTN_HEADS=0: per KV head)
+  int gemv_cfg = 0;               // F16 GEMV variant (gemv.cu; TWINFER_CUDA_GEMV_CFG, 0 = default)
 };
 
 // ---- elementwise.cu ----
 void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, float* out);
 // q / ds (optional): also write out as int8 blocks for the integer-dot decode kernel (mmvq.cu); returns whether it
 // did (rows of dim % 32 == 0 on the vectorized path).
+// pdl: launched with programmatic dependent launch (waits for the previous kernel before reading anything).
 bool rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps,
-              int8_t* q = nullptr, float2* ds = nullptr);
+              int8_t* q = nullptr, float2* ds = nullptr, bool pdl = false);
 // x += y, then out = rms_norm(x) * w: the residual add and the next layer's norm in one pass.
 bool add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps,
-                  int8_t* q = nullptr, float2* ds = nullptr);
+                  int8_t* q = nullptr, float2* ds = nullptr, bool pdl = false);
 void add_bias(cudaStream_t s, float* y, const float* b, int n, int width);
 void swiglu(cudaStream_t s, const float* gate, const float* up, float* out, size_t n);
 void add(cudaStream_t s, float* x, const float* y, size_t n);
@@ -106,17 +110,19 @@ bool matmul_groupable(const Tensor& a, const Tensor& b);
 bool mmvq_supported(const Tensor& W, int n);
 // y[i] = W[i] x for i < count (same type and K), x = silu(x) * up when up is given; false if no scratch (then the
 // caller takes another kernel). Activations the norm already quantized (scratch.pre_x == x) are used as they are.
-bool mmvq(cudaStream_t s, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
-          const float* up, int n);
+bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
+          const float* x, const float* up, int n);
 
 // ---- gemv.cu ----
 // F16 weights at n <= 2 tokens (16-byte-aligned rows and x): a plain GEMV with F32 activations (TWINFER_CUDA_GEMV=0:
 // the tensor-core kernel instead).
 bool gemv_f16_supported(const Tensor& W, const float* x, int n);
-void gemv_f16(cudaStream_t s, const Tensor* const* W, float* const* y, int count, const float* x, int n);
+// pdl: launched with programmatic dependent launch (weights stream before the previous kernel has finished).
+void gemv_f16(cudaStream_t s, bool pdl, int cfg, const Tensor* const* W, float* const* y, int count, const float* x,
+              int n);
 // out = silu(gate x) * (up x) and up_out = up x in one launch (the gate/up products of a SwiGLU block).
 bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float* x, int n);
-void gemv_f16_swiglu(cudaStream_t s, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,
+void gemv_f16_swiglu(cudaStream_t s, bool pdl, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,
                      float* out);
 
 // ---- cublas.cu ----

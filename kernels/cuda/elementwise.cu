@@ -73,6 +73,7 @@ template <bool ADD, int NPT>
 __global__ void __launch_bounds__(256) rms_norm_v4_kernel(float* x, const float* y, const float* w, float* out,
                                                           int dim, float eps, int8_t* q, float2* ds) {
   pdl_trigger();  // lets a following matmul start streaming its weights
+  pdl_wait();     // launched with PDL (decode rows): the previous kernel's output is read below
   const int d4 = dim / 4;
   float4* xr = reinterpret_cast<float4*>(x + (size_t)blockIdx.x * dim);
   const float4* yr = reinterpret_cast<const float4*>(y + (size_t)blockIdx.x * dim);
@@ -133,18 +134,18 @@ __global__ void __launch_bounds__(256) rms_norm_v4_kernel(float* x, const float*
 
 template <bool ADD>
 bool rms_norm_v4(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps,
-                 int8_t* q, float2* ds) {
+                 int8_t* q, float2* ds, bool pdl) {
   const bool aligned = ((uintptr_t)x | (uintptr_t)y | (uintptr_t)w | (uintptr_t)out) % 16 == 0;
   if (dim % 4 != 0 || !aligned) return false;
   if (dim % 32 != 0) q = nullptr, ds = nullptr;
   const int npt = (dim / 4 + 255) / 256;
   switch (npt) {
-    case 1: rms_norm_v4_kernel<ADD, 1><<<n, 256, 0, s>>>(x, y, w, out, dim, eps, q, ds); break;
-    case 2: rms_norm_v4_kernel<ADD, 2><<<n, 256, 0, s>>>(x, y, w, out, dim, eps, q, ds); break;
+    case 1: launch_kernel(pdl, rms_norm_v4_kernel<ADD, 1>, dim3(n), dim3(256), s, x, y, w, out, dim, eps, q, ds); break;
+    case 2: launch_kernel(pdl, rms_norm_v4_kernel<ADD, 2>, dim3(n), dim3(256), s, x, y, w, out, dim, eps, q, ds); break;
     case 3:
-    case 4: rms_norm_v4_kernel<ADD, 4><<<n, 256, 0, s>>>(x, y, w, out, dim, eps, q, ds); break;
+    case 4: launch_kernel(pdl, rms_norm_v4_kernel<ADD, 4>, dim3(n), dim3(256), s, x, y, w, out, dim, eps, q, ds); break;
     case 5: case 6: case 7:
-    case 8: rms_norm_v4_kernel<ADD, 8><<<n, 256, 0, s>>>(x, y, w, out, dim, eps, q, ds); break;
+    case 8: launch_kernel(pdl, rms_norm_v4_kernel<ADD, 8>, dim3(n), dim3(256), s, x, y, w, out, dim, eps, q, ds); break;
     default: return false;
   }
   return true;
@@ -207,9 +208,9 @@ void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, fl
 }
 
 bool rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n, int dim, float eps, int8_t* q,
-              float2* ds) {
+              float2* ds, bool pdl) {
   if (n <= 0) return false;
-  if (rms_norm_v4<false>(s, const_cast<float*>(x), x, w, out, n, dim, eps, q, ds)) {
+  if (rms_norm_v4<false>(s, const_cast<float*>(x), x, w, out, n, dim, eps, q, ds, pdl)) {
     TWC_LAUNCHED("rms_norm");
     return q && dim % 32 == 0;
   }
@@ -220,9 +221,9 @@ bool rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n,
 }
 
 bool add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps,
-                  int8_t* q, float2* ds) {
+                  int8_t* q, float2* ds, bool pdl) {
   if (n <= 0) return false;
-  if (rms_norm_v4<true>(s, x, y, w, out, n, dim, eps, q, ds)) {
+  if (rms_norm_v4<true>(s, x, y, w, out, n, dim, eps, q, ds, pdl)) {
     TWC_LAUNCHED("add_rms_norm");
     return q && dim % 32 == 0;
   }

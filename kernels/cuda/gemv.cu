@@ -52,87 +52,138 @@ __device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b, float acc) {
   return acc;
 }
 
+// A warp's task: R rows (PAIR: row r of gate and up). The grid is one wave of CTAs, a whole multiple of the SM count
+// (pick_grid), and warps stride over the tasks, so every SM gets the same number of rows: with one task per warp and
+// whatever grid the row count gives, Q/K/V (6144 rows) ran in 1.45 waves of CTAs.
 template <int NC, int R, int U, bool PAIR>
 __global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, const float* __restrict__ x,
-                                                               float* __restrict__ pair_out) {
-  const int wg = blockIdx.x * kWarps + (threadIdx.x >> 5);
+                                                               float* __restrict__ pair_out, int tasks) {
+  pdl_trigger();
   const int lane = threadIdx.x & 31;
   const size_t rb = (size_t)K * 2;
-  const uint4* rows[R];
-  int i = 0, r = 0;
-  if constexpr (PAIR) {  // R == 2: row r of W[0] (gate) and of W[1] (up)
-    r = wg;
-    if (r >= g.M[0]) return;
-    rows[0] = reinterpret_cast<const uint4*>(g.W[0] + (size_t)r * rb);
-    rows[1] = reinterpret_cast<const uint4*>(g.W[1] + (size_t)r * rb);
-  } else {
-    const int row = wg * R;
-    if (row >= g.row0[3]) return;
-    i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
-    r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
-    const uint8_t* w0 = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * rb;
-#pragma unroll
-    for (int rr = 0; rr < R; ++rr) rows[rr] = reinterpret_cast<const uint4*>(w0 + rr * rb);
-  }
   const int nch = K / 8;  // 16-byte chunks per row
-  float acc[R][NC];
+  bool waited = false;
+  for (int task = blockIdx.x * kWarps + (threadIdx.x >> 5); task < tasks; task += gridDim.x * kWarps) {
+    const uint4* rows[R];
+    int i = 0, r = 0;
+    if constexpr (PAIR) {  // R == 2: row r of W[0] (gate) and of W[1] (up)
+      r = task;
+      rows[0] = reinterpret_cast<const uint4*>(g.W[0] + (size_t)r * rb);
+      rows[1] = reinterpret_cast<const uint4*>(g.W[1] + (size_t)r * rb);
+    } else {
+      const int row = task * R;
+      i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
+      r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+      const uint8_t* w0 = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * rb;
 #pragma unroll
-  for (int rr = 0; rr < R; ++rr)
-#pragma unroll
-    for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
-  for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-    uint4 w[U][R];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr)
-        if (c0 + 32 * u < nch) w[u][rr] = ld_stream(rows[rr] + c0 + 32 * u);
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int ch = c0 + 32 * u;
-      if (ch >= nch) break;
-#pragma unroll
-      for (int c = 0; c < NC; ++c) {
-        const float4* xp = reinterpret_cast<const float4*>(x + (size_t)c * K + (size_t)ch * 8);
-        const float4 a = __ldg(xp), b = __ldg(xp + 1);
-#pragma unroll
-        for (int rr = 0; rr < R; ++rr) acc[rr][c] = dot8(w[u][rr], a, b, acc[rr][c]);
-      }
+      for (int rr = 0; rr < R; ++rr) rows[rr] = reinterpret_cast<const uint4*>(w0 + rr * rb);
     }
-  }
-#pragma unroll
-  for (int rr = 0; rr < R; ++rr)
-#pragma unroll
-    for (int c = 0; c < NC; ++c) acc[rr][c] = warp_sum(acc[rr][c]);
-  if (lane != 0) return;
-  if constexpr (PAIR) {
-    const int M = g.M[0];
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      const float gv = acc[0][c], uv = acc[1][c];
-      g.y[1][(size_t)c * M + r] = uv;                        // up, as the grouped product would leave it
-      pair_out[(size_t)c * M + r] = gv / (1.0f + expf(-gv)) * uv;  // swiglu_kernel's value
-    }
-  } else {
-    float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
-    const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
+    float acc[R][NC];
 #pragma unroll
     for (int rr = 0; rr < R; ++rr)
 #pragma unroll
-      for (int c = 0; c < NC; ++c) y[(size_t)c * M + r + rr] = acc[rr][c];
+      for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
+    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+      uint4 w[U][R];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr)
+          if (c0 + 32 * u < nch) w[u][rr] = ld_stream(rows[rr] + c0 + 32 * u);
+      // Programmatic dependent launch: the first weights are in flight before the previous kernel is waited for
+      // (weights are never written by a step); the activations only after.
+      if (!waited) pdl_wait(), waited = true;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int ch = c0 + 32 * u;
+        if (ch >= nch) break;
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+          const float4* xp = reinterpret_cast<const float4*>(x + (size_t)c * K + (size_t)ch * 8);
+          const float4 a = __ldg(xp), b = __ldg(xp + 1);
+#pragma unroll
+          for (int rr = 0; rr < R; ++rr) acc[rr][c] = dot8(w[u][rr], a, b, acc[rr][c]);
+        }
+      }
+    }
+    if (!waited) pdl_wait(), waited = true;  // (no chunk for this lane: it still must not write before the wait)
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+      for (int c = 0; c < NC; ++c) acc[rr][c] = warp_sum(acc[rr][c]);
+    if (lane != 0) continue;
+    if constexpr (PAIR) {
+      const int M = g.M[0];
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        const float gv = acc[0][c], uv = acc[1][c];
+        g.y[1][(size_t)c * M + r] = uv;                              // up, as the grouped product would leave it
+        pair_out[(size_t)c * M + r] = gv / (1.0f + expf(-gv)) * uv;  // swiglu_kernel's value
+      }
+    } else {
+      float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
+      const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+        for (int c = 0; c < NC; ++c) y[(size_t)c * M + r + rr] = acc[rr][c];
+    }
   }
 }
 
-template <int NC, bool PAIR>
-void launch(cudaStream_t s, const FGroup& g, int K, const float* x, float* pair_out) {
-  constexpr int U = NC == 1 ? 8 : 4;
-  if (PAIR) {
-    gemv_f16_kernel<NC, 2, U, true><<<ceil_div(g.M[0], kWarps), kWarps * 32, 0, s>>>(g, K, x, pair_out);
-  } else if (g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0) {
-    gemv_f16_kernel<NC, 2, U, false><<<ceil_div(g.row0[3], kWarps * 2), kWarps * 32, 0, s>>>(g, K, x, nullptr);
-  } else {
-    gemv_f16_kernel<NC, 1, U, false><<<ceil_div(g.row0[3], kWarps), kWarps * 32, 0, s>>>(g, K, x, nullptr);
+int sm_count() {
+  static const int n = [] {
+    int d = 0, v = 0;
+    cudaGetDevice(&d);
+    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, d);
+    return v > 0 ? v : 1;
+  }();
+  return n;
+}
+
+// CTAs for `tasks` warp tasks: one wave (at most `occ` CTAs per SM), a multiple of the SM count, and among those the
+// largest whose rounds (tasks per warp, rounded up) waste at most 5 % against an exact split.
+int pick_grid(int tasks, int occ) {
+  const int sms = sm_count();
+  const int one_round = ceil_div(tasks, kWarps);
+  if (one_round <= sms * occ) return one_round;  // every task at once
+  int best = sms, best_waste = 1 << 30;
+  for (int c = occ; c >= 1; --c) {
+    const long warps = (long)sms * c * kWarps;
+    const long rounds = (tasks + warps - 1) / warps;
+    const int waste = (int)(1000 * (rounds * warps - tasks) / tasks);  // per mille
+    if (waste <= 50) return sms * c;
+    if (waste < best_waste) best_waste = waste, best = sms * c;
   }
+  return best;
+}
+
+template <int NC, int R, int U, bool PAIR>
+void launch_one(cudaStream_t s, bool pdl, const FGroup& g, int K, const float* x, float* pair_out, int tasks) {
+  static const int occ = [] {
+    int n = 0;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_f16_kernel<NC, R, U, PAIR>, kWarps * 32, 0);
+    return n > 0 ? n : 1;
+  }();
+  launch_kernel(pdl, gemv_f16_kernel<NC, R, U, PAIR>, dim3(pick_grid(tasks, occ)), dim3(kWarps * 32), s, g, K, x,
+                pair_out, tasks);
+}
+
+// One row per task for the plain products (the finest split of the rows over the SMs), gate and up rows in pairs.
+// cfg (DeviceInfo::gemv_cfg, TWINFER_CUDA_GEMV_CFG, a sweep knob): 10 * R + U / 4 for the plain products at one
+// token — 12: R = 1, U = 8 (the default), 11: U = 4, 13: U = 12, 22: R = 2, U = 8, 21: R = 2, U = 4.
+template <int NC, bool PAIR>
+void launch(cudaStream_t s, bool pdl, int cfg, const FGroup& g, int K, const float* x, float* pair_out) {
+  // U: 16-byte chunks per row in flight per lane (U = 16 took 142 registers, one CTA per SM; at 8, 48 registers and
+  // five CTAs per SM: 160 KB per SM requested before the previous kernel is waited for).
+  constexpr int U = NC == 1 ? 8 : 4;
+  const bool even = g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0;
+  if (PAIR) launch_one<NC, 2, U, true>(s, pdl, g, K, x, pair_out, g.M[0]);
+  else if (NC == 1 && cfg == 11) launch_one<NC, 1, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3]);
+  else if (NC == 1 && cfg == 13) launch_one<NC, 1, 12, false>(s, pdl, g, K, x, nullptr, g.row0[3]);
+  else if (NC == 1 && cfg == 22 && even) launch_one<NC, 2, 8, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2);
+  else if (NC == 1 && cfg == 21 && even) launch_one<NC, 2, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2);
+  else launch_one<NC, 1, U, false>(s, pdl, g, K, x, nullptr, g.row0[3]);
   TWC_LAUNCHED("gemv_f16");
 }
 
@@ -164,25 +215,26 @@ bool gemv_f16_supported(const Tensor& W, const float* x, int n) {
          W.ne1 < (1 << 28) && ((uintptr_t)W.data & 15) == 0 && ((uintptr_t)x & 15) == 0;
 }
 
-void gemv_f16(cudaStream_t s, const Tensor* const* W, float* const* y, int count, const float* x, int n) {
+void gemv_f16(cudaStream_t s, bool pdl, int cfg, const Tensor* const* W, float* const* y, int count, const float* x,
+              int n) {
   const FGroup g = make_group(W, y, count);
   const int K = (int)W[0]->ne0;
-  if (n == 1) launch<1, false>(s, g, K, x, nullptr);
-  else launch<2, false>(s, g, K, x, nullptr);
+  if (n == 1) launch<1, false>(s, pdl, cfg, g, K, x, nullptr);
+  else launch<2, false>(s, pdl, cfg, g, K, x, nullptr);
 }
 
 bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float* x, int n) {
   return gemv_f16_supported(gate, x, n) && gemv_f16_supported(up, x, n) && gate.ne0 == up.ne0 && gate.ne1 == up.ne1;
 }
 
-void gemv_f16_swiglu(cudaStream_t s, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,
+void gemv_f16_swiglu(cudaStream_t s, bool pdl, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,
                      float* out) {
   const Tensor* W[2] = {&gate, &up};
   float* y[2] = {out, up_out};
   const FGroup g = make_group(W, y, 2);
   const int K = (int)gate.ne0;
-  if (n == 1) launch<1, true>(s, g, K, x, out);
-  else launch<2, true>(s, g, K, x, out);
+  if (n == 1) launch<1, true>(s, pdl, 0, g, K, x, out);
+  else launch<2, true>(s, pdl, 0, g, K, x, out);
 }
 
 }  // namespace cuda

@@ -25,6 +25,8 @@ constexpr int kWarps = 8;  // rows per CTA
 __global__ void __launch_bounds__(256) quantize_q8_kernel(const float* __restrict__ x, const float* __restrict__ up,
                                                           int64_t blocks, int8_t* __restrict__ q,
                                                           float2* __restrict__ ds) {
+  pdl_trigger();  // lets the product that reads these activations start streaming its weights
+  pdl_wait();     // launched with PDL by the decode products
   const int64_t b = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
   if (b >= blocks) return;
   const int lane = threadIdx.x & 31;
@@ -100,6 +102,7 @@ template <int TYPE, int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_bytes, int K,
                                                            const int8_t* __restrict__ xq,
                                                            const float2* __restrict__ xds) {
+  pdl_trigger();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;  // first of the warp's R rows (one weight)
   const int lane = threadIdx.x & 31;
   if (row >= g.row0[3]) return;
@@ -124,6 +127,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
       for (int rr = 0; rr < R; ++rr)
         if (b0 + 32 * u < nb)
           load_words<NW>(wrow + rr * row_bytes + (size_t)(b0 + 32 * u) * VQ<TYPE>::BYTES, w[u][rr], sh[u][rr]);
+    if (b0 == lane) pdl_wait();  // weights in flight; activations only once the previous kernel is done
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int b = b0 + 32 * u;
@@ -139,6 +143,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
       }
     }
   }
+  if (nb <= lane) pdl_wait();
   store_rows<NC, R>(g, i, r, lane, acc);
 }
 
@@ -162,6 +167,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_g_kernel(VGroup g, size_t ro
                                                              const int8_t* __restrict__ xq,
                                                              const float2* __restrict__ xds) {
   using Q = GQ<TYPE>;
+  pdl_wait();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
   const int lane = threadIdx.x & 31;
   if (row >= g.row0[3]) return;
@@ -239,6 +245,7 @@ template <int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t row_bytes, int K,
                                                                const int8_t* __restrict__ xq,
                                                                const float2* __restrict__ xds) {
+  pdl_trigger();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
   const int lane = threadIdx.x & 31;
   if (row >= g.row0[3]) return;
@@ -268,6 +275,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
         }
       }
     }
+    if (it0 == lane) pdl_wait();
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int it = it0 + 32 * u;
@@ -313,14 +321,106 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
       }
     }
   }
+  if (items <= lane) pdl_wait();
+  store_rows<NC, R>(g, i, r, lane, acc);
+}
+
+// Q6_K: super-blocks of 256 values (210 bytes: ql[128] low nibbles, qh[64] high 2-bit pairs, 16 int8 scales of 16
+// values, d). Value i of half hh (i = 128 hh + 32 p + l): q = (ql[64 hh + 32 (p & 1) + l] nibble p >> 1) |
+// ((qh[32 hh + l] >> 2p) & 3) << 4, minus 32, times d * scales[8 hh + 2p + l / 16]. A work item is a quarter of a
+// super-block (hh, p in {pa, pa + 2}): 32 bytes of ql (both nibbles) and 32 of qh give 64 values, i.e. two 32-value
+// activation blocks; the bytes sit 2 bytes off word boundaries for odd super-blocks, so they are loaded as 9
+// aligned words each and funnel-shifted (as load_words). Per block: d dx (sc0 sum_{l<16} (q-32) qx + sc1 sum_{l>=16}).
+// The FP16 tensor-core kernel ran Q6_K rows at 1.45 TB/s (bench/NOTES.md run 16), the slowest decode product.
+template <int NC, int R>
+__global__ void __launch_bounds__(kWarps * 32) mmvq_q6k_kernel(VGroup g, size_t row_bytes, int K,
+                                                               const int8_t* __restrict__ xq,
+                                                               const float2* __restrict__ xds) {
+  pdl_trigger();
+  const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
+  const int lane = threadIdx.x & 31;
+  if (row >= g.row0[3]) return;
+  const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
+  const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+  const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
+  const int items = K / 64, nb = K / 32;
+  float acc[R][NC];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
+  constexpr int U = 2;
+  for (int it0 = lane; it0 < items; it0 += 32 * U) {
+    uint32_t ql[U][R][9], qh[U][R][9];
+    int shl[U][R], shh[U][R];
+    uint32_t sc[U][R];  // the item's four scale bytes: [p=pa, l<16], [pa, l>=16], [pa+2, l<16], [pa+2, l>=16]
+    uint16_t dd[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int it = it0 + 32 * u;
+      if (it < items) {
+        const int t = it & 3, hh = t >> 1, pa = t & 1;
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) {
+          const uint8_t* b = wrow + rr * row_bytes + (size_t)(it >> 2) * 210;
+          load_words<9>(b + 64 * hh + 32 * pa, ql[u][rr], shl[u][rr]);
+          load_words<9>(b + 128 + 32 * hh, qh[u][rr], shh[u][rr]);
+          const uint16_t* s16 = reinterpret_cast<const uint16_t*>(b + 192 + 8 * hh + 2 * pa);
+          sc[u][rr] = (uint32_t)__ldg(s16) | ((uint32_t)__ldg(s16 + 2) << 16);
+          dd[u][rr] = __ldg(reinterpret_cast<const uint16_t*>(b + 208));
+        }
+      }
+    }
+    if (it0 == lane) pdl_wait();  // weights in flight; activations only once the previous kernel is done
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int it = it0 + 32 * u;
+      if (it >= items) continue;
+      const int t = it & 3, hh = t >> 1, pa = t & 1;
+      const int xa = (it >> 2) * 8 + 4 * hh + pa;  // 32-value activation block of p = pa; p = pa + 2 is xa + 2
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        const int4* pa4 = reinterpret_cast<const int4*>(xq + (size_t)c * K + (size_t)xa * 32);
+        const int4 a0 = __ldg(pa4), a1 = __ldg(pa4 + 1), b0 = __ldg(pa4 + 4), b1 = __ldg(pa4 + 5);
+        const int xa8[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const int xb8[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+        const float da = __ldg(xds + (size_t)c * nb + xa).x, db = __ldg(xds + (size_t)c * nb + xa + 2).x;
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) {
+          int sa0 = 0, sa1 = 0, sb0 = 0, sb1 = 0;
+#pragma unroll
+          for (int w = 0; w < 8; ++w) {
+            const uint32_t l = __funnelshift_r(ql[u][rr][w], ql[u][rr][w + 1], shl[u][rr]);
+            const uint32_t h = __funnelshift_r(qh[u][rr][w], qh[u][rr][w + 1], shh[u][rr]) >> (2 * pa);
+            const int qlo = (int)__vsubss4((l & 0x0F0F0F0Fu) | ((h & 0x03030303u) << 4), 0x20202020u);
+            const int qhi = (int)__vsubss4(((l >> 4) & 0x0F0F0F0Fu) | (((h >> 4) & 0x03030303u) << 4), 0x20202020u);
+            if (w < 4) {
+              sa0 = __dp4a(qlo, xa8[w], sa0);
+              sb0 = __dp4a(qhi, xb8[w], sb0);
+            } else {
+              sa1 = __dp4a(qlo, xa8[w], sa1);
+              sb1 = __dp4a(qhi, xb8[w], sb1);
+            }
+          }
+          const uint32_t s4 = sc[u][rr];
+          const float sca0 = (float)(int8_t)(s4 & 0xFF), sca1 = (float)(int8_t)((s4 >> 8) & 0xFF);
+          const float scb0 = (float)(int8_t)((s4 >> 16) & 0xFF), scb1 = (float)(int8_t)(s4 >> 24);
+          const float d = __half2float(__ushort_as_half(dd[u][rr]));
+          acc[rr][c] += d * (da * (sca0 * (float)sa0 + sca1 * (float)sa1) + db * (scb0 * (float)sb0 + scb1 * (float)sb1));
+        }
+      }
+    }
+  }
+  if (items <= lane) pdl_wait();
   store_rows<NC, R>(g, i, r, lane, acc);
 }
 
 template <int TYPE, int NC, int R>
-void launch_r(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
-  const int grid = ceil_div(g.row0[3], kWarps * R);
-  if constexpr (TYPE == 12) mmvq_q4k_kernel<NC, R><<<grid, kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
-  else mmvq_kernel<TYPE, NC, R><<<grid, kWarps * 32, 0, s>>>(g, rb, K, xq, xds);
+void launch_r(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
+  const dim3 grid(ceil_div(g.row0[3], kWarps * R)), block(kWarps * 32);
+  if constexpr (TYPE == 12) launch_kernel(pdl, mmvq_q4k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds);
+  else if constexpr (TYPE == 14) launch_kernel(pdl, mmvq_q6k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds);
+  else launch_kernel(pdl, mmvq_kernel<TYPE, NC, R>, grid, block, s, g, rb, K, xq, xds);
   TWC_LAUNCHED("mmvq");
 }
 
@@ -358,7 +458,7 @@ bool launch_groups(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8
 }
 
 template <int TYPE, int NC>
-void launch(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
+void launch(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
   if constexpr (TYPE == 2 || TYPE == 8) {
     if (launch_groups<TYPE, NC>(s, g, rb, K, xq, xds)) return;
   }
@@ -366,17 +466,17 @@ void launch(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq,
     const char* v = std::getenv("TWINFER_CUDA_MMVQ_ROWS");
     return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
   }();
-  const bool two = forced ? forced == 2 : TYPE != 2;
-  if (two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0) launch_r<TYPE, NC, 2>(s, g, rb, K, xq, xds);
-  else launch_r<TYPE, NC, 1>(s, g, rb, K, xq, xds);
+  const bool two = forced ? forced == 2 : TYPE != 2 && TYPE != 14;
+  if (two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0) launch_r<TYPE, NC, 2>(s, pdl, g, rb, K, xq, xds);
+  else launch_r<TYPE, NC, 1>(s, pdl, g, rb, K, xq, xds);
 }
 
 template <int TYPE>
-void launch_nc(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds, int n) {
+void launch_nc(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds, int n) {
   switch (n) {
-    case 1: launch<TYPE, 1>(s, g, rb, K, xq, xds); break;
-    case 2: launch<TYPE, 2>(s, g, rb, K, xq, xds); break;
-    default: launch<TYPE, 2>(s, g, rb, K, xq, xds); break;
+    case 1: launch<TYPE, 1>(s, pdl, g, rb, K, xq, xds); break;
+    case 2: launch<TYPE, 2>(s, pdl, g, rb, K, xq, xds); break;
+    default: launch<TYPE, 2>(s, pdl, g, rb, K, xq, xds); break;
   }
 }
 
@@ -394,15 +494,21 @@ bool mmvq_enabled() {
 // Q4_0 n=1 65.2 / 80.4, n=2 75.1 / 81.3, n=8 190 / 89; Q8_0 n=1 102.2 / 112.6, n=2 119.4 / 111.6 (bench/NOTES.md
 // run 11). With more tokens each lane's int8 products of every token outgrow the FP16 tile's fixed cost.
 // Q4_K: n=1 75.6 / 100.3, n=2 114.0 / 100.6 (run 12b).
+// Q6_K: the integer-dot kernel at n = 1 (its rows need only 2-byte alignment; TWINFER_CUDA_Q6K_DP4A=0: the FP16 one).
 bool mmvq_supported(const Tensor& W, int n) {
-  const int max_n = W.type == 2 ? 2 : W.type == 8 || W.type == 12 ? 1 : 0;
+  static const bool q6k = [] {
+    const char* v = std::getenv("TWINFER_CUDA_Q6K_DP4A");
+    return !(v && v[0] == '0');
+  }();
+  const int max_n = W.type == 2 ? 2 : W.type == 8 || W.type == 12 || (W.type == 14 && q6k) ? 1 : 0;
+  const bool kq = W.type == 12 || W.type == 14;
   const size_t rb = row_bytes(W.type, W.ne0);
-  return mmvq_enabled() && n >= 1 && n <= max_n && W.ne0 % (W.type == 12 ? 256 : 32) == 0 && rb % 16 == 0 &&
-         W.ne1 < (1 << 28) && W.ne0 < (1 << 28);
+  return mmvq_enabled() && n >= 1 && n <= max_n && W.ne0 % (kq ? 256 : 32) == 0 &&
+         (W.type == 14 || rb % 16 == 0) && W.ne1 < (1 << 28) && W.ne0 < (1 << 28);
 }
 
-bool mmvq(cudaStream_t s, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count, const float* x,
-          const float* up, int n) {
+bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
+          const float* x, const float* up, int n) {
   const int K = (int)W[0]->ne0;
   const int64_t blocks = (int64_t)n * (K / 32);
   const size_t qbytes = ((size_t)n * K + 15) / 16 * 16;
@@ -416,7 +522,8 @@ bool mmvq(cudaStream_t s, MatmulScratch& scratch, const Tensor* const* W, float*
     if (!buf) return false;
     xq = (const int8_t*)buf;
     xds = (const float2*)(buf + qbytes);
-    quantize_q8_kernel<<<(unsigned)((blocks + 7) / 8), 256, 0, s>>>(x, up, blocks, (int8_t*)buf, (float2*)(buf + qbytes));
+    launch_kernel(pdl, quantize_q8_kernel, dim3((unsigned)((blocks + 7) / 8)), dim3(256), s, x, up, blocks,
+                  (int8_t*)buf, (float2*)(buf + qbytes));
     TWC_LAUNCHED("quantize_q8");
   }
   VGroup g{};
@@ -429,9 +536,10 @@ bool mmvq(cudaStream_t s, MatmulScratch& scratch, const Tensor* const* W, float*
     g.row0[i + 1] = g.row0[i] + (i < count ? (int)W[i]->ne1 : 0);
   }
   const size_t rb = row_bytes(W[0]->type, K);
-  if (W[0]->type == 2) launch_nc<2>(s, g, rb, K, xq, xds, n);
-  else if (W[0]->type == 12) launch_nc<12>(s, g, rb, K, xq, xds, n);
-  else launch_nc<8>(s, g, rb, K, xq, xds, n);
+  if (W[0]->type == 2) launch_nc<2>(s, pdl, g, rb, K, xq, xds, n);
+  else if (W[0]->type == 12) launch_nc<12>(s, pdl, g, rb, K, xq, xds, n);
+  else if (W[0]->type == 14) launch_nc<14>(s, pdl, g, rb, K, xq, xds, n);
+  else launch_nc<8>(s, pdl, g, rb, K, xq, xds, n);
   return true;
 }
 

@@ -116,7 +116,9 @@ static const char* tname(int32_t t) { return type_traits(t).name; }
 
 static bool int8_acts(int32_t type, int n) {
   const char* v = std::getenv("TWINFER_CUDA_DP4A");
-  return ((type == 2 && n <= 2) || (type == 12 && n == 1) || (type == 8 && n == 1)) && !(v && v[0] == '0');
+  const char* v6 = std::getenv("TWINFER_CUDA_Q6K_DP4A");
+  return ((type == 2 && n <= 2) || (type == 12 && n == 1) || (type == 8 && n == 1) ||
+          (type == 14 && n == 1 && !(v6 && v6[0] == '0'))) && !(v && v[0] == '0');
 }
 
 static void test_matmul(Dev& d, int32_t type, int M, int K, int n) {
@@ -845,7 +847,7 @@ int main(int argc, char** argv) {
     }
   }
   test_matmul(d, 1, 40, 172, 3);  // F16 FFN-down of stories260K: 344-byte rows
-  for (int32_t t : {2, 8, 12}) test_matmul(d, t, 201, 512, 1);  // odd row count: one row per warp in mmvq
+  for (int32_t t : {2, 8, 12, 14}) test_matmul(d, t, 201, 512, 1);  // odd row count: one row per warp in mmvq
   tw::cuda::set_matmul_decode_warps(8);  // the 8-warp decode variant (TWINFER_CUDA_DECODE_WARPS=8)
   for (int32_t t : {2, 8, 1, 12, 14}) {
     test_matmul(d, t, 1000, 4096, 1);
@@ -860,10 +862,10 @@ int main(int argc, char** argv) {
     for (int n : {1, 8, 40}) test_grouped(d, t, n);
   for (int32_t t : {2, 12, 14, 1})
     for (int n : {1, 5, 40, 150}) test_swiglu_matmul(d, t, n);
-  for (int32_t t : {1, 2, 8, 12})
+  for (int32_t t : {1, 2, 8, 12, 14})
     for (int n : {1, 2, 3}) test_ffn(d, t, n);
   test_add_norm(d);
-  for (int32_t t : {2, 8, 12, 1})
+  for (int32_t t : {2, 8, 12, 14, 1})
     for (int n : {1, 2}) test_norm_matmul(d, t, n);
   for (int k : {1, 2, 40, 256}) test_topk(d, 64, 128256, k, k != 2);
   test_topk(d, 1, 128256, 1, true);
