@@ -358,5 +358,55 @@ inline void qdot_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngroups
   wasm_v128_store(out + 4, accf[1]);
 }
 
+// Decode of a stored q4_K quad pair (records alternate, repack.h), as qdot_q4k_x4<1> for two quads sharing the
+// activation broadcasts and one memory stream: out[0..3] = quad 2p's rows, out[4..7] = quad 2p+1's.
+inline void qdot_q4k_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngroups, float* out) {
+  const size_t kRec = x4_record_bytes(TW_TYPE_Q4_K);
+  const int16_t* aq = act.q;
+  const v128_t m0 = wasm_i16x8_splat(0x000F), m1 = wasm_i16x8_splat(0x00F0), m2 = wasm_i16x8_splat(0x0F00);
+  v128_t accf[2] = {wasm_f32x4_splat(0), wasm_f32x4_splat(0)};
+  for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
+    const uint8_t* rec[2] = {pair + 2 * sb * kRec, pair + (2 * sb + 1) * kRec};
+    v128_t S[2] = {wasm_i32x4_splat(0), wasm_i32x4_splat(0)};
+    for (int j = 0; j < 8; ++j) {
+      const int64_t g = sb * 8 + j;
+      v128_t a01[2], a23[2], b01[2], b23[2];  // as in qdot_x4_pair
+      for (int h = 0; h < 2; ++h) a01[h] = a23[h] = b01[h] = b23[h] = wasm_i32x4_splat(0);
+#pragma clang loop unroll(disable)
+      for (int c = 0; c < 4; ++c) {
+        const int16_t* q = aq + g * QA + 8 * c;
+        const v128_t x0 = wasm_v128_load64_splat(q), x1 = wasm_v128_load64_splat(q + 4);
+        for (int h = 0; h < 2; ++h) {
+          const v128_t w = wasm_v128_load(rec[h] + 64 * j + 16 * c);
+          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m0), x0));
+          b23[h] = wasm_i32x4_add(b23[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m1), x0));
+          b01[h] = wasm_i32x4_add(b01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m2), x1));
+          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_u16x8_shr(w, 12), x1));
+          issue_order_fence();
+        }
+      }
+      for (int h = 0; h < 2; ++h) {
+        const v128_t scp = wasm_u16x8_load8x8(rec[h] + kQ4KScales + 8 * (j / 2));
+        const v128_t sc = (j & 1) ? wasm_u32x4_shr(scp, 16) : wasm_v128_and(scp, wasm_i32x4_splat(0xFFFF));
+        const v128_t isum = fold_rows(wasm_i32x4_add(a01[h], wasm_i32x4_shr(b01[h], 8)),
+                                      wasm_i32x4_add(a23[h], wasm_i32x4_shr(b23[h], 4)));
+        S[h] = wasm_i32x4_add(S[h], wasm_i32x4_mul(sc, isum));
+      }
+    }
+    const v128_t da = wasm_v128_load32_splat(act.d + sb * 8);
+    for (int h = 0; h < 2; ++h) {
+      v128_t M = wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(rec[h] + kQ4KMins), wasm_v128_load32_splat(act.sqh + sb * 8));
+      for (int jp = 1; jp < 4; ++jp)
+        M = wasm_i32x4_add(M, wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(rec[h] + kQ4KMins + 8 * jp),
+                                                   wasm_v128_load32_splat(act.sqh + sb * 8 + 2 * jp)));
+      const v128_t f = wasm_f32x4_sub(wasm_f32x4_mul(x4_scales_f32(rec[h] + kQ4KD), wasm_f32x4_convert_i32x4(S[h])),
+                                      wasm_f32x4_mul(x4_scales_f32(rec[h] + kQ4KDmin), wasm_f32x4_convert_i32x4(M)));
+      accf[h] = wasm_f32x4_add(accf[h], wasm_f32x4_mul(f, da));
+    }
+  }
+  wasm_v128_store(out, accf[0]);
+  wasm_v128_store(out + 4, accf[1]);
+}
+
 }  // namespace tw
 #endif  // __wasm_simd128__

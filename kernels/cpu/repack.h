@@ -69,15 +69,17 @@ inline size_t x4_row_stride(int32_t type, int64_t K) { return x4_quad_bytes(type
 // Quads are stored in pairs, the two quads' records of a group side by side (quad 2p's record g, then quad 2p+1's,
 // then group g+1's): the decode kernel reads a pair (8 rows) as one forward stream. Two quads 5 KB apart were two
 // streams, and one core then fetched only ~8 GB/s from DRAM where one stream gives ~14 (bench/NOTES.md). A last
-// quad without a partner (R / 4 odd) keeps its records contiguous. A quad of a tensor with R rows starts at
+// quad without a partner (R / 4 odd) keeps its records contiguous, and so do all quads of q6_K, which has no pair
+// kernel (its one-quad kernel on paired records: Q4_K_M decode -30 %). A quad of a tensor with R rows starts at
 // x4_quad_ptr and its records are x4_rec_stride bytes apart.
-inline bool x4_paired(int64_t R, int64_t q) { return (q | 1) < R / 4; }
+inline bool x4_paired(int32_t type, int64_t R, int64_t q) { return type != TW_TYPE_Q6_K && (q | 1) < R / 4; }
 inline size_t x4_rec_stride(int32_t type, int64_t R, int64_t q) {
-  return x4_record_bytes(type) * (x4_paired(R, q) ? 2 : 1);
+  return x4_record_bytes(type) * (x4_paired(type, R, q) ? 2 : 1);
 }
 template <class T>
 inline T* x4_quad_ptr(T* data, int32_t type, int64_t K, int64_t R, int64_t q) {
-  return data + x4_quad_bytes(type, K) * (size_t)(q & ~(int64_t)1) + (x4_paired(R, q) && (q & 1) ? x4_record_bytes(type) : 0);
+  if (!x4_paired(type, R, q)) return data + x4_quad_bytes(type, K) * (size_t)q;
+  return data + x4_quad_bytes(type, K) * (size_t)(q & ~(int64_t)1) + (q & 1 ? x4_record_bytes(type) : 0);
 }
 
 // q4_0 / q8_0 record: offset of the f32 scales.
