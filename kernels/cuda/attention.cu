@@ -688,10 +688,12 @@ bool decode_kernel_fits(const DeviceInfo& dev, const BatchView& b, const Attenti
 // (8 -> 32 for one Llama-3-8B token), each with a G-th of the score and P.V arithmetic; K/V rows are then read by
 // G CTAs (from L2), and with RoPE fused each rotates and writes the token's K/V row (the same bytes).
 template <bool ROPE>
-void launch_decode(cudaStream_t s, bool pdl, bool split_heads, int G, dim3 grid, const AttnArgs& a, const __half* kc,
-                   const __half* vc) {
+void launch_decode(cudaStream_t s, bool pdl, bool split_heads, int sm_count_hint, int G, dim3 grid, const AttnArgs& a,
+                   const __half* kc, const __half* vc) {
   const dim3 block(128);
-  if (split_heads && G > 1) {
+  // Only while the per-KV-head grid leaves most SMs idle: at 64 sequences (512 CTAs) the split doubled the kernel's
+  // time (H100, 52 -> 100 us per layer; batched64 q4_0 4632 vs 5866 tok/s before, bench/NOTES.md run 17).
+  if (split_heads && G > 1 && (int)(grid.x * grid.y) < sm_count_hint) {
     grid.z = G;
     G = 1;
   }
@@ -778,7 +780,7 @@ bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float
   a.neox = rope_mode == 2 ? 1 : 0;
   a.oq = oq;
   a.ods = ods;
-  launch_decode<true>(s, dev.pdl_gemv, dev.attn_split_heads, sh.n_head / sh.n_head_kv, dim3(T, sh.n_head_kv), a, (const __half*)kv.k,
+  launch_decode<true>(s, dev.pdl_gemv, dev.attn_split_heads, dev.sm_count, sh.n_head / sh.n_head_kv, dim3(T, sh.n_head_kv), a, (const __half*)kv.k,
                       (const __half*)kv.v);
   TWC_LAUNCHED("attention (decode, rope fused)");
   return oq != nullptr;
@@ -843,7 +845,7 @@ bool attention(cudaStream_t s, const DeviceInfo& dev, Scratch& scratch, const fl
     const __half* vc = (const __half*)kv.v;
     a.oq = oq;
     a.ods = ods;
-    launch_decode<false>(s, dev.pdl_gemv, dev.attn_split_heads, G, grid, a, kc, vc);
+    launch_decode<false>(s, dev.pdl_gemv, dev.attn_split_heads, dev.sm_count, G, grid, a, kc, vc);
     TWC_LAUNCHED("attention (decode)");
     return oq != nullptr;
   }
