@@ -4,6 +4,44 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+// node summarize.mjs --ncu FILE.csv: per-kernel time and DRAM bytes of an Nsight Compute CSV (--metrics
+// gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv --print-units base), in launch order
+// of first appearance, with the achieved bandwidth of each kernel.
+if (process.argv[2] === '--ncu') {
+  const text = readFileSync(process.argv[3], 'utf8');
+  const lines = text.split('\n').filter((l) => l.startsWith('"'));
+  const parse = (l) => l.slice(1, -1).split('","');
+  if (!lines.length) {
+    console.log(`no Nsight Compute rows in ${process.argv[3]}`);
+    process.exit(0);
+  }
+  const head = parse(lines[0]);
+  const col = (n) => head.indexOf(n);
+  const [cId, cName, cMetric, cValue] = [col('ID'), col('Kernel Name'), col('Metric Name'), col('Metric Value')];
+  const launches = new Map();
+  for (const l of lines.slice(1)) {
+    const f = parse(l);
+    const id = f[cId];
+    if (!launches.has(id)) launches.set(id, { name: f[cName].replace(/\(.*$/, '').replace(/^void /, ''), m: {} });
+    launches.get(id).m[f[cMetric]] = Number(f[cValue].replace(/,/g, ''));
+  }
+  const by = new Map();
+  let tot = 0, bytes = 0;
+  for (const { name, m } of launches.values()) {
+    const ns = m['gpu__time_duration.sum'] ?? 0;
+    const b = (m['dram__bytes_read.sum'] ?? 0) + (m['dram__bytes_write.sum'] ?? 0);
+    const e = by.get(name) ?? { n: 0, ns: 0, b: 0 };
+    e.n++, e.ns += ns, e.b += b;
+    by.set(name, e);
+    tot += ns, bytes += b;
+  }
+  console.log(`${launches.size} launches, ${(tot / 1e3).toFixed(1)} us, ${(bytes / 1e6).toFixed(1)} MB DRAM, ${(bytes / tot).toFixed(0)} GB/s`);
+  for (const [name, e] of by)
+    console.log(`${name.padEnd(60).slice(0, 60)} ${String(e.n).padStart(5)} x ${(e.ns / e.n / 1e3).toFixed(2).padStart(8)} us ` +
+      `${(e.b / e.n / 1e6).toFixed(2).padStart(8)} MB ${(e.b / e.ns).toFixed(0).padStart(5)} GB/s  ${(100 * e.ns / tot).toFixed(1).padStart(5)} %`);
+  process.exit(0);
+}
+
 const dir = process.argv[2] ?? '.';
 const read = (f) => (existsSync(join(dir, f)) ? readFileSync(join(dir, f), 'utf8') : '');
 const types = ['f16', 'q8_0', 'q4_0', 'q4_k_m'];

@@ -1,6 +1,7 @@
 // tw::Backend on one CUDA device: weights, KV cache and activations in device memory; every op is a kernel on the
 // backend's stream, so a forward step runs without host synchronization until its logits are downloaded.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -100,6 +101,77 @@ class OpProfiler {
   long steps_ = 0;
 };
 
+// TWINFER_CUDA_STEP_TIMES=1: where the wall time of a replayed (CUDA graph) step goes, printed at dispose:
+//   caller  from the end of one step to the first upload of the next (the SDK: sampling, detokenizing, N-API)
+//   prep    first upload to begin_step (the forward pass's host work and its small uploads)
+//   gpu     the graph's GPU time (events around the launch)
+//   tail    begin_step to the end of end_step minus nothing: launch, GPU time, the downloads and their waits
+// Only steps that replayed a graph count (the steady state of decode); graphs stay on.
+class StepTimer {
+ public:
+  const bool on = [] {
+    const char* v = std::getenv("TWINFER_CUDA_STEP_TIMES");
+    return v && v[0] == '1';
+  }();
+  static double now_us() {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  void upload() {
+    if (on && t_up_ < 0) t_up_ = now_us();
+  }
+  void begin(cudaStream_t s, bool replay, int n_tokens) {
+    if (!on) return;
+    t_begin_ = now_us();
+    k_ = n_tokens < kMax ? n_tokens : kMax - 1;
+    if (!ev0_) cudaEventCreate(&ev0_), cudaEventCreate(&ev1_);
+    replay_ = replay;
+    if (replay) cudaEventRecord(ev0_, s);
+  }
+  void before_downloads(cudaStream_t s) {
+    if (on && replay_) cudaEventRecord(ev1_, s);
+  }
+  void end(bool counted) {
+    if (!on) return;
+    const double t = now_us();
+    if (replay_ && counted && t_up_ >= 0) {
+      float ms = 0;
+      if (cudaEventElapsedTime(&ms, ev0_, ev1_) != cudaSuccess) cudaGetLastError(), ms = 0;
+      Acc& a = acc_[k_];
+      if (t_end_ >= 0) a.caller += t_up_ - t_end_, ++a.n_caller;
+      a.prep += t_begin_ - t_up_;
+      a.in += t - t_begin_;
+      a.gpu += 1000.0 * ms;
+      ++a.n;
+    }
+    t_end_ = t;
+    t_up_ = -1;
+    replay_ = false;
+  }
+  ~StepTimer() {
+    for (int k = 0; on && k < kMax; ++k) {
+      const Acc& a = acc_[k];
+      if (!a.n) continue;
+      std::fprintf(stderr,
+                   "[cuda steps] %d token(s): %ld replayed steps, per step (us): caller %.1f, prep+uploads %.1f, "
+                   "begin..end %.1f (graph GPU time %.1f, so launch/download/wait %.1f)\n",
+                   k, a.n, a.n_caller ? a.caller / a.n_caller : 0.0, a.prep / a.n, a.in / a.n, a.gpu / a.n,
+                   (a.in - a.gpu) / a.n);
+    }
+    if (ev0_) cudaEventDestroy(ev0_), cudaEventDestroy(ev1_);
+  }
+
+ private:
+  cudaEvent_t ev0_ = nullptr, ev1_ = nullptr;
+  double t_up_ = -1, t_begin_ = 0, t_end_ = -1;
+  bool replay_ = false;
+  static constexpr int kMax = 10;  // by tokens in the step (9: more)
+  int k_ = 0;
+  struct Acc {
+    double caller = 0, prep = 0, in = 0, gpu = 0;
+    long n = 0, n_caller = 0;
+  } acc_[kMax];
+};
+
 class CudaBackend final : public Backend {
  public:
   bool init(int device, std::string& err) {
@@ -175,6 +247,7 @@ class CudaBackend final : public Backend {
   }
   void* host_view(void*) override { return nullptr; }
   void upload(void* dst, const void* src, size_t n) override {
+    steps_.upload();
     abort_step_graph();
     flush();
     mm_.pre_x = nullptr;  // x may be rewritten from here on
@@ -250,6 +323,7 @@ class CudaBackend final : public Backend {
       it = graphs_.end();
     }
     if (it != graphs_.end()) {
+      steps_.begin(stream_, true, b.n_tokens);
       if (cudaGraphLaunch(it->second.exec, stream_) == cudaSuccess) {
         mode_ = Mode::Replay;
         return;
@@ -273,12 +347,15 @@ class CudaBackend final : public Backend {
   }
 
   void end_step() override {
+    bool counted = false;  // a replayed graph computed this step (StepTimer)
     if (mode_ == Mode::Replay) {
       auto it = graphs_.find(key_);
       const bool same = it != graphs_.end() && clean_ && sig_.v == it->second.sig && it->second.gen == generation();
       if (same) {
         ++replayed_;
+        steps_.before_downloads(stream_);
         finish_downloads();
+        counted = true;
       } else {  // the graph computed some other step: this one's ops, eagerly
         ++replay_misses_;
         TWC_CHECK(cudaStreamSynchronize(stream_));
@@ -320,6 +397,7 @@ class CudaBackend final : public Backend {
       flush();
       if (tracking_ && clean_) seen_.insert(key_);
     }
+    steps_.end(counted);
     mode_ = Mode::Eager;
     tracking_ = false;
     map_src_ = nullptr;
@@ -873,6 +951,7 @@ class CudaBackend final : public Backend {
   bool have_shape_ = false;
 
   OpProfiler prof_;
+  StepTimer steps_;
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   DeviceInfo dev_;

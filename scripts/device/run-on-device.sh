@@ -22,7 +22,11 @@ MODELS="$W/models"
 TYPES="${TYPES:-f16 q8_0 q4_0 q4_k_m}"
 GEN_TYPES="${GEN_TYPES:-f16 q8_0 q4_0}"  # written by the generator; q4_k_m comes from llama-quantize of the f16 file
 LAYERS="${LAYERS:-2 32}"                 # 2: the correctness models, 32: the benchmark models
+OPT="$W/op_test"                         # the op test, unpacked from .device/bin/op_test.xz (pack.sh)
 mkdir -p "$W" "$OUT" "$RES" "$MODELS"
+if [[ -f "$DEV/bin/op_test.xz" && ( ! -x "$OPT" || "$DEV/bin/op_test.xz" -nt "$OPT" ) ]]; then
+  xz -dc "$DEV/bin/op_test.xz" >"$OPT" && chmod +x "$OPT"
+fi
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
 setup_node() {
@@ -46,7 +50,7 @@ ensure_addon() {
     -DNODE_ADDON_API_DIR="$DEV/napi/node-addon-api" -DTWINFER_CUDA_TESTS=ON >"$RES/addon-build.log" 2>&1 &&
     cmake --build "$W/addon-build" -j 8 >>"$RES/addon-build.log" 2>&1 || { tail -30 "$RES/addon-build.log"; return 1; }
   mkdir -p "$(dirname "$dist")" && cp "$W/addon-build/twinfer_cuda.node" "$dist"
-  cp "$W/addon-build/twinfer_cuda_op_test" "$DEV/bin/op_test"
+  cp "$W/addon-build/twinfer_cuda_op_test" "$W/op_test"
 }
 
 bg_build_llama() {
@@ -114,12 +118,12 @@ phase1() {
   start_background
   ensure_addon || return 1
   log "op tests"
-  timeout 300 "$DEV/bin/op_test" 2>&1 | tee "$RES/op_test.txt"
+  timeout 300 "$OPT" 2>&1 | tee "$RES/op_test.txt"
   if ! grep -q '^PASSED' "$RES/op_test.txt"; then  # a broken kernel makes every later number meaningless
     grep '^FAIL' "$RES/op_test.txt"
     # The newest kernel first: without the tensor-core prompt attention, do the rest pass? Then run on without it
     # (phase2 reads $W/env) and say so.
-    if TWINFER_CUDA_SIMT_ATTENTION=1 timeout 200 "$DEV/bin/op_test" --quick >"$RES/op_test-simt-attention.txt" 2>&1 &&
+    if TWINFER_CUDA_SIMT_ATTENTION=1 timeout 200 "$OPT" --quick >"$RES/op_test-simt-attention.txt" 2>&1 &&
       grep -q '^PASSED' "$RES/op_test-simt-attention.txt"; then
       log "op tests pass with TWINFER_CUDA_SIMT_ATTENTION=1: continuing with it"
       echo "export TWINFER_CUDA_SIMT_ATTENTION=1" >"$W/env"
@@ -214,7 +218,7 @@ quick() {
   fi
   ensure_addon || return 1
   log "op tests (correctness)"
-  timeout 200 "$DEV/bin/op_test" --quick 2>&1 | tee "$RES/op_test.txt" | grep -Ev '^ok ' 
+  timeout 200 "$OPT" --quick 2>&1 | tee "$RES/op_test.txt" | grep -Ev '^ok ' 
   log "SDK checks (stories260K)"
   (cd "$W/run" && timeout 180 node gpu-run.mjs check --shared "$DEV/shared") 2>&1 | tee "$RES/check.txt"
   wait_for "$W/models.done" "${MODEL_WAIT:-400}" || { log "models not ready"; tail -5 "$RES/models.log"; pack_results quick; return 1; }
@@ -226,12 +230,54 @@ quick() {
   pack_results quick
 }
 
+# Where the time goes, no llama.cpp: op tests (correctness), kernel timings, Nsight Compute on the decode products of
+# op_test (NCU_KERNELS, a regex per pass) and on NCU_LAUNCHES kernels of an eager decode step of the 32-layer model
+# of each of $TYPES (one kernel at a time at the card's own clocks), and the host/GPU split of replayed decode steps
+# (TWINFER_CUDA_STEP_TIMES=1, through gpu-run.mjs decode-ab).
+measure() {
+  nvidia-smi -L | tee "$RES/nvidia-smi.txt"
+  local ncu; ncu="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
+  log "ncu: ${ncu:-none}; nsys: $(command -v nsys || echo none)"
+  if [[ ! -f "$W/models.started" ]]; then
+    touch "$W/models.started"
+    setsid nohup bash "$0" _models >"$RES/models.log" 2>&1 </dev/null &
+  fi
+  ensure_addon || return 1
+  log "op tests (correctness)"
+  timeout 200 "$OPT" --quick 2>&1 | tee "$RES/op_test.txt" | grep -Ev '^ok '
+  [[ "${SKIP_TIMES:-0}" == 1 ]] || timeout 150 "$OPT" --times 2>&1 | tee "$RES/op_times.txt" | grep -E '^time matmul .* n=(1|64) '
+  if [[ -n "$ncu" ]]; then
+    local k=0
+    for re in ${NCU_KERNELS:-}; do
+      k=$((k + 1))
+      timeout 150 "$ncu" --clock-control none -k "regex:$re" --launch-skip 10 --launch-count 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+        --section LaunchStats --section SchedulerStats --section InstructionStats "$OPT" --times >"$RES/ncu-op-$k.txt" 2>&1
+      grep -E '^  [a-zA-Z_].*\(|Duration|Memory Throughput|DRAM Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Stall|Executed Ipc|Theoretical Occ|Mem Busy|Max Bandwidth|L1/TEX Cache Throughput|L2 Cache Throughput' "$RES/ncu-op-$k.txt" | head -40
+    done
+  fi
+  wait_for "$W/models.done" "${MODEL_WAIT:-400}" || { log "models not ready"; tail -5 "$RES/models.log"; pack_results measure; return 1; }
+  for t in $TYPES; do
+    (cd "$W/run" && timeout 200 node gpu-run.mjs decode-ab --model "$MODELS/llama3-8b-$t.gguf" --label "$t" \
+      --ab TWINFER_CUDA_STEP_TIMES --values 1) 2>&1 | tee "$RES/steps-$t.log" | grep -v '^RESULT'
+    if [[ -n "$ncu" && "${NCU_LAUNCHES:-0}" -gt 0 ]]; then
+      (cd "$W/run" && TWINFER_CUDA_GRAPHS=0 timeout 240 "$ncu" --clock-control none --launch-skip "${NCU_SKIP:-3000}" \
+        --launch-count "$NCU_LAUNCHES" --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+        --csv --print-units base --log-file "$RES/ncu-step-$t.csv" node gpu-run.mjs profile --model "$MODELS/llama3-8b-$t.gguf" \
+        --label "$t") >"$RES/ncu-step-$t.log" 2>&1
+      node "$W/run/summarize.mjs" --ncu "$RES/ncu-step-$t.csv" 2>&1 | tee "$RES/ncu-step-$t.txt"
+    fi
+  done
+  pack_results measure
+}
+
 case "${1:-all}" in
   _llama) bg_build_llama ;;
   _models) setup_node && bg_models ;;
   phase1) setup_node && phase1 ;;
   phase2) phase2 ;;
-  quick) setup_node && quick ;;  # e.g. TYPES=q4_0 GEN_TYPES=q4_0 LAYERS=32 ...
+  quick) setup_node && quick ;;
+  measure) setup_node && measure ;;  # e.g. TYPES=q4_0 GEN_TYPES=q4_0 LAYERS=32 NCU_KERNELS="mmvq_kernel" NCU_LAUNCHES=600  # e.g. TYPES=q4_0 GEN_TYPES=q4_0 LAYERS=32 ...
   all) setup_node && phase1 && phase2 ;;
   pack) pack_results "${2:-partial}" ;;  # after a phase cut short by a time limit
   *) echo "usage: $0 phase1|phase2|all" >&2; exit 2 ;;
