@@ -241,7 +241,7 @@ class CudaBackend final : public Backend {
   void release(void* p) override {
     abort_step_graph();
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     if (p && graph_ptrs_.count(p)) drop_graphs();  // a captured step reads or writes it
     if (p) cudaFree(p);
   }
@@ -250,7 +250,7 @@ class CudaBackend final : public Backend {
     steps_.upload();
     abort_step_graph();
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     prof_.begin(stream_, "upload");
     staging_.upload(stream_, dst, src, n);
     prof_.end(stream_);
@@ -276,7 +276,7 @@ class CudaBackend final : public Backend {
   // address), so neither a growing table nor the engine reallocating it changes a captured kernel's parameters.
   void begin_step(const BatchView& b) override {
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     prof_.step();
     mode_ = Mode::Eager;
     tracking_ = false;
@@ -403,18 +403,18 @@ class CudaBackend final : public Backend {
     map_src_ = nullptr;
     deferred_.clear();
     pending_.clear();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
   }
   void copy(void* dst, const void* src, size_t n) override {
     abort_step_graph();
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     TWC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
   }
   void synchronize() override {
     abort_step_graph();
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     TWC_CHECK(cudaStreamSynchronize(stream_));
     prof_.collect();
   }
@@ -600,9 +600,12 @@ class CudaBackend final : public Backend {
       // reset the fusion state the captured ops left behind: they never ran
       rope_ = {};
       add_ = {};
+      res_ = {};
+      norm_ = {};
       sw_ = {};
       mm_q_.count = 0;
-      mm_.pre_x = nullptr;
+      mm_q_.up = nullptr;
+      mm_.clear_pre();
       thaw_all();
       run_deferred_eagerly();
     }
@@ -615,7 +618,7 @@ class CudaBackend final : public Backend {
   // ---- the ops ----
   void download_impl(void* dst, const void* src, size_t n) {
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     if (mode_ == Mode::Capture) {  // the step is being recorded: copy once the graph has run (end_step)
       record_capture([=] { download_impl(dst, src, n); });
       pending_.push_back({dst, src, n});
@@ -631,7 +634,7 @@ class CudaBackend final : public Backend {
     record_capture([=] { get_rows_impl(table, ids, n, out); });
     note_ptrs({table.data, ids, out});
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     prof_.begin(stream_, "get_rows");
     cuda::get_rows(stream_, table, ids, n, out);
     prof_.end(stream_);
@@ -644,6 +647,8 @@ class CudaBackend final : public Backend {
     record_capture([=] { rms_norm_impl(x, w, out, n, dim, eps); });
     note_ptrs({x, w.data, out});
     flush_rope();
+    if (res_.x && res_.x == x && out != x && fold_norm(w, out, n, dim, eps)) return;
+    unfold_res();  // the held product runs and its add waits here (add_): the add+norm kernel below
     int8_t* q = nullptr;
     float2* ds = nullptr;
     bool quantized = false;
@@ -673,27 +678,97 @@ class CudaBackend final : public Backend {
     *q = (int8_t*)buf;
     *ds = (float2*)(buf + qbytes);
   }
+  // The folded norm (norm_fused.cuh; TWINFER_CUDA_FOLD_NORM=0: off): the held product (mm_q_, one weight) whose
+  // output the held add (res_) adds into x runs now as the product that adds into x itself and prepares x's norm
+  // per 32-row block; the norm's output `out` is not written here but by the products that read it (or by
+  // finish_norm). False (nothing launched) where the product or the scratch does not allow it.
+  bool fold_norm(const Tensor& w, float* out, int n, int dim, float eps) {
+    if (mm_q_.count != 1 || mm_q_.n != n || res_.n != (size_t)n * dim || w.type != 0 ||
+        !cuda::res_norm_supported(mm_q_.W[0], mm_q_.x, mm_q_.up, n, dim))
+      return false;
+    // Scratch rn: block counters (zeroed; the kernels reset them), block sums, F32 u, then u's int8 blocks and their
+    // (d, d * sum) pairs as mmvq reads them (not in nq: the product that writes them may be reading nq).
+    const int nblk = dim / 32;
+    const size_t cnt_bytes = ((size_t)nblk * 4 + 15) / 16 * 16, ssq_bytes = ((size_t)2 * nblk * 4 + 15) / 16 * 16;
+    const size_t uf_bytes = (size_t)2 * dim * 4, qbytes = ((size_t)n * dim + 15) / 16 * 16;
+    char* rb = (char*)mm_.rn.get_zeroed(cnt_bytes + ssq_bytes + uf_bytes + (size_t)2 * dim + (size_t)2 * nblk * 8 + 16);
+    if (!rb) return false;
+    cuda::ResNorm rn;
+    rn.x = res_.x;
+    rn.w = (const float*)w.data;
+    rn.cnt = (unsigned*)rb;
+    rn.ssq = (float*)(rb + cnt_bytes);
+    rn.uf = (float*)(rb + cnt_bytes + ssq_bytes);
+    rn.q = (int8_t*)(rb + cnt_bytes + ssq_bytes + uf_bytes);
+    rn.ds = (float2*)((char*)rn.q + qbytes);
+    rn.dim = dim;
+    prof_.begin(stream_, "matmul+add+norm");
+    const bool ok = cuda::matmul_res_norm(stream_, dev_, mm_, mm_q_.W[0], mm_q_.x, mm_q_.up, n, rn);
+    prof_.end(stream_);
+    if (!ok) return false;
+    mm_q_.count = 0;
+    mm_q_.up = nullptr;
+    res_ = {};
+    mm_.clear_pre();
+    mm_.pre_x = out;
+    mm_.pre_n = n;
+    mm_.pre_k = dim;
+    mm_.pre_norm.ssq = rn.ssq;
+    mm_.pre_norm.x = rn.x;
+    mm_.pre_norm.w = rn.w;
+    mm_.pre_norm.h = out;
+    mm_.pre_norm.eps = eps;
+    mm_.pre_norm.dim = dim;
+    mm_.pre_uf = rn.uf;
+    mm_.pre_q = rn.q;
+    norm_ = {out, n};
+    return true;
+  }
+  // The held product and add as they were issued: the product now, the add held as add_ (merges with a norm).
+  void unfold_res() {
+    if (!res_.x) return;
+    launch_mm_q();
+    add_ = res_;
+    res_ = {};
+  }
+  // The folded norm's output, written now: nothing that could take u read it before this op.
+  void finish_norm() {
+    if (!norm_.out) return;
+    prof_.begin(stream_, "norm_finish");
+    cuda::norm_finish(stream_, mm_.pre_norm, norm_.n, dev_.pdl_gemv);
+    prof_.end(stream_);
+    norm_ = {};
+    mm_.clear_pre();
+  }
   void matmul_impl(const Tensor& W, const float* x, int n, float* y) {
     record_capture([=] { matmul_impl(W, x, n, y); });
     note_ptrs({W.data, x, y});
     flush_rope();
     if (sw_.out && sw_.out == x && sw_.n == (size_t)n * W.ne0 && cuda::tc_eligible(W)) {
       // The pending SwiGLU's product is this matmul's input: computed as the activations are loaded instead of
-      // through memory. sw_.out is then never written; the forward pass reads it only here.
-      prof_.begin(stream_, n <= 8 ? "matmul+swiglu n<=8" : "matmul+swiglu n>8");
-      cuda::matmul_swiglu(stream_, dev_, mm_, W, sw_.gate, sw_.up, n, y);
-      prof_.end(stream_);
+      // through memory. sw_.out is then never written; the forward pass reads it only here. Held like the other
+      // products (the residual add that follows may fold into it).
+      const float* gate = sw_.gate;
+      const float* up = sw_.up;
       sw_ = {};
+      flush();
+      mm_q_.x = gate;
+      mm_q_.up = up;
+      mm_q_.n = n;
+      mm_q_.W[0] = W;
+      mm_q_.y[0] = y;
+      mm_q_.count = 1;
       return;
     }
-    if (mm_q_.count > 0 && mm_q_.count < 3 && mm_q_.x == x && mm_q_.n == n &&
+    if (mm_q_.count > 0 && mm_q_.count < 3 && mm_q_.x == x && mm_q_.n == n && !mm_q_.up &&
         cuda::matmul_groupable(mm_q_.W[0], W)) {
       mm_q_.W[mm_q_.count] = W;
       mm_q_.y[mm_q_.count++] = y;
       return;
     }
-    flush();
+    flush(norm_.out && x == norm_.out);  // a product of the folded norm's output: it stays folded
     mm_q_.x = x;
+    mm_q_.up = nullptr;
     mm_q_.n = n;
     mm_q_.W[0] = W;
     mm_q_.y[0] = y;
@@ -703,7 +778,7 @@ class CudaBackend final : public Backend {
     record_capture([=] { add_bias_impl(y, b, n); });
     note_ptrs({y, b.data});
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     prof_.begin(stream_, "add_bias");
     cuda::add_bias(stream_, y, (const float*)b.data, n, (int)b.ne0);
     prof_.end(stream_);
@@ -716,7 +791,7 @@ class CudaBackend final : public Backend {
     const BatchView b = mapped(b0);
     note_ptrs({q, k, v, kv.k, kv.v, b.pos, b.seq_idx, b.slot, b.block_tables});
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     rope_ = {q, k, v, b, kv, s, rope_mode, theta, freq_scale, true};
   }
   void attention_impl(const float* q, const BatchView& b0, const KVLayer& kv, const AttentionShape& s, float* out) {
@@ -727,7 +802,7 @@ class CudaBackend final : public Backend {
         attention_supported(s) && cuda::attention_rope_fusable(dev_, b, s)) {
       rope_.pending = false;
       flush();
-      mm_.pre_x = nullptr;
+      mm_.clear_pre();
       int8_t* oq = nullptr;
       float2* ods = nullptr;
       norm_q8(b.n_tokens, s.n_head * s.head_dim, &oq, &ods);  // the output projection's int8 activations
@@ -739,7 +814,7 @@ class CudaBackend final : public Backend {
       return;
     }
     flush();
-    mm_.pre_x = nullptr;
+    mm_.clear_pre();
     if (!attention_supported(s)) {
       note_error(cudaErrorInvalidValue, "attention: unsupported head layout");
       return;
@@ -754,6 +829,7 @@ class CudaBackend final : public Backend {
   }
   // x (n rows of k values) was also written as int8 blocks into mm_.nq: the next product reading x may use them.
   void mark_quantized(bool quantized, const float* x, int n, int k) {
+    mm_.clear_pre();
     mm_.pre_x = quantized ? x : nullptr;
     mm_.pre_n = n;
     mm_.pre_k = k;
@@ -763,32 +839,44 @@ class CudaBackend final : public Backend {
     note_ptrs({gate, up, out});
     // The pending gate/up products of these buffers (F16, one or two tokens): one GEMV launch computes both rows of
     // each pair and writes silu(gate) * up into out (= gate) and up itself, no separate SwiGLU pass.
-    if (mm_q_.count == 2 && mm_q_.y[0] == gate && mm_q_.y[1] == up && out == gate && !rope_.pending &&
-        n == (size_t)mm_q_.n * mm_q_.W[0].ne1 &&
-        cuda::gemv_f16_swiglu_supported(mm_q_.W[0], mm_q_.W[1], mm_q_.x, mm_q_.n)) {
+    // x the folded norm's output: the GEMV reads u and scales by s (and writes the norm's output).
+    const bool folded = mm_q_.count == 2 && mm_.pre_norm.ssq && mm_.pre_x == mm_q_.x && mm_.pre_n == mm_q_.n &&
+                        mm_.pre_k == mm_q_.W[0].ne0 && mm_.pre_uf;
+    const float* gx = folded ? mm_.pre_uf : mm_q_.x;
+    if (!folded && norm_.out && mm_q_.count && mm_q_.x == norm_.out) finish_norm();
+    if (mm_q_.count == 2 && !mm_q_.up && mm_q_.y[0] == gate && mm_q_.y[1] == up && out == gate && !rope_.pending &&
+        n == (size_t)mm_q_.n * mm_q_.W[0].ne1 && cuda::gemv_f16_swiglu_supported(mm_q_.W[0], mm_q_.W[1], gx, mm_q_.n)) {
       prof_.begin(stream_, "gate/up+swiglu gemv");
-      cuda::gemv_f16_swiglu(stream_, dev_.pdl_gemv, mm_q_.W[0], mm_q_.W[1], mm_q_.x, mm_q_.n, mm_q_.y[1], out);
+      cuda::gemv_f16_swiglu(stream_, dev_.pdl_gemv, mm_q_.W[0], mm_q_.W[1], gx, mm_q_.n, mm_q_.y[1], out,
+                            folded ? &mm_.pre_norm : nullptr);
       prof_.end(stream_);
+      if (folded && norm_.out == mm_q_.x) norm_ = {};  // written by the GEMV
       mm_q_.count = 0;
-      mm_.pre_x = nullptr;
+      mm_.clear_pre();
       return;
     }
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     sw_ = {gate, up, out, n};
   }
   void add_impl(float* x, const float* y, size_t n) {
     record_capture([=] { add_impl(x, y, n); });
     note_ptrs({x, y});
+    // The held product writes y and nothing else is pending: hold the add with it (a norm of x may fold into both).
+    if (fold_norm_enabled_ && mm_q_.count == 1 && mm_q_.y[0] == y && x != y && mm_q_.n <= 2 &&
+        n == (size_t)mm_q_.n * mm_q_.W[0].ne1 && !rope_.pending && !sw_.out && !add_.x && !res_.x && !norm_.out) {
+      res_ = {x, y, n};
+      return;
+    }
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     add_ = {x, y, n};
   }
   void gather_rows_impl(const float* x, const int32_t* rows, int n, int width, float* out) {
     record_capture([=] { gather_rows_impl(x, rows, n, width, out); });
     note_ptrs({x, rows, out});
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     prof_.begin(stream_, "gather_rows");
     cuda::gather_rows(stream_, x, rows, n, width, out);
     prof_.end(stream_);
@@ -812,7 +900,7 @@ class CudaBackend final : public Backend {
     record_capture([=] { top_k_impl(x, rows, width, k, ids, vals); });
     note_ptrs({x});
     flush();
-    mm_.pre_x = nullptr;  // x may be rewritten from here on
+    mm_.clear_pre();  // x may be rewritten from here on
     if (rows <= 0) return;
     float* dv = nullptr;
     int32_t* di = nullptr;
@@ -856,15 +944,34 @@ class CudaBackend final : public Backend {
                         rope_.freq_scale);
     prof_.end(stream_);
   }
-  void flush() {
-    flush_rope();
-    if (mm_q_.count) {
+  // The held product(s): a SwiGLU down projection (up set) or a group of products of one x. Products of a folded
+  // norm's output that cannot take u (norm_in_supported) get the norm's output written first.
+  void launch_mm_q() {
+    if (!mm_q_.count) return;
+    if (norm_.out && mm_q_.x == norm_.out) {
+      bool ok = !mm_q_.up;
+      for (int i = 0; i < mm_q_.count && ok; ++i) ok = cuda::norm_in_supported(mm_q_.W[i], mm_.pre_uf, mm_q_.n);
+      if (ok) norm_ = {};  // the products write it
+      else finish_norm();
+    }
+    if (mm_q_.up) {
+      prof_.begin(stream_, mm_q_.n <= 8 ? "matmul+swiglu n<=8" : "matmul+swiglu n>8");
+      cuda::matmul_swiglu(stream_, dev_, mm_, mm_q_.W[0], mm_q_.x, mm_q_.up, mm_q_.n, mm_q_.y[0]);
+      prof_.end(stream_);
+    } else {
       const Tensor* w[3] = {&mm_q_.W[0], &mm_q_.W[1], &mm_q_.W[2]};
       prof_.begin(stream_, mm_q_.n <= 8 ? "matmul n<=8" : "matmul n>8");
       cuda::matmul_group(stream_, dev_, mm_, w, mm_q_.y, mm_q_.count, mm_q_.x, mm_q_.n);
       prof_.end(stream_);
-      mm_q_.count = 0;
     }
+    mm_q_.count = 0;
+    mm_q_.up = nullptr;
+  }
+  // keep_norm: the op that flushes reads the folded norm's output as a product (matmul_impl): it stays folded.
+  void flush(bool keep_norm = false) {
+    flush_rope();
+    unfold_res();
+    launch_mm_q();
     if (sw_.out) {
       prof_.begin(stream_, "swiglu");
       cuda::swiglu(stream_, sw_.gate, sw_.up, sw_.out, sw_.n);
@@ -877,6 +984,7 @@ class CudaBackend final : public Backend {
       prof_.end(stream_);
       add_ = {};
     }
+    if (!keep_norm) finish_norm();
   }
   struct PendingAdd {
     float* x = nullptr;
@@ -885,6 +993,7 @@ class CudaBackend final : public Backend {
   };
   struct PendingMatmuls {
     const float* x = nullptr;
+    const float* up = nullptr;  // set: one product of silu(x) * up (the SwiGLU down projection)
     int n = 0;
     int count = 0;
     Tensor W[3];
@@ -907,8 +1016,18 @@ class CudaBackend final : public Backend {
     float theta = 0, freq_scale = 0;
     bool pending = false;
   };
+  struct FoldedNorm {
+    float* out = nullptr;  // the norm's output, not written yet (mm_.pre_norm describes it)
+    int n = 0;
+  };
   PendingRope rope_;
   PendingAdd add_;
+  PendingAdd res_;    // an add of the held product's output, held with it (fold_norm)
+  FoldedNorm norm_;   // a folded norm whose output no product has written yet
+  const bool fold_norm_enabled_ = [] {
+    const char* v = std::getenv("TWINFER_CUDA_FOLD_NORM");
+    return !(v && v[0] == '0');
+  }();
   PendingSwiglu sw_;
   PendingMatmuls mm_q_;
 

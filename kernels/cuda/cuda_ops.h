@@ -27,17 +27,57 @@ struct Scratch {
 // Bumped whenever a Scratch buffer is (re)allocated or freed: CUDA graphs captured before hold stale pointers.
 uint64_t scratch_generation();
 
+// The RMSNorm folded into the decode products around it (norm_fused.cuh). Producer epilogue (x += W a), per 32-row
+// block of x: u = x * w as int8 blocks (q, ds: the layout mmvq reads) and F32 (uf), and the block's sum of x^2 (ssq);
+// cnt: one zeroed counter per block. x == nullptr: off.
+struct ResNorm {
+  float* x = nullptr;
+  const float* w = nullptr;
+  int8_t* q = nullptr;
+  float2* ds = nullptr;
+  float* ssq = nullptr;
+  float* uf = nullptr;
+  unsigned* cnt = nullptr;
+  int dim = 0;
+};
+// Consumer: its activations are u (above); every row is scaled by s = 1 / sqrt(sum ssq / dim + eps), and h = x * s * w
+// is written too (h may be null). ssq == nullptr: off.
+struct NormIn {
+  const float* ssq = nullptr;
+  const float* x = nullptr;
+  const float* w = nullptr;
+  float* h = nullptr;
+  float eps = 0.0f;
+  int dim = 0;
+};
+
 // Scratch of the matmul kernels: split-K partial sums, their per-tile arrival counters, FP16 activations.
 struct MatmulScratch {
   Scratch partial, counters, xh, wh;  // wh: F16 copy of a quantized weight for cuBLAS (cublas.cu)
   Scratch xq;                          // int8 activations of the integer-dot decode kernel (mmvq.cu)
   Scratch nq;                          // the same, written by the RMSNorm that produced x (pre_x)
   Scratch xf;                          // F32 silu(gate) * up for the F16 GEMV (gemv.cu) when given gate and up
+  Scratch rn;                          // the folded norm's block counters (zeroed), block sums and F32 u
   // x already quantized into nq by the norm that wrote it (n rows of k values); the backend clears pre_x as soon
   // as anything else may have written x.
   const float* pre_x = nullptr;
   int pre_n = 0, pre_k = 0;
-  void freeze() { partial.frozen = counters.frozen = xh.frozen = wh.frozen = xq.frozen = nq.frozen = xf.frozen = true; }
+  // pre_norm.ssq set: pre_x is a folded norm's output, not written yet; nq holds u's int8 blocks and pre_uf u in F32,
+  // and the product must scale by s (NormIn) — the products of pre_x take it (mmvq, gemv_f16).
+  // Its int8 blocks then sit at pre_q (q, then the (d, d * sum) pairs at the next 16-byte boundary), not in nq: the
+  // product that prepares them may itself read nq.
+  NormIn pre_norm;
+  const float* pre_uf = nullptr;
+  const int8_t* pre_q = nullptr;
+  void clear_pre() {
+    pre_x = nullptr;
+    pre_norm = NormIn();
+    pre_uf = nullptr;
+    pre_q = nullptr;
+  }
+  void freeze() {
+    partial.frozen = counters.frozen = xh.frozen = wh.frozen = xq.frozen = nq.frozen = xf.frozen = rn.frozen = true;
+  }
   void thaw() {
     partial.thaw();
     counters.thaw(true);
@@ -46,6 +86,7 @@ struct MatmulScratch {
     xq.thaw();
     nq.thaw();
     xf.thaw();
+    rn.thaw(true);
   }
   void free_all() {
     partial.free_all();
@@ -55,6 +96,7 @@ struct MatmulScratch {
     xq.free_all();
     nq.free_all();
     xf.free_all();
+    rn.free_all();
   }
 };
 
@@ -77,6 +119,8 @@ bool rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n,
 // x += y, then out = rms_norm(x) * w: the residual add and the next layer's norm in one pass.
 bool add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps,
                   int8_t* q = nullptr, float2* ds = nullptr, bool pdl = false);
+// ni.h = ni.x * s * ni.w for n rows (a folded norm whose consumer could not take it: the norm's output after all).
+void norm_finish(cudaStream_t s, const NormIn& ni, int n, bool pdl);
 void add_bias(cudaStream_t s, float* y, const float* b, int n, int width);
 void swiglu(cudaStream_t s, const float* gate, const float* up, float* out, size_t n);
 void add(cudaStream_t s, float* x, const float* y, size_t n);
@@ -100,6 +144,13 @@ void matmul_swiglu(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch
 void set_matmul_split_target(int ctas_per_sm);
 // Warps (4 or 8, x 16 weight rows) per CTA of the decode matmul for every type; 0 = per type (the default).
 void set_matmul_decode_warps(int warps);
+// The folded norm (norm_fused.cuh): whether W at n tokens of x (silu(x) * up when up is given) can be the product that
+// adds into the residual rows of width dim and prepares their norm; the product itself (false: nothing launched).
+bool res_norm_supported(const Tensor& W, const float* x, const float* up, int n, int dim);
+bool matmul_res_norm(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x,
+                     const float* up, int n, const ResNorm& rn);
+// Whether a product of W at n tokens takes a folded norm's output (scratch.pre_norm) in matmul_group.
+bool norm_in_supported(const Tensor& W, const float* uf, int n);
 // Whether W takes the tensor-core kernels (type with fragments, 16-byte aligned rows).
 bool tc_eligible(const Tensor& W);
 // Whether two weights can share one grouped launch (same type and row length, tensor-core path).
@@ -110,20 +161,25 @@ bool matmul_groupable(const Tensor& a, const Tensor& b);
 bool mmvq_supported(const Tensor& W, int n);
 // y[i] = W[i] x for i < count (same type and K), x = silu(x) * up when up is given; false if no scratch (then the
 // caller takes another kernel). Activations the norm already quantized (scratch.pre_x == x) are used as they are.
+// rn (optional, count == 1, W.ne1 == rn.dim, rows % 32 == 0): the product is added to rn.x instead of written to y,
+// and the norm of x is prepared (ResNorm). Activations with scratch.pre_norm set (pre_x == x) are scaled (NormIn).
 bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
-          const float* x, const float* up, int n);
+          const float* x, const float* up, int n, const ResNorm* rn = nullptr);
+// Whether mmvq can take W at n tokens with a ResNorm epilogue into rows of width dim.
+bool mmvq_res_norm_supported(const Tensor& W, int n, int dim);
 
 // ---- gemv.cu ----
 // F16 weights at n <= 2 tokens (16-byte-aligned rows and x): a plain GEMV with F32 activations (TWINFER_CUDA_GEMV=0:
 // the tensor-core kernel instead).
 bool gemv_f16_supported(const Tensor& W, const float* x, int n);
 // pdl: launched with programmatic dependent launch (weights stream before the previous kernel has finished).
+// rn / ni (optional): as mmvq's (norm_fused.cuh); with ni, x is the folded norm's u.
 void gemv_f16(cudaStream_t s, bool pdl, int cfg, const Tensor* const* W, float* const* y, int count, const float* x,
-              int n);
+              int n, const ResNorm* rn = nullptr, const NormIn* ni = nullptr);
 // out = silu(gate x) * (up x) and up_out = up x in one launch (the gate/up products of a SwiGLU block).
 bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float* x, int n);
 void gemv_f16_swiglu(cudaStream_t s, bool pdl, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,
-                     float* out);
+                     float* out, const NormIn* ni = nullptr);
 
 // ---- cublas.cu ----
 // y = W x16^T through cuBLAS (loaded at run time) for F16 or, dequantized to F16 first, quantized W; false when

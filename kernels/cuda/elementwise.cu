@@ -2,6 +2,7 @@
 // All are memory-bound one-pass kernels; what matters is one read and one write per element.
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
+#include "norm_fused.cuh"
 
 namespace tw {
 namespace cuda {
@@ -192,6 +193,16 @@ __global__ void swiglu_f16_kernel(const float* g, const float* u, __half* out, s
   }
 }
 
+// One CTA per row: h = x * s * w from the folded norm's block sums (a consumer that could not take u).
+__global__ void __launch_bounds__(256) norm_finish_kernel(NormIn ni) {
+  pdl_trigger();
+  pdl_wait();
+  const int c = blockIdx.x, lane = threadIdx.x & 31;
+  const float s = norm_scale(ni, c, lane);
+  for (int k = threadIdx.x; k < ni.dim; k += blockDim.x)
+    ni.h[(size_t)c * ni.dim + k] = ni.x[(size_t)c * ni.dim + k] * s * ni.w[k];
+}
+
 int grid_for(size_t n, int threads) {
   size_t g = (n + threads - 1) / threads;
   if (g > 65535) g = 65535;
@@ -268,6 +279,12 @@ void swiglu_f16(cudaStream_t s, const float* gate, const float* up, __half* out,
   if (n == 0) return;
   swiglu_f16_kernel<<<grid_for(n, 256), 256, 0, s>>>(gate, up, out, n);
   TWC_LAUNCHED("swiglu_f16");
+}
+
+void norm_finish(cudaStream_t s, const NormIn& ni, int n, bool pdl) {
+  if (n <= 0) return;
+  launch_kernel(pdl, norm_finish_kernel, dim3(n), dim3(256), s, ni);
+  TWC_LAUNCHED("norm_finish");
 }
 
 }  // namespace cuda

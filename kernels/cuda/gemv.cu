@@ -13,6 +13,7 @@
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
+#include "norm_fused.cuh"
 
 namespace tw {
 namespace cuda {
@@ -55,14 +56,21 @@ __device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b, float acc) {
 // A warp's task: R rows (PAIR: row r of gate and up). The grid is one wave of CTAs, a whole multiple of the SM count
 // (pick_grid), and warps stride over the tasks, so every SM gets the same number of rows: with one task per warp and
 // whatever grid the row count gives, Q/K/V (6144 rows) ran in 1.45 waves of CTAs.
+// rn (not PAIR, one weight): the rows are added to rn.x and the norm of x prepared (norm_fused.cuh); ni: x is a
+// folded norm's u, every result is scaled by its s, and h is written.
 template <int NC, int R, int U, bool PAIR>
 __global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, const float* __restrict__ x,
-                                                               float* __restrict__ pair_out, int tasks) {
+                                                               float* __restrict__ pair_out, int tasks, ResNorm rn,
+                                                               NormIn ni) {
   pdl_trigger();
   const int lane = threadIdx.x & 31;
   const size_t rb = (size_t)K * 2;
   const int nch = K / 8;  // 16-byte chunks per row
   bool waited = false;
+  float s[NC];
+  bool have_s = false;
+#pragma unroll
+  for (int c = 0; c < NC; ++c) s[c] = 1.0f;
   for (int task = blockIdx.x * kWarps + (threadIdx.x >> 5); task < tasks; task += gridDim.x * kWarps) {
     const uint4* rows[R];
     int i = 0, r = 0;
@@ -107,10 +115,26 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, 
       }
     }
     if (!waited) pdl_wait(), waited = true;  // (no chunk for this lane: it still must not write before the wait)
+    if (ni.ssq && !have_s) {
+#pragma unroll
+      for (int c = 0; c < NC; ++c) s[c] = norm_scale(ni, c, lane);
+      have_s = true;
+    }
 #pragma unroll
     for (int rr = 0; rr < R; ++rr)
 #pragma unroll
-      for (int c = 0; c < NC; ++c) acc[rr][c] = warp_sum(acc[rr][c]);
+      for (int c = 0; c < NC; ++c) acc[rr][c] = warp_sum(acc[rr][c]) * s[c];
+    if constexpr (!PAIR) {
+      if (rn.x) {  // one weight (i == 0): the residual add, then this row's share of the next norm
+        if (lane == 0)
+#pragma unroll
+          for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+            for (int c = 0; c < NC; ++c) rn.x[(size_t)c * rn.dim + r + rr] += acc[rr][c];
+        res_norm_rows<NC, R>(rn, r, lane);
+        continue;
+      }
+    }
     if (lane != 0) continue;
     if constexpr (PAIR) {
       const int M = g.M[0];
@@ -128,6 +152,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, 
 #pragma unroll
         for (int c = 0; c < NC; ++c) y[(size_t)c * M + r + rr] = acc[rr][c];
     }
+  }
+  if (ni.ssq) {
+    if (!waited) pdl_wait();
+    if (!have_s)
+#pragma unroll
+      for (int c = 0; c < NC; ++c) s[c] = norm_scale(ni, c, lane);
+    norm_write_h<NC>(ni, s, lane);
   }
 }
 
@@ -159,31 +190,33 @@ int pick_grid(int tasks, int occ) {
 }
 
 template <int NC, int R, int U, bool PAIR>
-void launch_one(cudaStream_t s, bool pdl, const FGroup& g, int K, const float* x, float* pair_out, int tasks) {
+void launch_one(cudaStream_t s, bool pdl, const FGroup& g, int K, const float* x, float* pair_out, int tasks,
+                const ResNorm& rn, const NormIn& ni) {
   static const int occ = [] {
     int n = 0;
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_f16_kernel<NC, R, U, PAIR>, kWarps * 32, 0);
     return n > 0 ? n : 1;
   }();
   launch_kernel(pdl, gemv_f16_kernel<NC, R, U, PAIR>, dim3(pick_grid(tasks, occ)), dim3(kWarps * 32), s, g, K, x,
-                pair_out, tasks);
+                pair_out, tasks, rn, ni);
 }
 
 // One row per task for the plain products (the finest split of the rows over the SMs), gate and up rows in pairs.
 // cfg (DeviceInfo::gemv_cfg, TWINFER_CUDA_GEMV_CFG, a sweep knob): 10 * R + U / 4 for the plain products at one
 // token — 12: R = 1, U = 8 (the default), 11: U = 4, 13: U = 12, 22: R = 2, U = 8, 21: R = 2, U = 4.
 template <int NC, bool PAIR>
-void launch(cudaStream_t s, bool pdl, int cfg, const FGroup& g, int K, const float* x, float* pair_out) {
+void launch(cudaStream_t s, bool pdl, int cfg, const FGroup& g, int K, const float* x, float* pair_out,
+            const ResNorm& rn, const NormIn& ni) {
   // U: 16-byte chunks per row in flight per lane (U = 16 took 142 registers, one CTA per SM; at 8, 48 registers and
   // five CTAs per SM: 160 KB per SM requested before the previous kernel is waited for).
   constexpr int U = NC == 1 ? 8 : 4;
   const bool even = g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0;
-  if (PAIR) launch_one<NC, 2, U, true>(s, pdl, g, K, x, pair_out, g.M[0]);
-  else if (NC == 1 && cfg == 11) launch_one<NC, 1, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3]);
-  else if (NC == 1 && cfg == 13) launch_one<NC, 1, 12, false>(s, pdl, g, K, x, nullptr, g.row0[3]);
-  else if (NC == 1 && cfg == 22 && even) launch_one<NC, 2, 8, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2);
-  else if (NC == 1 && cfg == 21 && even) launch_one<NC, 2, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2);
-  else launch_one<NC, 1, U, false>(s, pdl, g, K, x, nullptr, g.row0[3]);
+  if (PAIR) launch_one<NC, 2, U, true>(s, pdl, g, K, x, pair_out, g.M[0], rn, ni);
+  else if (NC == 1 && cfg == 11) launch_one<NC, 1, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3], rn, ni);
+  else if (NC == 1 && cfg == 13) launch_one<NC, 1, 12, false>(s, pdl, g, K, x, nullptr, g.row0[3], rn, ni);
+  else if (NC == 1 && cfg == 22 && even) launch_one<NC, 2, 8, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2, rn, ni);
+  else if (NC == 1 && cfg == 21 && even) launch_one<NC, 2, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2, rn, ni);
+  else launch_one<NC, 1, U, false>(s, pdl, g, K, x, nullptr, g.row0[3], rn, ni);
   TWC_LAUNCHED("gemv_f16");
 }
 
@@ -216,11 +249,13 @@ bool gemv_f16_supported(const Tensor& W, const float* x, int n) {
 }
 
 void gemv_f16(cudaStream_t s, bool pdl, int cfg, const Tensor* const* W, float* const* y, int count, const float* x,
-              int n) {
+              int n, const ResNorm* rnp, const NormIn* nip) {
   const FGroup g = make_group(W, y, count);
   const int K = (int)W[0]->ne0;
-  if (n == 1) launch<1, false>(s, pdl, cfg, g, K, x, nullptr);
-  else launch<2, false>(s, pdl, cfg, g, K, x, nullptr);
+  const ResNorm rn = rnp && count == 1 ? *rnp : ResNorm();
+  const NormIn ni = nip ? *nip : NormIn();
+  if (n == 1) launch<1, false>(s, pdl, cfg, g, K, x, nullptr, rn, ni);
+  else launch<2, false>(s, pdl, cfg, g, K, x, nullptr, rn, ni);
 }
 
 bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float* x, int n) {
@@ -228,13 +263,14 @@ bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float
 }
 
 void gemv_f16_swiglu(cudaStream_t s, bool pdl, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,
-                     float* out) {
+                     float* out, const NormIn* nip) {
   const Tensor* W[2] = {&gate, &up};
   float* y[2] = {out, up_out};
   const FGroup g = make_group(W, y, 2);
   const int K = (int)gate.ne0;
-  if (n == 1) launch<1, true>(s, pdl, 0, g, K, x, out);
-  else launch<2, true>(s, pdl, 0, g, K, x, out);
+  const NormIn ni = nip ? *nip : NormIn();
+  if (n == 1) launch<1, true>(s, pdl, 0, g, K, x, out, ResNorm(), ni);
+  else launch<2, true>(s, pdl, 0, g, K, x, out, ResNorm(), ni);
 }
 
 }  // namespace cuda

@@ -13,6 +13,7 @@
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
+#include "norm_fused.cuh"
 
 namespace tw {
 namespace cuda {
@@ -97,20 +98,51 @@ __device__ __forceinline__ void store_rows(const VGroup& g, int i, int r, int la
     }
 }
 
+// store_rows, or with the folded norm (norm_fused.cuh): rows scaled by s (ni), added to x and counted into their
+// norm blocks (rn), h written (ni). Every warp of the grid calls it, also those without rows (active == false).
+template <int NC, int R>
+__device__ __forceinline__ void epilogue(const VGroup& g, int i, int r, int lane, bool active, float (&acc)[R][NC],
+                                         const ResNorm& rn, const NormIn& ni) {
+  if (!rn.x && !ni.ssq) {
+    if (active) store_rows<NC, R>(g, i, r, lane, acc);
+    return;
+  }
+  float s[NC];
+#pragma unroll
+  for (int c = 0; c < NC; ++c) s[c] = ni.ssq ? norm_scale(ni, c, lane) : 1.0f;
+  if (active) {
+    float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
+    const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        const float v = warp_sum(acc[rr][c]) * s[c];
+        if (lane == 0) {
+          if (rn.x) rn.x[(size_t)c * rn.dim + r + rr] += v;  // add_kernel's x + y, y the product
+          else y[(size_t)c * M + r + rr] = v;
+        }
+      }
+    if (rn.x) res_norm_rows<NC, R>(rn, r, lane);
+  }
+  if (ni.ssq) norm_write_h<NC>(ni, s, lane);
+}
+
 // R rows per warp share each x load (the activations were half of the loads a block cost with one row per warp).
 template <int TYPE, int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_bytes, int K,
                                                            const int8_t* __restrict__ xq,
-                                                           const float2* __restrict__ xds) {
+                                                           const float2* __restrict__ xds, ResNorm rn, NormIn ni) {
   pdl_trigger();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;  // first of the warp's R rows (one weight)
   const int lane = threadIdx.x & 31;
-  if (row >= g.row0[3]) return;
+  const bool active = row < g.row0[3];
+  if (!active && !ni.ssq) return;
   // which weight: selects, not an indexed load, so the parameter struct stays in constant memory
   const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
   const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
   const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
-  const int nb = K / 32;
+  const int nb = K / 32, nbl = active ? nb : 0;
   float acc[R][NC];
 #pragma unroll
   for (int rr = 0; rr < R; ++rr)
@@ -118,7 +150,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
     for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
   constexpr int U = 4;  // blocks per lane loaded before use
   constexpr int NW = VQ<TYPE>::NW;
-  for (int b0 = lane; b0 < nb; b0 += 32 * U) {
+  for (int b0 = lane; b0 < nbl; b0 += 32 * U) {
     uint32_t w[U][R][NW];
     int sh[U][R];
 #pragma unroll
@@ -143,8 +175,8 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
       }
     }
   }
-  if (nb <= lane) pdl_wait();
-  store_rows<NC, R>(g, i, r, lane, acc);
+  if (nbl <= lane) pdl_wait();
+  epilogue<NC, R>(g, i, r, lane, active, acc, rn, ni);
 }
 
 // Q4_0 / Q8_0 with 16-byte loads. Eight blocks (144 / 272 bytes) are a whole number of 16-byte chunks, and rows
@@ -244,15 +276,17 @@ __device__ __forceinline__ int byte_of(uint32_t w, int i) { return (int)((w >> (
 template <int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t row_bytes, int K,
                                                                const int8_t* __restrict__ xq,
-                                                               const float2* __restrict__ xds) {
+                                                               const float2* __restrict__ xds, ResNorm rn,
+                                                               NormIn ni) {
   pdl_trigger();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
   const int lane = threadIdx.x & 31;
-  if (row >= g.row0[3]) return;
+  const bool active = row < g.row0[3];
+  if (!active && !ni.ssq) return;
   const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
   const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
   const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
-  const int items = K / 64, nb = K / 32;
+  const int items = active ? K / 64 : 0, nb = K / 32;
   float acc[R][NC];
 #pragma unroll
   for (int rr = 0; rr < R; ++rr)
@@ -322,7 +356,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
     }
   }
   if (items <= lane) pdl_wait();
-  store_rows<NC, R>(g, i, r, lane, acc);
+  epilogue<NC, R>(g, i, r, lane, active, acc, rn, ni);
 }
 
 // Q6_K: super-blocks of 256 values (210 bytes: ql[128] low nibbles, qh[64] high 2-bit pairs, 16 int8 scales of 16
@@ -335,15 +369,17 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
 template <int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_q6k_kernel(VGroup g, size_t row_bytes, int K,
                                                                const int8_t* __restrict__ xq,
-                                                               const float2* __restrict__ xds) {
+                                                               const float2* __restrict__ xds, ResNorm rn,
+                                                               NormIn ni) {
   pdl_trigger();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
   const int lane = threadIdx.x & 31;
-  if (row >= g.row0[3]) return;
+  const bool active = row < g.row0[3];
+  if (!active && !ni.ssq) return;
   const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
   const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
   const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
-  const int items = K / 64, nb = K / 32;
+  const int items = active ? K / 64 : 0, nb = K / 32;
   float acc[R][NC];
 #pragma unroll
   for (int rr = 0; rr < R; ++rr)
@@ -412,15 +448,16 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q6k_kernel(VGroup g, size_t 
     }
   }
   if (items <= lane) pdl_wait();
-  store_rows<NC, R>(g, i, r, lane, acc);
+  epilogue<NC, R>(g, i, r, lane, active, acc, rn, ni);
 }
 
 template <int TYPE, int NC, int R>
-void launch_r(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
+void launch_r(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds,
+              const ResNorm& rn, const NormIn& ni) {
   const dim3 grid(ceil_div(g.row0[3], kWarps * R)), block(kWarps * 32);
-  if constexpr (TYPE == 12) launch_kernel(pdl, mmvq_q4k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds);
-  else if constexpr (TYPE == 14) launch_kernel(pdl, mmvq_q6k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds);
-  else launch_kernel(pdl, mmvq_kernel<TYPE, NC, R>, grid, block, s, g, rb, K, xq, xds);
+  if constexpr (TYPE == 12) launch_kernel(pdl, mmvq_q4k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds, rn, ni);
+  else if constexpr (TYPE == 14) launch_kernel(pdl, mmvq_q6k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds, rn, ni);
+  else launch_kernel(pdl, mmvq_kernel<TYPE, NC, R>, grid, block, s, g, rb, K, xq, xds, rn, ni);
   TWC_LAUNCHED("mmvq");
 }
 
@@ -458,25 +495,27 @@ bool launch_groups(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8
 }
 
 template <int TYPE, int NC>
-void launch(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds) {
+void launch(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds,
+            const ResNorm& rn, const NormIn& ni) {
   if constexpr (TYPE == 2 || TYPE == 8) {
-    if (launch_groups<TYPE, NC>(s, g, rb, K, xq, xds)) return;
+    if (!rn.x && !ni.ssq && launch_groups<TYPE, NC>(s, g, rb, K, xq, xds)) return;
   }
   static const int forced = [] {
     const char* v = std::getenv("TWINFER_CUDA_MMVQ_ROWS");
     return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
   }();
   const bool two = forced ? forced == 2 : TYPE != 2 && TYPE != 14;
-  if (two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0) launch_r<TYPE, NC, 2>(s, pdl, g, rb, K, xq, xds);
-  else launch_r<TYPE, NC, 1>(s, pdl, g, rb, K, xq, xds);
+  if (two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0)
+    launch_r<TYPE, NC, 2>(s, pdl, g, rb, K, xq, xds, rn, ni);
+  else launch_r<TYPE, NC, 1>(s, pdl, g, rb, K, xq, xds, rn, ni);
 }
 
 template <int TYPE>
-void launch_nc(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds, int n) {
+void launch_nc(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds, int n,
+               const ResNorm& rn, const NormIn& ni) {
   switch (n) {
-    case 1: launch<TYPE, 1>(s, pdl, g, rb, K, xq, xds); break;
-    case 2: launch<TYPE, 2>(s, pdl, g, rb, K, xq, xds); break;
-    default: launch<TYPE, 2>(s, pdl, g, rb, K, xq, xds); break;
+    case 1: launch<TYPE, 1>(s, pdl, g, rb, K, xq, xds, rn, ni); break;
+    default: launch<TYPE, 2>(s, pdl, g, rb, K, xq, xds, rn, ni); break;
   }
 }
 
@@ -507,16 +546,24 @@ bool mmvq_supported(const Tensor& W, int n) {
          (W.type == 14 || rb % 16 == 0) && W.ne1 < (1 << 28) && W.ne0 < (1 << 28);
 }
 
+bool mmvq_res_norm_supported(const Tensor& W, int n, int dim) {
+  return n <= 2 && W.ne1 == dim && dim % 32 == 0 && mmvq_supported(W, n);
+}
+
 bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
-          const float* x, const float* up, int n) {
+          const float* x, const float* up, int n, const ResNorm* rnp) {
   const int K = (int)W[0]->ne0;
   const int64_t blocks = (int64_t)n * (K / 32);
   const size_t qbytes = ((size_t)n * K + 15) / 16 * 16;
   const int8_t* xq;
   const float2* xds;
-  if (!up && scratch.pre_x == x && scratch.pre_n == n && scratch.pre_k == K && scratch.nq.ptr) {
-    xq = (const int8_t*)scratch.nq.ptr;  // the norm that wrote x quantized it too (elementwise.cu)
-    xds = (const float2*)((const char*)scratch.nq.ptr + qbytes);
+  NormIn ni;
+  const ResNorm rn = rnp && count == 1 ? *rnp : ResNorm();
+  if (!up && scratch.pre_x == x && scratch.pre_n == n && scratch.pre_k == K && (scratch.nq.ptr || scratch.pre_q)) {
+    // the norm that wrote x quantized it too (elementwise.cu), or a folded norm (norm_fused.cuh): rows scaled by s
+    xq = scratch.pre_q ? scratch.pre_q : (const int8_t*)scratch.nq.ptr;
+    xds = (const float2*)((const char*)xq + qbytes);
+    ni = scratch.pre_norm;
   } else {
     char* buf = (char*)scratch.xq.get(qbytes + (size_t)blocks * sizeof(float2));
     if (!buf) return false;
@@ -536,10 +583,10 @@ bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const*
     g.row0[i + 1] = g.row0[i] + (i < count ? (int)W[i]->ne1 : 0);
   }
   const size_t rb = row_bytes(W[0]->type, K);
-  if (W[0]->type == 2) launch_nc<2>(s, pdl, g, rb, K, xq, xds, n);
-  else if (W[0]->type == 12) launch_nc<12>(s, pdl, g, rb, K, xq, xds, n);
-  else if (W[0]->type == 14) launch_nc<14>(s, pdl, g, rb, K, xq, xds, n);
-  else launch_nc<8>(s, pdl, g, rb, K, xq, xds, n);
+  if (W[0]->type == 2) launch_nc<2>(s, pdl, g, rb, K, xq, xds, n, rn, ni);
+  else if (W[0]->type == 12) launch_nc<12>(s, pdl, g, rb, K, xq, xds, n, rn, ni);
+  else if (W[0]->type == 14) launch_nc<14>(s, pdl, g, rb, K, xq, xds, n, rn, ni);
+  else launch_nc<8>(s, pdl, g, rb, K, xq, xds, n, rn, ni);
   return true;
 }
 

@@ -245,6 +245,8 @@ measure() {
   ensure_addon || return 1
   log "op tests (correctness)"
   timeout 200 "$OPT" --quick 2>&1 | tee "$RES/op_test.txt" | grep -Ev '^ok '
+  [[ "${SKIP_CHECK:-0}" == 1 ]] || (cd "$W/run" && timeout 180 node gpu-run.mjs check --shared "$DEV/shared") 2>&1 |
+    tee "$RES/check.txt" | grep -E '^(PASS|FAIL)'
   [[ "${SKIP_TIMES:-0}" == 1 ]] || timeout 150 "$OPT" --times 2>&1 | tee "$RES/op_times.txt" | grep -E '^time matmul .* n=(1|64) '
   if [[ -n "$ncu" ]]; then
     local k=0
@@ -258,8 +260,9 @@ measure() {
   fi
   wait_for "$W/models.done" "${MODEL_WAIT:-400}" || { log "models not ready"; tail -5 "$RES/models.log"; pack_results measure; return 1; }
   for t in $TYPES; do
-    (cd "$W/run" && timeout 200 node gpu-run.mjs decode-ab --model "$MODELS/llama3-8b-$t.gguf" --label "$t" \
-      --ab TWINFER_CUDA_STEP_TIMES --values 1) 2>&1 | tee "$RES/steps-$t.log" | grep -v '^RESULT'
+    (cd "$W/run" && TWINFER_CUDA_STEP_TIMES=1 timeout 240 node gpu-run.mjs decode-ab --model "$MODELS/llama3-8b-$t.gguf" \
+      --label "$t" --ab "${AB_VAR:-TWINFER_CUDA_STEP_TIMES}" --values "${AB_VALUES:-1}") 2>&1 | tee "$RES/steps-$t.log" |
+      grep -v '^RESULT'
     if [[ -n "$ncu" && "${NCU_LAUNCHES:-0}" -gt 0 ]]; then
       (cd "$W/run" && TWINFER_CUDA_GRAPHS=0 timeout 240 "$ncu" --clock-control none --launch-skip "${NCU_SKIP:-3000}" \
         --launch-count "$NCU_LAUNCHES" --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \

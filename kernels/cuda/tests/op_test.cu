@@ -397,6 +397,88 @@ static void test_norm_matmul(Dev& d, int32_t type, int n) {
   for (void* p : {W.data, G.data, (void*)dx, (void*)dy, (void*)dh, (void*)o1, (void*)o2}) d.be->release(p);
 }
 
+// The RMSNorm folded into the products around it (norm_fused.cuh), in the engine's order: a product of a (or, ffn:
+// gate/up of a, SwiGLU, the down projection) into h, x += h, h = rms_norm(x) * g, then a product of h. The producer
+// adds into x and prepares the norm per 32-row block; the consumer (ctype) scales by s and writes h — or, where it
+// cannot take the folded form (F32 weights), the norm is finished by its own kernel first. x, h and the product are
+// checked against a double reference.
+static void test_fold_norm(Dev& d, int32_t type, int32_t ctype, int n, bool ffn) {
+  const int D = 4096, A = 1024, M = 512;
+  auto x = randn((size_t)n * D, 1.0f), a = randn((size_t)n * A, 1.0f), g = randn(D, 1.0f);
+  auto wo = random_weights(type, A, D), wq = random_weights(ctype, D, M);
+  auto wg = random_weights(type, A, A), wu = random_weights(type, A, A);
+  std::vector<float> fo((size_t)D * A), fq((size_t)M * D), fg((size_t)A * A), fu((size_t)A * A);
+  for (int r = 0; r < D; ++r) dequantize_row(type, wo.data() + r * row_bytes(type, A), fo.data() + (size_t)r * A, A);
+  for (int r = 0; r < M; ++r) dequantize_row(ctype, wq.data() + r * row_bytes(ctype, D), fq.data() + (size_t)r * D, D);
+  for (int r = 0; r < A; ++r) {
+    dequantize_row(type, wg.data() + r * row_bytes(type, A), fg.data() + (size_t)r * A, A);
+    dequantize_row(type, wu.data() + r * row_bytes(type, A), fu.data() + (size_t)r * A, A);
+  }
+  std::vector<double> xr((size_t)n * D), hr((size_t)n * D), yr((size_t)n * M);
+  for (int t = 0; t < n; ++t) {
+    std::vector<double> in(A);
+    for (int k = 0; k < A; ++k) in[k] = a[(size_t)t * A + k];
+    if (ffn) {
+      std::vector<double> sw(A);
+      for (int r = 0; r < A; ++r) {
+        double p = 0, q = 0;
+        for (int k = 0; k < A; ++k) p += (double)fg[(size_t)r * A + k] * in[k], q += (double)fu[(size_t)r * A + k] * in[k];
+        sw[r] = p / (1.0 + std::exp(-p)) * q;
+      }
+      in = sw;
+    }
+    double ss = 0;
+    for (int r = 0; r < D; ++r) {
+      double p = 0;
+      for (int k = 0; k < A; ++k) p += (double)fo[(size_t)r * A + k] * in[k];
+      xr[(size_t)t * D + r] = x[(size_t)t * D + r] + p;
+      ss += xr[(size_t)t * D + r] * xr[(size_t)t * D + r];
+    }
+    const double sc = 1.0 / std::sqrt(ss / D + 1e-5);
+    for (int i = 0; i < D; ++i) hr[(size_t)t * D + i] = xr[(size_t)t * D + i] * sc * g[i];
+    for (int r = 0; r < M; ++r) {
+      double p = 0;
+      for (int i = 0; i < D; ++i) p += (double)fq[(size_t)r * D + i] * hr[(size_t)t * D + i];
+      yr[(size_t)t * M + r] = p;
+    }
+  }
+  Tensor Wo, Wq, Wg, Wu, G;
+  Wo.type = Wg.type = Wu.type = type, Wq.type = ctype;
+  Wo.ne0 = A, Wo.ne1 = D, Wo.nbytes = wo.size(), Wo.data = d.put(wo);
+  Wq.ne0 = D, Wq.ne1 = M, Wq.nbytes = wq.size(), Wq.data = d.put(wq);
+  Wg.ne0 = Wu.ne0 = A, Wg.ne1 = Wu.ne1 = A, Wg.nbytes = wg.size(), Wu.nbytes = wu.size();
+  Wg.data = d.put(wg), Wu.data = d.put(wu);
+  G.type = 0, G.ne0 = D, G.ne1 = 1, G.data = d.put(g);
+  std::vector<float> poison((size_t)n * D, NAN);
+  float *dx = d.put(x), *da = d.put(a), *dh = d.put(poison), *dy = d.put(poison);
+  float *dg = d.put(poison), *du = d.put(poison);
+  const float* in = da;
+  if (ffn) {
+    const Tensor* gu[2] = {&Wg, &Wu};
+    float* outs[2] = {dg, du};
+    d.be->matmul_many(gu, 2, da, n, outs);
+    d.be->swiglu(dg, du, dg, (size_t)n * A);
+    in = dg;
+  }
+  d.be->matmul(Wo, in, n, dh);
+  d.be->add(dx, dh, (size_t)n * D);
+  d.be->rms_norm(dx, G, dh, n, D, 1e-5f);
+  d.be->matmul(Wq, dh, n, dy);
+  auto y = d.get(dy, (size_t)n * M), xo = d.get(dx, (size_t)n * D), ho = d.get(dh, (size_t)n * D);
+  const bool i8 = int8_acts(type, n), c8 = int8_acts(ctype, n);
+  char name[128];
+  std::snprintf(name, sizeof name, "fold norm %s %-4s -> %-4s n=%d (x)", ffn ? "ffn" : "attn", tname(type), tname(ctype), n);
+  report(name, rel_err(xo, xr), i8 ? 1e-2 : 1e-3);
+  std::snprintf(name, sizeof name, "fold norm %s %-4s -> %-4s n=%d (h)", ffn ? "ffn" : "attn", tname(type), tname(ctype), n);
+  report(name, rel_err(ho, hr), i8 ? 1e-2 : 1e-3);
+  std::snprintf(name, sizeof name, "fold norm %s %-4s -> %-4s n=%d (product)", ffn ? "ffn" : "attn", tname(type),
+                tname(ctype), n);
+  report(name, rel_err(y, yr), i8 || c8 ? 2.5e-2 : 2e-3);
+  for (void* p : {Wo.data, Wq.data, Wg.data, Wu.data, G.data, (void*)dx, (void*)da, (void*)dh, (void*)dy, (void*)dg,
+                  (void*)du})
+    d.be->release(p);
+}
+
 static void test_get_rows(Dev& d, int32_t type) {
   const int K = 256, M = 50, n = 7;
   auto wb = random_weights(type, K, M);
@@ -867,6 +949,12 @@ int main(int argc, char** argv) {
   test_add_norm(d);
   for (int32_t t : {2, 8, 12, 14, 1})
     for (int n : {1, 2}) test_norm_matmul(d, t, n);
+  for (int32_t t : {2, 8, 12, 14, 1})
+    for (int n : {1, 2})
+      for (bool ffn : {false, true}) test_fold_norm(d, t, t, n, ffn);
+  test_fold_norm(d, 2, 0, 1, false);   // F32 consumer: the norm finished by its own kernel
+  test_fold_norm(d, 12, 14, 1, true);  // Q4_K producer, Q6_K consumer (the Q4_K_M mix)
+  test_fold_norm(d, 2, 12, 2, false);  // Q4_K at two tokens takes the FP16 kernel: finished norm
   for (int k : {1, 2, 40, 256}) test_topk(d, 64, 128256, k, k != 2);
   test_topk(d, 1, 128256, 1, true);
   test_topk(d, 3, 512, 1);     // stories260K vocabulary: one segment
