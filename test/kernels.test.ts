@@ -175,7 +175,7 @@ describe('SIMD dot kernels against scalar references', () => {
 describe('matmul (row chunks, token tiles, x4 repacking read back exactly; one thread: the engine tests cover the pool) against per-row dots', () => {
   for (const t of TYPES) {
     for (const flags of [0, 2]) {
-      it(`${t.name} ${flags ? 'float' : 'int8'} activations, 1..6 tokens`, () => {
+      it(`${t.name} ${flags ? 'float' : 'int8'} activations, 1..6, 33 and 37 tokens`, () => {
         const rand = rng(t.id * 31 + flags);
         const K = t.qk === 32 ? 32 * 9 : 256 * 3;
         // 37: not a multiple of the row chunk nor of 4 (GGUF layout); 44: whole quads, an odd number of them
@@ -184,7 +184,9 @@ describe('matmul (row chunks, token tiles, x4 repacking read back exactly; one t
           const rows = Array.from({ length: R }, () => randomRow(t, K, rand));
           const w = new Uint8Array(R * rows[0].length);
           rows.forEach((r, i) => w.set(r, i * r.length));
-          for (const n of [1, 2, 3, 4, 5, 6]) {
+          // 33 and 37 tokens: prompts take row-pair panels for Q4_0 / Q8_0 (kPanelMinTokens = 32 in panel.h), in
+          // tiles of 4 token pairs with a shorter last tile and an odd last token
+          for (const n of [1, 2, 3, 4, 5, 6, 33, 37]) {
             const x = activations(n * K, rand);
             const wp = place(w);
             const xp = mod._malloc(x.length * 4);

@@ -13,6 +13,7 @@
 #include "../model/backend.h"
 #include "activation.h"
 #include "dot.h"
+#include "panel.h"
 #include "qdot.h"
 #include "qdot_x4.h"
 #include "repack.h"
@@ -153,6 +154,56 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
     }
 #endif
 }
+
+#if defined(__wasm_simd128__)
+// Rows [r0, r1) (whole quads) of an x4 q4_0 / q8_0 weight times n activation rows on row-pair panels (panel.h):
+// the task's quads widened once into pan, then tiles of up to kPanelTilePairs token pairs (xact: the pairs'
+// interleaved activations, panel_pair_i16(K) apart) against each quad.
+template <int TYPE>
+void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, int n, int64_t K, int64_t R,
+                int16_t* pan, float* y) {
+  const uint8_t* data = (const uint8_t*)base;
+  const int64_t ng = K / QA, nq = (r1 - r0) / 4;
+  const size_t quad_i16 = panel_quad_i16(K), pair_i16 = panel_pair_i16(K);
+  for (int64_t j = 0; j < nq; ++j) {
+    const int64_t q = r0 / 4 + j;
+    panel_widen_quad<TYPE>(x4_quad_ptr(data, TYPE, K, R, q), x4_rec_stride(TYPE, R, q), ng, pan + j * quad_i16);
+  }
+  const int npairs = (n + 1) / 2;
+  float out[2 * kPanelTilePairs * 4];
+  for (int p0 = 0; p0 < npairs; p0 += kPanelTilePairs) {
+    const int tp = std::min(kPanelTilePairs, npairs - p0);
+    const int16_t* xa[kPanelTilePairs];
+    for (int p = 0; p < tp; ++p) xa[p] = xact + (size_t)(p0 + p) * pair_i16;
+    for (int64_t j = 0; j < nq; ++j) {
+      const int16_t* pq = pan + j * quad_i16;
+      switch (tp) {
+        case 4: panel_tile<4>(pq, xa, ng, out); break;
+        case 3: panel_tile<3>(pq, xa, ng, out); break;
+        case 2: panel_tile<2>(pq, xa, ng, out); break;
+        default: panel_tile<1>(pq, xa, ng, out); break;
+      }
+      for (int rp = 0; rp < 2; ++rp)
+        for (int p = 0; p < tp; ++p) {
+          const float* v = out + 4 * (rp * tp + p);
+          const int64_t ra = r0 + 4 * j + 2 * rp;
+          const size_t t = 2 * (size_t)(p0 + p);
+          y[t * R + ra] = v[0];
+          y[t * R + ra + 1] = v[2];
+          if ((int)t + 1 < n) {
+            y[(t + 1) * R + ra] = v[1];
+            y[(t + 1) * R + ra + 1] = v[3];
+          }
+        }
+    }
+  }
+}
+
+using PanelFn = void (*)(const char*, int64_t, int64_t, const int16_t*, int, int64_t, int64_t, int16_t*, float*);
+PanelFn panel_fn(int32_t type) {
+  return type == TW_TYPE_Q4_0 ? panel_rows<TW_TYPE_Q4_0> : panel_rows<TW_TYPE_Q8_0>;
+}
+#endif
 
 // The row-chunk function for a weight: the x4 kernels where prepare_weight repacked it, the row kernels otherwise.
 template <int TYPE>
@@ -621,10 +672,12 @@ class CpuBackend final : public Backend {
       int64_t R;
       int64_t rpt;  // rows per task
       int first_task;
+      bool panel;   // prompt on row-pair panels (panel.h)
     };
     Job jobs[8];
     int n_tasks = 0;
     int64_t work = 0;
+    size_t panel_i16 = 0;  // per thread: the largest task's widened quads
     for (int i = 0; i < count; ++i) {
       const Tensor& w = *W[i];
       jobs[i].fn = qmatmul_fn(w);
@@ -633,15 +686,44 @@ class CpuBackend final : public Backend {
       jobs[i].R = w.ne1;
       jobs[i].rpt = rows_per_task(w.ne1, K, n, pool_.size());
       jobs[i].first_task = n_tasks;
+#if defined(__wasm_simd128__)
+      jobs[i].panel = n >= kPanelMinTokens && w.layout == kLayoutX4 && panel_type(w.type);
+      if (jobs[i].panel) panel_i16 = std::max(panel_i16, (size_t)(jobs[i].rpt / 4) * panel_quad_i16(K));
+#else
+      jobs[i].panel = false;
+#endif
       n_tasks += (int)((w.ne1 + jobs[i].rpt - 1) / jobs[i].rpt);
       work += w.ne1 * K * n;
     }
     const ActRow* act = acts_.data();
-    run(n_tasks, work, [&](int task, int) {
+#if defined(__wasm_simd128__)
+    const int16_t* xact = nullptr;
+    if (panel_i16 > 0) {
+      const int npairs = (n + 1) / 2;
+      const size_t pair_i16 = panel_pair_i16(K);
+      if (panel_act_.size() < npairs * pair_i16 + 8) panel_act_.resize(npairs * pair_i16 + 8);
+      int16_t* xbase = (int16_t*)(((uintptr_t)panel_act_.data() + 15) & ~(uintptr_t)15);
+      run(npairs, (int64_t)n * K * 8, [&](int p, int) {
+        panel_interleave_pair(acts_[2 * p], acts_[std::min(2 * p + 1, n - 1)], K / QA, xbase + (size_t)p * pair_i16);
+      });
+      xact = xbase;
+      if (panels_.size() < (size_t)pool_.size()) panels_.resize(pool_.size());
+      for (auto& pb : panels_)
+        if (pb.size() < panel_i16 + 8) pb.resize(panel_i16 + 8);
+    }
+#endif
+    run(n_tasks, work, [&](int task, int thread) {
       int i = count - 1;
       while (task < jobs[i].first_task) --i;
       const Job& j = jobs[i];
       const int64_t r0 = (int64_t)(task - j.first_task) * j.rpt, r1 = std::min<int64_t>(j.R, r0 + j.rpt);
+#if defined(__wasm_simd128__)
+      if (j.panel) {
+        int16_t* pan = (int16_t*)(((uintptr_t)panels_[thread].data() + 15) & ~(uintptr_t)15);
+        panel_fn(W[i]->type)(j.base, r0, r1, xact, n, K, j.R, pan, y[i]);
+        return;
+      }
+#endif
       j.fn(j.base, j.rb, r0, r1, act, n, K, j.R, y[i]);
     });
   }
@@ -662,6 +744,8 @@ class CpuBackend final : public Backend {
   std::vector<float> xr_;
   std::vector<std::vector<float>> rowf_;
   std::vector<ActRow> acts_;
+  std::vector<int16_t> panel_act_;               // prompts: token pairs' interleaved activations (panel.h)
+  std::vector<std::vector<int16_t>> panels_;     // prompts: per pool thread, its task's widened quads (panel.h)
   std::vector<std::vector<float>> scores_, vbuf_, gathered_;
   std::vector<float> kvf_;         // F16 K/V rows of prompt chunks converted once per attention call
   std::vector<int64_t> seq_rows_;  // per sequence of the batch: first row in kvf_, or -1
