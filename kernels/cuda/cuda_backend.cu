@@ -600,11 +600,9 @@ class CudaBackend final : public Backend {
       // reset the fusion state the captured ops left behind: they never ran
       rope_ = {};
       add_ = {};
-      res_ = {};
       norm_ = {};
       sw_ = {};
       mm_q_.count = 0;
-      mm_q_.up = nullptr;
       mm_.clear_pre();
       thaw_all();
       run_deferred_eagerly();
@@ -647,12 +645,17 @@ class CudaBackend final : public Backend {
     record_capture([=] { rms_norm_impl(x, w, out, n, dim, eps); });
     note_ptrs({x, w.data, out});
     flush_rope();
-    if (res_.x && res_.x == x && out != x && fold_norm(w, out, n, dim, eps)) return;
-    unfold_res();  // the held product runs and its add waits here (add_): the add+norm kernel below
+    const bool with_add = add_.x && add_.x == x && add_.n == (size_t)n * dim;  // then nothing else is pending
+    if (!with_add) flush();
+    // (without the add, x is only read: the const_cast is for the shared NormOut)
+    if (split_norm(with_add ? add_.x : const_cast<float*>(x), with_add ? add_.y : nullptr, w, out, n, dim, eps)) {
+      if (with_add) add_ = {};
+      return;
+    }
     int8_t* q = nullptr;
     float2* ds = nullptr;
     bool quantized = false;
-    if (add_.x && add_.x == x && add_.n == (size_t)n * dim) {  // nothing else is pending here: add() flushed
+    if (with_add) {
       norm_q8(n, dim, &q, &ds);
       prof_.begin(stream_, "add_rms_norm");
       quantized = cuda::add_rms_norm(stream_, add_.x, add_.y, (const float*)w.data, out, n, dim, eps, q, ds,
@@ -660,7 +663,6 @@ class CudaBackend final : public Backend {
       prof_.end(stream_);
       add_ = {};
     } else {
-      flush();
       norm_q8(n, dim, &q, &ds);
       prof_.begin(stream_, "rms_norm");
       quantized = cuda::rms_norm(stream_, x, (const float*)w.data, out, n, dim, eps, q, ds, dev_.pdl_gemv);
@@ -678,60 +680,48 @@ class CudaBackend final : public Backend {
     *q = (int8_t*)buf;
     *ds = (float2*)(buf + qbytes);
   }
-  // The folded norm (norm_fused.cuh; TWINFER_CUDA_FOLD_NORM=0: off): the held product (mm_q_, one weight) whose
-  // output the held add (res_) adds into x runs now as the product that adds into x itself and prepares x's norm
-  // per 32-row block; the norm's output `out` is not written here but by the products that read it (or by
-  // finish_norm). False (nothing launched) where the product or the scratch does not allow it.
-  bool fold_norm(const Tensor& w, float* out, int n, int dim, float eps) {
-    if (mm_q_.count != 1 || mm_q_.n != n || res_.n != (size_t)n * dim || w.type != 0 ||
-        !cuda::res_norm_supported(mm_q_.W[0], mm_q_.x, mm_q_.up, n, dim))
+  // The split norm (norm_fused.cuh; decode rows, TWINFER_CUDA_SPLIT_NORM=0: off): the block kernel (with the residual
+  // add of y) writes u and the block sums; `out` is written by the products that read it (or by finish_norm).
+  // False (nothing launched) where the shape or the scratch does not allow it.
+  bool split_norm(float* x, const float* y, const Tensor& w, float* out, int n, int dim, float eps) {
+    if (!split_norm_enabled_ || n > 2 || dim % 32 != 0 || dim > 8192 || out == x || out == y || w.type != 0 ||
+        norm_.out)
       return false;
-    // Scratch rn: block counters (zeroed; the kernels reset them), block sums, F32 u, then u's int8 blocks and their
-    // (d, d * sum) pairs as mmvq reads them (not in nq: the product that writes them may be reading nq).
+    // Scratch rn: block sums, F32 u, u's int8 blocks and their (d, d * sum) pairs (mmvq's layout), apart from nq
+    // (the attention output's int8 blocks) so that the two never share a buffer.
     const int nblk = dim / 32;
-    const size_t cnt_bytes = ((size_t)nblk * 4 + 15) / 16 * 16, ssq_bytes = ((size_t)2 * nblk * 4 + 15) / 16 * 16;
-    const size_t uf_bytes = (size_t)2 * dim * 4, qbytes = ((size_t)n * dim + 15) / 16 * 16;
-    char* rb = (char*)mm_.rn.get_zeroed(cnt_bytes + ssq_bytes + uf_bytes + (size_t)2 * dim + (size_t)2 * nblk * 8 + 16);
+    const size_t ssq_bytes = ((size_t)2 * nblk * 4 + 15) / 16 * 16, uf_bytes = (size_t)2 * dim * 4;
+    const size_t qbytes = ((size_t)n * dim + 15) / 16 * 16;
+    char* rb = (char*)mm_.rn.get(ssq_bytes + uf_bytes + (size_t)2 * dim + (size_t)2 * nblk * 8 + 16);
     if (!rb) return false;
-    cuda::ResNorm rn;
-    rn.x = res_.x;
-    rn.w = (const float*)w.data;
-    rn.cnt = (unsigned*)rb;
-    rn.ssq = (float*)(rb + cnt_bytes);
-    rn.uf = (float*)(rb + cnt_bytes + ssq_bytes);
-    rn.q = (int8_t*)(rb + cnt_bytes + ssq_bytes + uf_bytes);
-    rn.ds = (float2*)((char*)rn.q + qbytes);
-    rn.dim = dim;
-    prof_.begin(stream_, "matmul+add+norm");
-    const bool ok = cuda::matmul_res_norm(stream_, dev_, mm_, mm_q_.W[0], mm_q_.x, mm_q_.up, n, rn);
+    cuda::NormOut no;
+    no.x = x;
+    no.y = y;
+    no.w = (const float*)w.data;
+    no.ssq = (float*)rb;
+    no.uf = (float*)(rb + ssq_bytes);
+    no.q = (int8_t*)(rb + ssq_bytes + uf_bytes);
+    no.ds = (float2*)((char*)no.q + qbytes);
+    no.dim = dim;
+    prof_.begin(stream_, y ? "add+norm blocks" : "norm blocks");
+    cuda::norm_blocks(stream_, no, n, dev_.pdl_gemv);
     prof_.end(stream_);
-    if (!ok) return false;
-    mm_q_.count = 0;
-    mm_q_.up = nullptr;
-    res_ = {};
     mm_.clear_pre();
     mm_.pre_x = out;
     mm_.pre_n = n;
     mm_.pre_k = dim;
-    mm_.pre_norm.ssq = rn.ssq;
-    mm_.pre_norm.x = rn.x;
-    mm_.pre_norm.w = rn.w;
+    mm_.pre_norm.ssq = no.ssq;
+    mm_.pre_norm.x = x;
+    mm_.pre_norm.w = no.w;
     mm_.pre_norm.h = out;
     mm_.pre_norm.eps = eps;
     mm_.pre_norm.dim = dim;
-    mm_.pre_uf = rn.uf;
-    mm_.pre_q = rn.q;
+    mm_.pre_uf = no.uf;
+    mm_.pre_q = no.q;
     norm_ = {out, n};
     return true;
   }
-  // The held product and add as they were issued: the product now, the add held as add_ (merges with a norm).
-  void unfold_res() {
-    if (!res_.x) return;
-    launch_mm_q();
-    add_ = res_;
-    res_ = {};
-  }
-  // The folded norm's output, written now: nothing that could take u read it before this op.
+  // The split norm's output, written now: nothing that takes u read it before this op.
   void finish_norm() {
     if (!norm_.out) return;
     prof_.begin(stream_, "norm_finish");
@@ -746,29 +736,21 @@ class CudaBackend final : public Backend {
     flush_rope();
     if (sw_.out && sw_.out == x && sw_.n == (size_t)n * W.ne0 && cuda::tc_eligible(W)) {
       // The pending SwiGLU's product is this matmul's input: computed as the activations are loaded instead of
-      // through memory. sw_.out is then never written; the forward pass reads it only here. Held like the other
-      // products (the residual add that follows may fold into it).
-      const float* gate = sw_.gate;
-      const float* up = sw_.up;
+      // through memory. sw_.out is then never written; the forward pass reads it only here.
+      prof_.begin(stream_, n <= 8 ? "matmul+swiglu n<=8" : "matmul+swiglu n>8");
+      cuda::matmul_swiglu(stream_, dev_, mm_, W, sw_.gate, sw_.up, n, y);
+      prof_.end(stream_);
       sw_ = {};
-      flush();
-      mm_q_.x = gate;
-      mm_q_.up = up;
-      mm_q_.n = n;
-      mm_q_.W[0] = W;
-      mm_q_.y[0] = y;
-      mm_q_.count = 1;
       return;
     }
-    if (mm_q_.count > 0 && mm_q_.count < 3 && mm_q_.x == x && mm_q_.n == n && !mm_q_.up &&
+    if (mm_q_.count > 0 && mm_q_.count < 3 && mm_q_.x == x && mm_q_.n == n &&
         cuda::matmul_groupable(mm_q_.W[0], W)) {
       mm_q_.W[mm_q_.count] = W;
       mm_q_.y[mm_q_.count++] = y;
       return;
     }
-    flush(norm_.out && x == norm_.out);  // a product of the folded norm's output: it stays folded
+    flush(norm_.out && x == norm_.out);  // a product of the split norm's output: the norm stays split
     mm_q_.x = x;
-    mm_q_.up = nullptr;
     mm_q_.n = n;
     mm_q_.W[0] = W;
     mm_q_.y[0] = y;
@@ -839,18 +821,18 @@ class CudaBackend final : public Backend {
     note_ptrs({gate, up, out});
     // The pending gate/up products of these buffers (F16, one or two tokens): one GEMV launch computes both rows of
     // each pair and writes silu(gate) * up into out (= gate) and up itself, no separate SwiGLU pass.
-    // x the folded norm's output: the GEMV reads u and scales by s (and writes the norm's output).
-    const bool folded = mm_q_.count == 2 && mm_.pre_norm.ssq && mm_.pre_x == mm_q_.x && mm_.pre_n == mm_q_.n &&
-                        mm_.pre_k == mm_q_.W[0].ne0 && mm_.pre_uf;
-    const float* gx = folded ? mm_.pre_uf : mm_q_.x;
-    if (!folded && norm_.out && mm_q_.count && mm_q_.x == norm_.out) finish_norm();
-    if (mm_q_.count == 2 && !mm_q_.up && mm_q_.y[0] == gate && mm_q_.y[1] == up && out == gate && !rope_.pending &&
+    // x the split norm's output: the GEMV reads u and scales by s (and writes the norm's output).
+    const bool split = mm_q_.count == 2 && mm_.pre_norm.ssq && mm_.pre_x == mm_q_.x && mm_.pre_n == mm_q_.n &&
+                       mm_.pre_k == mm_q_.W[0].ne0 && mm_.pre_uf;
+    const float* gx = split ? mm_.pre_uf : mm_q_.x;
+    if (!split && norm_.out && mm_q_.count && mm_q_.x == norm_.out) finish_norm();
+    if (mm_q_.count == 2 && mm_q_.y[0] == gate && mm_q_.y[1] == up && out == gate && !rope_.pending &&
         n == (size_t)mm_q_.n * mm_q_.W[0].ne1 && cuda::gemv_f16_swiglu_supported(mm_q_.W[0], mm_q_.W[1], gx, mm_q_.n)) {
       prof_.begin(stream_, "gate/up+swiglu gemv");
       cuda::gemv_f16_swiglu(stream_, dev_.pdl_gemv, mm_q_.W[0], mm_q_.W[1], gx, mm_q_.n, mm_q_.y[1], out,
-                            folded ? &mm_.pre_norm : nullptr);
+                            split ? &mm_.pre_norm : nullptr);
       prof_.end(stream_);
-      if (folded && norm_.out == mm_q_.x) norm_ = {};  // written by the GEMV
+      if (split && norm_.out == mm_q_.x) norm_ = {};  // written by the GEMV
       mm_q_.count = 0;
       mm_.clear_pre();
       return;
@@ -862,12 +844,6 @@ class CudaBackend final : public Backend {
   void add_impl(float* x, const float* y, size_t n) {
     record_capture([=] { add_impl(x, y, n); });
     note_ptrs({x, y});
-    // The held product writes y and nothing else is pending: hold the add with it (a norm of x may fold into both).
-    if (fold_norm_enabled_ && mm_q_.count == 1 && mm_q_.y[0] == y && x != y && mm_q_.n <= 2 &&
-        n == (size_t)mm_q_.n * mm_q_.W[0].ne1 && !rope_.pending && !sw_.out && !add_.x && !res_.x && !norm_.out) {
-      res_ = {x, y, n};
-      return;
-    }
     flush();
     mm_.clear_pre();  // x may be rewritten from here on
     add_ = {x, y, n};
@@ -944,34 +920,24 @@ class CudaBackend final : public Backend {
                         rope_.freq_scale);
     prof_.end(stream_);
   }
-  // The held product(s): a SwiGLU down projection (up set) or a group of products of one x. Products of a folded
-  // norm's output that cannot take u (norm_in_supported) get the norm's output written first.
-  void launch_mm_q() {
-    if (!mm_q_.count) return;
-    if (norm_.out && mm_q_.x == norm_.out) {
-      bool ok = !mm_q_.up;
-      for (int i = 0; i < mm_q_.count && ok; ++i) ok = cuda::norm_in_supported(mm_q_.W[i], mm_.pre_uf, mm_q_.n);
-      if (ok) norm_ = {};  // the products write it
-      else finish_norm();
-    }
-    if (mm_q_.up) {
-      prof_.begin(stream_, mm_q_.n <= 8 ? "matmul+swiglu n<=8" : "matmul+swiglu n>8");
-      cuda::matmul_swiglu(stream_, dev_, mm_, mm_q_.W[0], mm_q_.x, mm_q_.up, mm_q_.n, mm_q_.y[0]);
-      prof_.end(stream_);
-    } else {
+  // keep_norm: the op that flushes is a product of the split norm's output (matmul_impl): the norm stays split.
+  void flush(bool keep_norm = false) {
+    flush_rope();
+    if (mm_q_.count) {
+      // Products of the split norm's output take u and write the output themselves where they can; else it is
+      // written first.
+      if (norm_.out && mm_q_.x == norm_.out) {
+        bool ok = true;
+        for (int i = 0; i < mm_q_.count && ok; ++i) ok = cuda::norm_in_supported(mm_q_.W[i], mm_.pre_uf, mm_q_.n);
+        if (ok) norm_ = {};
+        else finish_norm();
+      }
       const Tensor* w[3] = {&mm_q_.W[0], &mm_q_.W[1], &mm_q_.W[2]};
       prof_.begin(stream_, mm_q_.n <= 8 ? "matmul n<=8" : "matmul n>8");
       cuda::matmul_group(stream_, dev_, mm_, w, mm_q_.y, mm_q_.count, mm_q_.x, mm_q_.n);
       prof_.end(stream_);
+      mm_q_.count = 0;
     }
-    mm_q_.count = 0;
-    mm_q_.up = nullptr;
-  }
-  // keep_norm: the op that flushes reads the folded norm's output as a product (matmul_impl): it stays folded.
-  void flush(bool keep_norm = false) {
-    flush_rope();
-    unfold_res();
-    launch_mm_q();
     if (sw_.out) {
       prof_.begin(stream_, "swiglu");
       cuda::swiglu(stream_, sw_.gate, sw_.up, sw_.out, sw_.n);
@@ -993,7 +959,6 @@ class CudaBackend final : public Backend {
   };
   struct PendingMatmuls {
     const float* x = nullptr;
-    const float* up = nullptr;  // set: one product of silu(x) * up (the SwiGLU down projection)
     int n = 0;
     int count = 0;
     Tensor W[3];
@@ -1016,16 +981,15 @@ class CudaBackend final : public Backend {
     float theta = 0, freq_scale = 0;
     bool pending = false;
   };
-  struct FoldedNorm {
+  struct SplitNorm {
     float* out = nullptr;  // the norm's output, not written yet (mm_.pre_norm describes it)
     int n = 0;
   };
   PendingRope rope_;
   PendingAdd add_;
-  PendingAdd res_;    // an add of the held product's output, held with it (fold_norm)
-  FoldedNorm norm_;   // a folded norm whose output no product has written yet
-  const bool fold_norm_enabled_ = [] {
-    const char* v = std::getenv("TWINFER_CUDA_FOLD_NORM");
+  SplitNorm norm_;  // a split norm whose output no product has written yet
+  const bool split_norm_enabled_ = [] {
+    const char* v = std::getenv("TWINFER_CUDA_SPLIT_NORM");
     return !(v && v[0] == '0');
   }();
   PendingSwiglu sw_;

@@ -27,21 +27,21 @@ struct Scratch {
 // Bumped whenever a Scratch buffer is (re)allocated or freed: CUDA graphs captured before hold stale pointers.
 uint64_t scratch_generation();
 
-// The RMSNorm folded into the decode products around it (norm_fused.cuh). Producer epilogue (x += W a), per 32-row
-// block of x: u = x * w as int8 blocks (q, ds: the layout mmvq reads) and F32 (uf), and the block's sum of x^2 (ssq);
-// cnt: one zeroed counter per block. x == nullptr: off.
-struct ResNorm {
+// The RMSNorm split around the decode products (norm_fused.cuh). NormOut: one warp per 32-value block of x (n rows
+// of dim) does x += y (y may be null), u = x * w as int8 blocks (q, then ds at the next 16-byte boundary: the layout
+// mmvq reads) and in F32 (uf), and the block's sum of x^2 (ssq).
+struct NormOut {
   float* x = nullptr;
+  const float* y = nullptr;
   const float* w = nullptr;
   int8_t* q = nullptr;
   float2* ds = nullptr;
-  float* ssq = nullptr;
   float* uf = nullptr;
-  unsigned* cnt = nullptr;
+  float* ssq = nullptr;
   int dim = 0;
 };
-// Consumer: its activations are u (above); every row is scaled by s = 1 / sqrt(sum ssq / dim + eps), and h = x * s * w
-// is written too (h may be null). ssq == nullptr: off.
+// NormIn: a product whose activations are u scales every row by s = 1 / sqrt(sum ssq / dim + eps) and writes
+// h = x * s * w (h may be null). ssq == nullptr: off.
 struct NormIn {
   const float* ssq = nullptr;
   const float* x = nullptr;
@@ -57,15 +57,13 @@ struct MatmulScratch {
   Scratch xq;                          // int8 activations of the integer-dot decode kernel (mmvq.cu)
   Scratch nq;                          // the same, written by the RMSNorm that produced x (pre_x)
   Scratch xf;                          // F32 silu(gate) * up for the F16 GEMV (gemv.cu) when given gate and up
-  Scratch rn;                          // the folded norm's block counters (zeroed), block sums and F32 u
+  Scratch rn;                          // the split norm's block sums, F32 u, int8 u (NormOut)
   // x already quantized into nq by the norm that wrote it (n rows of k values); the backend clears pre_x as soon
   // as anything else may have written x.
   const float* pre_x = nullptr;
   int pre_n = 0, pre_k = 0;
-  // pre_norm.ssq set: pre_x is a folded norm's output, not written yet; nq holds u's int8 blocks and pre_uf u in F32,
-  // and the product must scale by s (NormIn) — the products of pre_x take it (mmvq, gemv_f16).
-  // Its int8 blocks then sit at pre_q (q, then the (d, d * sum) pairs at the next 16-byte boundary), not in nq: the
-  // product that prepares them may itself read nq.
+  // pre_norm.ssq set: pre_x is a split norm's output, not written yet; its u sits at pre_q (int8 blocks, mmvq's
+  // layout) and pre_uf (F32), and its products scale by s (NormIn): mmvq and gemv_f16 take it.
   NormIn pre_norm;
   const float* pre_uf = nullptr;
   const int8_t* pre_q = nullptr;
@@ -86,7 +84,7 @@ struct MatmulScratch {
     xq.thaw();
     nq.thaw();
     xf.thaw();
-    rn.thaw(true);
+    rn.thaw();
   }
   void free_all() {
     partial.free_all();
@@ -119,7 +117,9 @@ bool rms_norm(cudaStream_t s, const float* x, const float* w, float* out, int n,
 // x += y, then out = rms_norm(x) * w: the residual add and the next layer's norm in one pass.
 bool add_rms_norm(cudaStream_t s, float* x, const float* y, const float* w, float* out, int n, int dim, float eps,
                   int8_t* q = nullptr, float2* ds = nullptr, bool pdl = false);
-// ni.h = ni.x * s * ni.w for n rows (a folded norm whose consumer could not take it: the norm's output after all).
+// The split norm's block kernel (NormOut, n rows, dim % 32 == 0).
+void norm_blocks(cudaStream_t s, const NormOut& no, int n, bool pdl);
+// ni.h = ni.x * s * ni.w for n rows (a split norm whose products could not take u: its output after all).
 void norm_finish(cudaStream_t s, const NormIn& ni, int n, bool pdl);
 void add_bias(cudaStream_t s, float* y, const float* b, int n, int width);
 void swiglu(cudaStream_t s, const float* gate, const float* up, float* out, size_t n);
@@ -144,12 +144,7 @@ void matmul_swiglu(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch
 void set_matmul_split_target(int ctas_per_sm);
 // Warps (4 or 8, x 16 weight rows) per CTA of the decode matmul for every type; 0 = per type (the default).
 void set_matmul_decode_warps(int warps);
-// The folded norm (norm_fused.cuh): whether W at n tokens of x (silu(x) * up when up is given) can be the product that
-// adds into the residual rows of width dim and prepares their norm; the product itself (false: nothing launched).
-bool res_norm_supported(const Tensor& W, const float* x, const float* up, int n, int dim);
-bool matmul_res_norm(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x,
-                     const float* up, int n, const ResNorm& rn);
-// Whether a product of W at n tokens takes a folded norm's output (scratch.pre_norm) in matmul_group.
+// Whether a product of W at n tokens takes a split norm's output (scratch.pre_norm) in matmul_group.
 bool norm_in_supported(const Tensor& W, const float* uf, int n);
 // Whether W takes the tensor-core kernels (type with fragments, 16-byte aligned rows).
 bool tc_eligible(const Tensor& W);
@@ -161,21 +156,17 @@ bool matmul_groupable(const Tensor& a, const Tensor& b);
 bool mmvq_supported(const Tensor& W, int n);
 // y[i] = W[i] x for i < count (same type and K), x = silu(x) * up when up is given; false if no scratch (then the
 // caller takes another kernel). Activations the norm already quantized (scratch.pre_x == x) are used as they are.
-// rn (optional, count == 1, W.ne1 == rn.dim, rows % 32 == 0): the product is added to rn.x instead of written to y,
-// and the norm of x is prepared (ResNorm). Activations with scratch.pre_norm set (pre_x == x) are scaled (NormIn).
 bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
-          const float* x, const float* up, int n, const ResNorm* rn = nullptr);
-// Whether mmvq can take W at n tokens with a ResNorm epilogue into rows of width dim.
-bool mmvq_res_norm_supported(const Tensor& W, int n, int dim);
+          const float* x, const float* up, int n);
 
 // ---- gemv.cu ----
 // F16 weights at n <= 2 tokens (16-byte-aligned rows and x): a plain GEMV with F32 activations (TWINFER_CUDA_GEMV=0:
 // the tensor-core kernel instead).
 bool gemv_f16_supported(const Tensor& W, const float* x, int n);
 // pdl: launched with programmatic dependent launch (weights stream before the previous kernel has finished).
-// rn / ni (optional): as mmvq's (norm_fused.cuh); with ni, x is the folded norm's u.
+// ni (optional): x is a split norm's u (norm_fused.cuh): results scaled by its s, h written.
 void gemv_f16(cudaStream_t s, bool pdl, int cfg, const Tensor* const* W, float* const* y, int count, const float* x,
-              int n, const ResNorm* rn = nullptr, const NormIn* ni = nullptr);
+              int n, const NormIn* ni = nullptr);
 // out = silu(gate x) * (up x) and up_out = up x in one launch (the gate/up products of a SwiGLU block).
 bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float* x, int n);
 void gemv_f16_swiglu(cudaStream_t s, bool pdl, const Tensor& gate, const Tensor& up, const float* x, int n, float* up_out,

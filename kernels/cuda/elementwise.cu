@@ -193,7 +193,15 @@ __global__ void swiglu_f16_kernel(const float* g, const float* u, __half* out, s
   }
 }
 
-// One CTA per row: h = x * s * w from the folded norm's block sums (a consumer that could not take u).
+// One warp per 32-value block (norm_fused.cuh).
+__global__ void __launch_bounds__(256) norm_blocks_kernel(NormOut no, int blocks) {
+  pdl_trigger();  // lets the products that read u start streaming their weights
+  pdl_wait();
+  const int gb = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (gb < blocks) norm_block(no, gb, threadIdx.x & 31);
+}
+
+// One CTA per row: h = x * s * w from the split norm's block sums (products that could not take u).
 __global__ void __launch_bounds__(256) norm_finish_kernel(NormIn ni) {
   pdl_trigger();
   pdl_wait();
@@ -279,6 +287,13 @@ void swiglu_f16(cudaStream_t s, const float* gate, const float* up, __half* out,
   if (n == 0) return;
   swiglu_f16_kernel<<<grid_for(n, 256), 256, 0, s>>>(gate, up, out, n);
   TWC_LAUNCHED("swiglu_f16");
+}
+
+void norm_blocks(cudaStream_t s, const NormOut& no, int n, bool pdl) {
+  const int blocks = n * (no.dim / 32);
+  if (blocks <= 0) return;
+  launch_kernel(pdl, norm_blocks_kernel, dim3((blocks + 7) / 8), dim3(256), s, no, blocks);
+  TWC_LAUNCHED("norm_blocks");
 }
 
 void norm_finish(cudaStream_t s, const NormIn& ni, int n, bool pdl) {

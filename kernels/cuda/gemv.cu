@@ -56,21 +56,26 @@ __device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b, float acc) {
 // A warp's task: R rows (PAIR: row r of gate and up). The grid is one wave of CTAs, a whole multiple of the SM count
 // (pick_grid), and warps stride over the tasks, so every SM gets the same number of rows: with one task per warp and
 // whatever grid the row count gives, Q/K/V (6144 rows) ran in 1.45 waves of CTAs.
-// rn (not PAIR, one weight): the rows are added to rn.x and the norm of x prepared (norm_fused.cuh); ni: x is a
-// folded norm's u, every result is scaled by its s, and h is written.
+// ni: x is a split norm's u (norm_fused.cuh): every result is scaled by its s, and h is written.
 template <int NC, int R, int U, bool PAIR>
 __global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, const float* __restrict__ x,
-                                                               float* __restrict__ pair_out, int tasks, ResNorm rn,
-                                                               NormIn ni) {
+                                                               float* __restrict__ pair_out, int tasks, NormIn ni) {
   pdl_trigger();
   const int lane = threadIdx.x & 31;
   const size_t rb = (size_t)K * 2;
   const int nch = K / 8;  // 16-byte chunks per row
   bool waited = false;
+  NormPre<NC> pre;
   float s[NC];
   bool have_s = false;
 #pragma unroll
   for (int c = 0; c < NC; ++c) s[c] = 1.0f;
+  // pdl_wait, then the split norm's loads (norm_prefetch) while the first weights are on their way.
+  auto wait = [&] {
+    pdl_wait();
+    waited = true;
+    if (ni.ssq) norm_prefetch<NC>(ni, lane, pre);
+  };
   for (int task = blockIdx.x * kWarps + (threadIdx.x >> 5); task < tasks; task += gridDim.x * kWarps) {
     const uint4* rows[R];
     int i = 0, r = 0;
@@ -100,7 +105,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, 
           if (c0 + 32 * u < nch) w[u][rr] = ld_stream(rows[rr] + c0 + 32 * u);
       // Programmatic dependent launch: the first weights are in flight before the previous kernel is waited for
       // (weights are never written by a step); the activations only after.
-      if (!waited) pdl_wait(), waited = true;
+      if (!waited) wait();
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int ch = c0 + 32 * u;
@@ -114,27 +119,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, 
         }
       }
     }
-    if (!waited) pdl_wait(), waited = true;  // (no chunk for this lane: it still must not write before the wait)
+    if (!waited) wait();  // (no chunk for this lane: it still must not write before the wait)
     if (ni.ssq && !have_s) {
 #pragma unroll
-      for (int c = 0; c < NC; ++c) s[c] = norm_scale(ni, c, lane);
+      for (int c = 0; c < NC; ++c) s[c] = norm_scale_of(ni, pre.sp[c]);
       have_s = true;
     }
 #pragma unroll
     for (int rr = 0; rr < R; ++rr)
 #pragma unroll
       for (int c = 0; c < NC; ++c) acc[rr][c] = warp_sum(acc[rr][c]) * s[c];
-    if constexpr (!PAIR) {
-      if (rn.x) {  // one weight (i == 0): the residual add, then this row's share of the next norm
-        if (lane == 0)
-#pragma unroll
-          for (int rr = 0; rr < R; ++rr)
-#pragma unroll
-            for (int c = 0; c < NC; ++c) rn.x[(size_t)c * rn.dim + r + rr] += acc[rr][c];
-        res_norm_rows<NC, R>(rn, r, lane);
-        continue;
-      }
-    }
     if (lane != 0) continue;
     if constexpr (PAIR) {
       const int M = g.M[0];
@@ -154,11 +148,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_f16_kernel(FGroup g, int K, 
     }
   }
   if (ni.ssq) {
-    if (!waited) pdl_wait();
+    if (!waited) wait();
     if (!have_s)
 #pragma unroll
-      for (int c = 0; c < NC; ++c) s[c] = norm_scale(ni, c, lane);
-    norm_write_h<NC>(ni, s, lane);
+      for (int c = 0; c < NC; ++c) s[c] = norm_scale_of(ni, pre.sp[c]);
+    norm_write_h<NC>(ni, pre, s, lane);
   }
 }
 
@@ -191,14 +185,14 @@ int pick_grid(int tasks, int occ) {
 
 template <int NC, int R, int U, bool PAIR>
 void launch_one(cudaStream_t s, bool pdl, const FGroup& g, int K, const float* x, float* pair_out, int tasks,
-                const ResNorm& rn, const NormIn& ni) {
+                const NormIn& ni) {
   static const int occ = [] {
     int n = 0;
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_f16_kernel<NC, R, U, PAIR>, kWarps * 32, 0);
     return n > 0 ? n : 1;
   }();
   launch_kernel(pdl, gemv_f16_kernel<NC, R, U, PAIR>, dim3(pick_grid(tasks, occ)), dim3(kWarps * 32), s, g, K, x,
-                pair_out, tasks, rn, ni);
+                pair_out, tasks, ni);
 }
 
 // One row per task for the plain products (the finest split of the rows over the SMs), gate and up rows in pairs.
@@ -206,17 +200,17 @@ void launch_one(cudaStream_t s, bool pdl, const FGroup& g, int K, const float* x
 // token — 12: R = 1, U = 8 (the default), 11: U = 4, 13: U = 12, 22: R = 2, U = 8, 21: R = 2, U = 4.
 template <int NC, bool PAIR>
 void launch(cudaStream_t s, bool pdl, int cfg, const FGroup& g, int K, const float* x, float* pair_out,
-            const ResNorm& rn, const NormIn& ni) {
+            const NormIn& ni) {
   // U: 16-byte chunks per row in flight per lane (U = 16 took 142 registers, one CTA per SM; at 8, 48 registers and
   // five CTAs per SM: 160 KB per SM requested before the previous kernel is waited for).
   constexpr int U = NC == 1 ? 8 : 4;
   const bool even = g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0;
-  if (PAIR) launch_one<NC, 2, U, true>(s, pdl, g, K, x, pair_out, g.M[0], rn, ni);
-  else if (NC == 1 && cfg == 11) launch_one<NC, 1, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3], rn, ni);
-  else if (NC == 1 && cfg == 13) launch_one<NC, 1, 12, false>(s, pdl, g, K, x, nullptr, g.row0[3], rn, ni);
-  else if (NC == 1 && cfg == 22 && even) launch_one<NC, 2, 8, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2, rn, ni);
-  else if (NC == 1 && cfg == 21 && even) launch_one<NC, 2, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2, rn, ni);
-  else launch_one<NC, 1, U, false>(s, pdl, g, K, x, nullptr, g.row0[3], rn, ni);
+  if (PAIR) launch_one<NC, 2, U, true>(s, pdl, g, K, x, pair_out, g.M[0], ni);
+  else if (NC == 1 && cfg == 11) launch_one<NC, 1, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3], ni);
+  else if (NC == 1 && cfg == 13) launch_one<NC, 1, 12, false>(s, pdl, g, K, x, nullptr, g.row0[3], ni);
+  else if (NC == 1 && cfg == 22 && even) launch_one<NC, 2, 8, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2, ni);
+  else if (NC == 1 && cfg == 21 && even) launch_one<NC, 2, 4, false>(s, pdl, g, K, x, nullptr, g.row0[3] / 2, ni);
+  else launch_one<NC, 1, U, false>(s, pdl, g, K, x, nullptr, g.row0[3], ni);
   TWC_LAUNCHED("gemv_f16");
 }
 
@@ -249,13 +243,12 @@ bool gemv_f16_supported(const Tensor& W, const float* x, int n) {
 }
 
 void gemv_f16(cudaStream_t s, bool pdl, int cfg, const Tensor* const* W, float* const* y, int count, const float* x,
-              int n, const ResNorm* rnp, const NormIn* nip) {
+              int n, const NormIn* nip) {
   const FGroup g = make_group(W, y, count);
   const int K = (int)W[0]->ne0;
-  const ResNorm rn = rnp && count == 1 ? *rnp : ResNorm();
   const NormIn ni = nip ? *nip : NormIn();
-  if (n == 1) launch<1, false>(s, pdl, cfg, g, K, x, nullptr, rn, ni);
-  else launch<2, false>(s, pdl, cfg, g, K, x, nullptr, rn, ni);
+  if (n == 1) launch<1, false>(s, pdl, cfg, g, K, x, nullptr, ni);
+  else launch<2, false>(s, pdl, cfg, g, K, x, nullptr, ni);
 }
 
 bool gemv_f16_swiglu_supported(const Tensor& gate, const Tensor& up, const float* x, int n) {
@@ -269,8 +262,8 @@ void gemv_f16_swiglu(cudaStream_t s, bool pdl, const Tensor& gate, const Tensor&
   const FGroup g = make_group(W, y, 2);
   const int K = (int)gate.ne0;
   const NormIn ni = nip ? *nip : NormIn();
-  if (n == 1) launch<1, true>(s, pdl, 0, g, K, x, out, ResNorm(), ni);
-  else launch<2, true>(s, pdl, 0, g, K, x, out, ResNorm(), ni);
+  if (n == 1) launch<1, true>(s, pdl, 0, g, K, x, out, ni);
+  else launch<2, true>(s, pdl, 0, g, K, x, out, ni);
 }
 
 }  // namespace cuda

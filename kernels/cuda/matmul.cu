@@ -668,12 +668,12 @@ void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, 
   if (n <= 8) {
     // F16 at one or two tokens: the plain GEMV (gemv.cu); a SwiGLU input is formed once into scratch first.
     bool gemv = TYPE == 1;
-    // x the output of a folded norm (norm_fused.cuh): the GEMV reads its F32 u and scales by s.
-    const bool folded = !xup && scratch.pre_norm.ssq && scratch.pre_x == x && scratch.pre_n == n &&
-                        scratch.pre_k == W[0]->ne0 && scratch.pre_uf;
-    for (int i = 0; i < count && gemv; ++i) gemv = gemv_f16_supported(*W[i], folded ? scratch.pre_uf : x, n);
-    if (gemv && folded) {
-      gemv_f16(s, dev.pdl_gemv, dev.gemv_cfg, W, y, count, scratch.pre_uf, n, nullptr, &scratch.pre_norm);
+    // x a split norm's output (norm_fused.cuh): the GEMV reads its F32 u and scales by s.
+    const bool split = !xup && scratch.pre_norm.ssq && scratch.pre_x == x && scratch.pre_n == n &&
+                       scratch.pre_k == W[0]->ne0 && scratch.pre_uf;
+    for (int i = 0; i < count && gemv; ++i) gemv = gemv_f16_supported(*W[i], split ? scratch.pre_uf : x, n);
+    if (gemv && split) {
+      gemv_f16(s, dev.pdl_gemv, dev.gemv_cfg, W, y, count, scratch.pre_uf, n, &scratch.pre_norm);
       return;
     }
     if (gemv) {
@@ -788,28 +788,10 @@ void matmul_group(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch,
   }
 }
 
-bool res_norm_supported(const Tensor& W, const float* x, const float* up, int n, int dim) {
-  if (n < 1 || n > 2 || W.ne1 != dim || dim % 32 != 0 || getenv_simt()) return false;
-  if (W.type == 1) return !up && gemv_f16_supported(W, x, n);
-  return (W.type == 2 || W.type == 8 || W.type == 12 || W.type == 14) && mmvq_res_norm_supported(W, n, dim);
-}
-
 bool norm_in_supported(const Tensor& W, const float* uf, int n) {
-  if (n < 1 || n > 2 || getenv_simt()) return false;
+  if (n < 1 || n > 2 || getenv_simt() || !tc_eligible(W)) return false;
   if (W.type == 1) return gemv_f16_supported(W, uf, n);
   return (W.type == 2 || W.type == 8 || W.type == 12 || W.type == 14) && mmvq_supported(W, n);
-}
-
-bool matmul_res_norm(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x,
-                     const float* up, int n, const ResNorm& rn) {
-  if (!res_norm_supported(W, x, up, n, rn.dim)) return false;
-  const Tensor* w = &W;
-  float* y = nullptr;
-  if (W.type == 1) {
-    gemv_f16(s, dev.pdl_gemv, dev.gemv_cfg, &w, &y, 1, x, n, &rn, nullptr);
-    return true;
-  }
-  return mmvq(s, dev.pdl_gemv, scratch, &w, &y, 1, x, up, n, &rn);
 }
 
 void matmul(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x, int n,

@@ -98,46 +98,46 @@ __device__ __forceinline__ void store_rows(const VGroup& g, int i, int r, int la
     }
 }
 
-// store_rows, or with the folded norm (norm_fused.cuh): rows scaled by s (ni), added to x and counted into their
-// norm blocks (rn), h written (ni). Every warp of the grid calls it, also those without rows (active == false).
+// store_rows, or for a split norm's output (ni, norm_fused.cuh): rows scaled by its s, h written by every warp of the
+// grid (also those without rows: active == false). pre: what the lane loaded at its pdl_wait (norm_prefetch).
 template <int NC, int R>
 __device__ __forceinline__ void epilogue(const VGroup& g, int i, int r, int lane, bool active, float (&acc)[R][NC],
-                                         const ResNorm& rn, const NormIn& ni) {
-  if (!rn.x && !ni.ssq) {
+                                         const NormIn& ni, const NormPre<NC>& pre) {
+  if (!ni.ssq) {
     if (active) store_rows<NC, R>(g, i, r, lane, acc);
     return;
   }
   float s[NC];
 #pragma unroll
-  for (int c = 0; c < NC; ++c) s[c] = ni.ssq ? norm_scale(ni, c, lane) : 1.0f;
+  for (int c = 0; c < NC; ++c) s[c] = norm_scale_of(ni, pre.sp[c]);
   if (active) {
-    float* y = i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0];
-    const int M = i == 2 ? g.M[2] : i == 1 ? g.M[1] : g.M[0];
 #pragma unroll
     for (int rr = 0; rr < R; ++rr)
 #pragma unroll
-      for (int c = 0; c < NC; ++c) {
-        const float v = warp_sum(acc[rr][c]) * s[c];
-        if (lane == 0) {
-          if (rn.x) rn.x[(size_t)c * rn.dim + r + rr] += v;  // add_kernel's x + y, y the product
-          else y[(size_t)c * M + r + rr] = v;
-        }
-      }
-    if (rn.x) res_norm_rows<NC, R>(rn, r, lane);
+      for (int c = 0; c < NC; ++c) acc[rr][c] *= s[c];  // a lane's partial times s: the warp's sum is then s * sum
+    store_rows<NC, R>(g, i, r, lane, acc);
   }
-  if (ni.ssq) norm_write_h<NC>(ni, s, lane);
+  norm_write_h<NC>(ni, pre, s, lane);
+}
+
+// pdl_wait, then (split norm) the loads of norm_prefetch, while this lane's first weights are on their way.
+template <int NC>
+__device__ __forceinline__ void wait_prefetch(const NormIn& ni, int lane, NormPre<NC>& pre) {
+  pdl_wait();
+  if (ni.ssq) norm_prefetch<NC>(ni, lane, pre);
 }
 
 // R rows per warp share each x load (the activations were half of the loads a block cost with one row per warp).
 template <int TYPE, int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_bytes, int K,
                                                            const int8_t* __restrict__ xq,
-                                                           const float2* __restrict__ xds, ResNorm rn, NormIn ni) {
+                                                           const float2* __restrict__ xds, NormIn ni) {
   pdl_trigger();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;  // first of the warp's R rows (one weight)
   const int lane = threadIdx.x & 31;
   const bool active = row < g.row0[3];
   if (!active && !ni.ssq) return;
+  NormPre<NC> pre;
   // which weight: selects, not an indexed load, so the parameter struct stays in constant memory
   const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
   const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
       for (int rr = 0; rr < R; ++rr)
         if (b0 + 32 * u < nb)
           load_words<NW>(wrow + rr * row_bytes + (size_t)(b0 + 32 * u) * VQ<TYPE>::BYTES, w[u][rr], sh[u][rr]);
-    if (b0 == lane) pdl_wait();  // weights in flight; activations only once the previous kernel is done
+    if (b0 == lane) wait_prefetch<NC>(ni, lane, pre);  // weights in flight; activations only once the previous kernel is done
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int b = b0 + 32 * u;
@@ -175,8 +175,8 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
       }
     }
   }
-  if (nbl <= lane) pdl_wait();
-  epilogue<NC, R>(g, i, r, lane, active, acc, rn, ni);
+  if (nbl <= lane) wait_prefetch<NC>(ni, lane, pre);
+  epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre);
 }
 
 // Q4_0 / Q8_0 with 16-byte loads. Eight blocks (144 / 272 bytes) are a whole number of 16-byte chunks, and rows
@@ -276,13 +276,13 @@ __device__ __forceinline__ int byte_of(uint32_t w, int i) { return (int)((w >> (
 template <int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t row_bytes, int K,
                                                                const int8_t* __restrict__ xq,
-                                                               const float2* __restrict__ xds, ResNorm rn,
-                                                               NormIn ni) {
+                                                               const float2* __restrict__ xds, NormIn ni) {
   pdl_trigger();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
   const int lane = threadIdx.x & 31;
   const bool active = row < g.row0[3];
   if (!active && !ni.ssq) return;
+  NormPre<NC> pre;
   const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
   const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
   const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
@@ -309,7 +309,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
         }
       }
     }
-    if (it0 == lane) pdl_wait();
+    if (it0 == lane) wait_prefetch<NC>(ni, lane, pre);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int it = it0 + 32 * u;
@@ -355,8 +355,8 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
       }
     }
   }
-  if (items <= lane) pdl_wait();
-  epilogue<NC, R>(g, i, r, lane, active, acc, rn, ni);
+  if (items <= lane) wait_prefetch<NC>(ni, lane, pre);
+  epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre);
 }
 
 // Q6_K: super-blocks of 256 values (210 bytes: ql[128] low nibbles, qh[64] high 2-bit pairs, 16 int8 scales of 16
@@ -369,13 +369,13 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
 template <int NC, int R>
 __global__ void __launch_bounds__(kWarps * 32) mmvq_q6k_kernel(VGroup g, size_t row_bytes, int K,
                                                                const int8_t* __restrict__ xq,
-                                                               const float2* __restrict__ xds, ResNorm rn,
-                                                               NormIn ni) {
+                                                               const float2* __restrict__ xds, NormIn ni) {
   pdl_trigger();
   const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
   const int lane = threadIdx.x & 31;
   const bool active = row < g.row0[3];
   if (!active && !ni.ssq) return;
+  NormPre<NC> pre;
   const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
   const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
   const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
@@ -407,7 +407,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q6k_kernel(VGroup g, size_t 
         }
       }
     }
-    if (it0 == lane) pdl_wait();  // weights in flight; activations only once the previous kernel is done
+    if (it0 == lane) wait_prefetch<NC>(ni, lane, pre);  // weights in flight; activations only once the previous kernel is done
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int it = it0 + 32 * u;
@@ -447,17 +447,17 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q6k_kernel(VGroup g, size_t 
       }
     }
   }
-  if (items <= lane) pdl_wait();
-  epilogue<NC, R>(g, i, r, lane, active, acc, rn, ni);
+  if (items <= lane) wait_prefetch<NC>(ni, lane, pre);
+  epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre);
 }
 
 template <int TYPE, int NC, int R>
 void launch_r(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds,
-              const ResNorm& rn, const NormIn& ni) {
+              const NormIn& ni) {
   const dim3 grid(ceil_div(g.row0[3], kWarps * R)), block(kWarps * 32);
-  if constexpr (TYPE == 12) launch_kernel(pdl, mmvq_q4k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds, rn, ni);
-  else if constexpr (TYPE == 14) launch_kernel(pdl, mmvq_q6k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds, rn, ni);
-  else launch_kernel(pdl, mmvq_kernel<TYPE, NC, R>, grid, block, s, g, rb, K, xq, xds, rn, ni);
+  if constexpr (TYPE == 12) launch_kernel(pdl, mmvq_q4k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds, ni);
+  else if constexpr (TYPE == 14) launch_kernel(pdl, mmvq_q6k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds, ni);
+  else launch_kernel(pdl, mmvq_kernel<TYPE, NC, R>, grid, block, s, g, rb, K, xq, xds, ni);
   TWC_LAUNCHED("mmvq");
 }
 
@@ -496,26 +496,25 @@ bool launch_groups(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8
 
 template <int TYPE, int NC>
 void launch(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds,
-            const ResNorm& rn, const NormIn& ni) {
+            const NormIn& ni) {
   if constexpr (TYPE == 2 || TYPE == 8) {
-    if (!rn.x && !ni.ssq && launch_groups<TYPE, NC>(s, g, rb, K, xq, xds)) return;
+    if (!ni.ssq && launch_groups<TYPE, NC>(s, g, rb, K, xq, xds)) return;
   }
   static const int forced = [] {
     const char* v = std::getenv("TWINFER_CUDA_MMVQ_ROWS");
     return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
   }();
   const bool two = forced ? forced == 2 : TYPE != 2 && TYPE != 14;
-  if (two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0)
-    launch_r<TYPE, NC, 2>(s, pdl, g, rb, K, xq, xds, rn, ni);
-  else launch_r<TYPE, NC, 1>(s, pdl, g, rb, K, xq, xds, rn, ni);
+  if (two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0) launch_r<TYPE, NC, 2>(s, pdl, g, rb, K, xq, xds, ni);
+  else launch_r<TYPE, NC, 1>(s, pdl, g, rb, K, xq, xds, ni);
 }
 
 template <int TYPE>
 void launch_nc(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds, int n,
-               const ResNorm& rn, const NormIn& ni) {
+               const NormIn& ni) {
   switch (n) {
-    case 1: launch<TYPE, 1>(s, pdl, g, rb, K, xq, xds, rn, ni); break;
-    default: launch<TYPE, 2>(s, pdl, g, rb, K, xq, xds, rn, ni); break;
+    case 1: launch<TYPE, 1>(s, pdl, g, rb, K, xq, xds, ni); break;
+    default: launch<TYPE, 2>(s, pdl, g, rb, K, xq, xds, ni); break;
   }
 }
 
@@ -546,21 +545,16 @@ bool mmvq_supported(const Tensor& W, int n) {
          (W.type == 14 || rb % 16 == 0) && W.ne1 < (1 << 28) && W.ne0 < (1 << 28);
 }
 
-bool mmvq_res_norm_supported(const Tensor& W, int n, int dim) {
-  return n <= 2 && W.ne1 == dim && dim % 32 == 0 && mmvq_supported(W, n);
-}
-
 bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
-          const float* x, const float* up, int n, const ResNorm* rnp) {
+          const float* x, const float* up, int n) {
   const int K = (int)W[0]->ne0;
   const int64_t blocks = (int64_t)n * (K / 32);
   const size_t qbytes = ((size_t)n * K + 15) / 16 * 16;
   const int8_t* xq;
   const float2* xds;
   NormIn ni;
-  const ResNorm rn = rnp && count == 1 ? *rnp : ResNorm();
   if (!up && scratch.pre_x == x && scratch.pre_n == n && scratch.pre_k == K && (scratch.nq.ptr || scratch.pre_q)) {
-    // the norm that wrote x quantized it too (elementwise.cu), or a folded norm (norm_fused.cuh): rows scaled by s
+    // the norm that wrote x quantized it too (elementwise.cu), or a split norm's u (norm_fused.cuh): scaled by s
     xq = scratch.pre_q ? scratch.pre_q : (const int8_t*)scratch.nq.ptr;
     xds = (const float2*)((const char*)xq + qbytes);
     ni = scratch.pre_norm;
@@ -583,10 +577,10 @@ bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const*
     g.row0[i + 1] = g.row0[i] + (i < count ? (int)W[i]->ne1 : 0);
   }
   const size_t rb = row_bytes(W[0]->type, K);
-  if (W[0]->type == 2) launch_nc<2>(s, pdl, g, rb, K, xq, xds, n, rn, ni);
-  else if (W[0]->type == 12) launch_nc<12>(s, pdl, g, rb, K, xq, xds, n, rn, ni);
-  else if (W[0]->type == 14) launch_nc<14>(s, pdl, g, rb, K, xq, xds, n, rn, ni);
-  else launch_nc<8>(s, pdl, g, rb, K, xq, xds, n, rn, ni);
+  if (W[0]->type == 2) launch_nc<2>(s, pdl, g, rb, K, xq, xds, n, ni);
+  else if (W[0]->type == 12) launch_nc<12>(s, pdl, g, rb, K, xq, xds, n, ni);
+  else if (W[0]->type == 14) launch_nc<14>(s, pdl, g, rb, K, xq, xds, n, ni);
+  else launch_nc<8>(s, pdl, g, rb, K, xq, xds, n, ni);
   return true;
 }
 

@@ -1,13 +1,11 @@
-// The RMSNorm between two decode products, folded into them (one or two tokens; bench/NOTES.md run 18).
+// The RMSNorm before the decode products (one or two tokens), split so that no kernel reduces a whole row
+// (bench/NOTES.md run 18).
 //
 // h = x * s * w with s = 1 / sqrt(mean(x^2) + eps) is only ever multiplied by the next weights, and W h = s W (x w):
-// the scalar s can be applied to the product's result. So the product that writes the residual stream x (the
-// attention output or FFN-down projection: x += W a) finishes the norm's work per 32-row block of x in its epilogue —
-// the warp that completes a block (a counter per block, the threadfence-reduction pattern) forms u = x * w, its int8
-// blocks for the integer-dot kernels (mmvq.cu), u itself in F32 for the F16 GEMV (gemv.cu) and the block's sum of
-// squares — and the next products (Q/K/V, gate/up) read u, sum the 128 block sums for s and scale their rows by it.
-// They also write h itself, so anything else that reads h afterwards sees the norm's output. The separate add +
-// RMSNorm launch (one CTA on one SM while the rest of the GPU waits, twice per layer) disappears.
+// the scalar s can be applied to the product's result. So a kernel of one warp per 32-value block (norm_block: the
+// residual add too) forms u = x * w, its int8 blocks for the integer-dot kernels (mmvq.cu), u in F32 for the F16
+// GEMV (gemv.cu) and the block's sum of squares; the products (Q/K/V, gate/up) read u, sum the block sums for s and
+// scale their rows by it, and write h itself, so anything else that reads h afterwards sees the norm's output.
 #pragma once
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
@@ -15,59 +13,84 @@
 namespace tw {
 namespace cuda {
 
-// Producer side: the warp that wrote rows r..r+R-1 of x (all tokens c < NC) counts them into their 32-row block; the
-// warp that completes a block finalizes it. R <= 32 and r % R == 0, so a warp's rows lie in one block.
-template <int NC, int R>
-__device__ __forceinline__ void res_norm_rows(const ResNorm& rn, int r, int lane) {
-  __threadfence();  // this warp's x rows are visible GPU-wide before the count says so
-  unsigned t = 0;
-  if (lane == 0) t = atomicAdd(rn.cnt + (r >> 5), (unsigned)R);
-  t = __shfl_sync(0xffffffffu, t, 0);
-  if (t + R != 32) return;
-  __threadfence();  // the other warps' rows of this block, read below
-  const int b = r >> 5, nblk = rn.dim >> 5;
-  const int e = 32 * b + lane;
-  const float wv = rn.w[e];
-#pragma unroll
-  for (int c = 0; c < NC; ++c) {
-    const float xv = __ldcg(rn.x + (size_t)c * rn.dim + e);  // L2: written by other SMs in this kernel
-    const float u = xv * wv;
-    const float amax = warp_max(fabsf(u));
-    const float d = amax / 127.0f;
-    const int q = amax == 0.0f ? 0 : __float2int_rn(u / d);
-    const float sq = warp_sum((float)q);
-    const float ss = warp_sum(xv * xv);
-    rn.q[(size_t)c * rn.dim + e] = (int8_t)q;
-    rn.uf[(size_t)c * rn.dim + e] = u;
-    if (lane == 0) {
-      rn.ds[(size_t)c * nblk + b] = make_float2(d, d * sq);
-      rn.ssq[(size_t)c * nblk + b] = ss;
-    }
+// One warp per 32-value block of x (all tokens): x += y (y may be null), u = x * w as int8 blocks and in F32, and
+// the block's sum of squares. Launched where the add + RMSNorm kernel ran (one CTA for a whole row, ~4-6 us per
+// decode norm on an H100); here every block is one L2 round trip in parallel and the row's sum is left to the
+// products that read u.
+__device__ __forceinline__ void norm_block(const NormOut& no, int gb, int lane) {
+  const int nblk = no.dim >> 5;
+  const int c = gb / nblk, b = gb - c * nblk;
+  const size_t e = (size_t)c * no.dim + 32 * b + lane;
+  float xv = no.x[e];
+  const float wv = no.w[32 * b + lane];
+  if (no.y) {
+    xv += no.y[e];  // add_kernel's x + y
+    no.x[e] = xv;
   }
-  if (lane == 0) rn.cnt[b] = 0;  // ready for the next product (kernels of a stream do not overlap here)
+  const float u = xv * wv;
+  const float amax = warp_max(fabsf(u));
+  const float d = amax / 127.0f;
+  const int q = amax == 0.0f ? 0 : __float2int_rn(u / d);
+  const float sq = warp_sum((float)q);
+  const float ss = warp_sum(xv * xv);
+  no.q[e] = (int8_t)q;
+  no.uf[e] = u;
+  if (lane == 0) {
+    no.ds[gb] = make_float2(d, d * sq);
+    no.ssq[gb] = ss;
+  }
 }
 
-// Consumer side: s of token c (every lane gets it). Lane l sums blocks l, l + 32, ... in order, then the warp: the
-// same bits in every warp of every kernel that reads these sums.
-__device__ __forceinline__ float norm_scale(const NormIn& ni, int c, int lane) {
+// Consumer side: this lane's share of token c's block sums (blocks lane, lane + 32, ...), all loads in flight at once.
+// Called right after pdl_wait, while the first weights are still on their way, so the L2 round trip costs nothing.
+__device__ __forceinline__ float ssq_partial(const NormIn& ni, int c, int lane) {
   const int nblk = ni.dim >> 5;
-  float t = 0.0f;
-  for (int j = lane; j < nblk; j += 32) t += __ldcg(ni.ssq + (size_t)c * nblk + j);
-  t = warp_sum(t);
-  return 1.0f / sqrtf(t / ni.dim + ni.eps);  // rms_norm_v4_kernel's expression
+  const float* p = ni.ssq + (size_t)c * nblk;
+  float v[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = lane + 32 * k < nblk ? __ldcg(p + lane + 32 * k) : 0.0f;
+  float t = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+  for (int j = lane + 256; j < nblk; j += 32) t += __ldcg(p + j);
+  return t;
+}
+// s of the token from the lanes' partials: the same bits in every warp of every kernel that reads these sums.
+__device__ __forceinline__ float norm_scale_of(const NormIn& ni, float partial) {
+  return 1.0f / sqrtf(warp_sum(partial) / ni.dim + ni.eps);  // rms_norm_v4_kernel's expression
 }
 
-// Consumer side, after its products: h = x * s * w (the norm's output, for any later reader), spread over all warps
-// of the grid. Every warp calls it (after pdl_wait).
+// s of token c in one call (kernels that have no earlier point to prefetch at).
+__device__ __forceinline__ float norm_scale(const NormIn& ni, int c, int lane) {
+  return norm_scale_of(ni, ssq_partial(ni, c, lane));
+}
+
+// What a consumer loads right after its pdl_wait: the lane's share of the block sums of each token and, for the warps
+// that write h, this lane's first x and w values.
 template <int NC>
-__device__ __forceinline__ void norm_write_h(const NormIn& ni, const float (&s)[NC], int lane) {
+struct NormPre {
+  float sp[NC];
+  float hx, hw;
+};
+template <int NC>
+__device__ __forceinline__ void norm_prefetch(const NormIn& ni, int lane, NormPre<NC>& p) {
+#pragma unroll
+  for (int c = 0; c < NC; ++c) p.sp[c] = ssq_partial(ni, c, lane);
+  const int e = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * 32 + lane;
+  p.hx = p.hw = 0.0f;
+  if (ni.h && e < NC * ni.dim) {
+    p.hx = __ldcg(ni.x + e);
+    p.hw = ni.w[e >= ni.dim ? e - ni.dim : e];
+  }
+}
+// After the products: h = x * s * w, spread over all warps of the grid (every warp calls it).
+template <int NC>
+__device__ __forceinline__ void norm_write_h(const NormIn& ni, const NormPre<NC>& p, const float (&s)[NC], int lane) {
   if (!ni.h) return;
   const int warps = gridDim.x * (blockDim.x >> 5);
-  const int gw = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  for (int e = gw * 32 + lane; e < NC * ni.dim; e += warps * 32) {
+  int e = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * 32 + lane;
+  if (e < NC * ni.dim) ni.h[e] = p.hx * (e >= ni.dim ? s[NC - 1] : s[0]) * p.hw;
+  for (e += warps * 32; e < NC * ni.dim; e += warps * 32) {
     const int c = e >= ni.dim ? 1 : 0;  // NC <= 2
-    const int k = e - c * ni.dim;
-    ni.h[e] = __ldcg(ni.x + e) * (c ? s[NC - 1] : s[0]) * ni.w[k];
+    ni.h[e] = __ldcg(ni.x + e) * (c ? s[NC - 1] : s[0]) * ni.w[e - c * ni.dim];
   }
 }
 

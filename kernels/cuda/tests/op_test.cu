@@ -397,12 +397,12 @@ static void test_norm_matmul(Dev& d, int32_t type, int n) {
   for (void* p : {W.data, G.data, (void*)dx, (void*)dy, (void*)dh, (void*)o1, (void*)o2}) d.be->release(p);
 }
 
-// The RMSNorm folded into the products around it (norm_fused.cuh), in the engine's order: a product of a (or, ffn:
-// gate/up of a, SwiGLU, the down projection) into h, x += h, h = rms_norm(x) * g, then a product of h. The producer
-// adds into x and prepares the norm per 32-row block; the consumer (ctype) scales by s and writes h — or, where it
-// cannot take the folded form (F32 weights), the norm is finished by its own kernel first. x, h and the product are
-// checked against a double reference.
-static void test_fold_norm(Dev& d, int32_t type, int32_t ctype, int n, bool ffn) {
+// The RMSNorm split around the decode products (norm_fused.cuh), in the engine's order: a product of a (or, ffn:
+// gate/up of a, SwiGLU, the down projection) into h, x += h, h = rms_norm(x) * g, then a product of h. The block
+// kernel adds into x and prepares u and the block sums; the product (ctype) scales by s and writes h — or, where it
+// cannot take u (F32 weights), the norm is finished by its own kernel first. x, h and the product are checked
+// against a double reference (the int8 steps of a, of the SwiGLU output and of u set the tolerances).
+static void test_split_norm(Dev& d, int32_t type, int32_t ctype, int n, bool ffn) {
   const int D = 4096, A = 1024, M = 512;
   auto x = randn((size_t)n * D, 1.0f), a = randn((size_t)n * A, 1.0f), g = randn(D, 1.0f);
   auto wo = random_weights(type, A, D), wq = random_weights(ctype, D, M);
@@ -467,13 +467,13 @@ static void test_fold_norm(Dev& d, int32_t type, int32_t ctype, int n, bool ffn)
   auto y = d.get(dy, (size_t)n * M), xo = d.get(dx, (size_t)n * D), ho = d.get(dh, (size_t)n * D);
   const bool i8 = int8_acts(type, n), c8 = int8_acts(ctype, n);
   char name[128];
-  std::snprintf(name, sizeof name, "fold norm %s %-4s -> %-4s n=%d (x)", ffn ? "ffn" : "attn", tname(type), tname(ctype), n);
-  report(name, rel_err(xo, xr), i8 ? 1e-2 : 1e-3);
-  std::snprintf(name, sizeof name, "fold norm %s %-4s -> %-4s n=%d (h)", ffn ? "ffn" : "attn", tname(type), tname(ctype), n);
-  report(name, rel_err(ho, hr), i8 ? 1e-2 : 1e-3);
-  std::snprintf(name, sizeof name, "fold norm %s %-4s -> %-4s n=%d (product)", ffn ? "ffn" : "attn", tname(type),
+  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d (x)", ffn ? "ffn" : "attn", tname(type), tname(ctype), n);
+  report(name, rel_err(xo, xr), i8 ? 2e-2 : 1e-3);
+  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d (h)", ffn ? "ffn" : "attn", tname(type), tname(ctype), n);
+  report(name, rel_err(ho, hr), i8 ? 2e-2 : 1e-3);
+  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d (product)", ffn ? "ffn" : "attn", tname(type),
                 tname(ctype), n);
-  report(name, rel_err(y, yr), i8 || c8 ? 2.5e-2 : 2e-3);
+  report(name, rel_err(y, yr), i8 || c8 ? 3e-2 : 2e-3);
   for (void* p : {Wo.data, Wq.data, Wg.data, Wu.data, G.data, (void*)dx, (void*)da, (void*)dh, (void*)dy, (void*)dg,
                   (void*)du})
     d.be->release(p);
@@ -951,10 +951,10 @@ int main(int argc, char** argv) {
     for (int n : {1, 2}) test_norm_matmul(d, t, n);
   for (int32_t t : {2, 8, 12, 14, 1})
     for (int n : {1, 2})
-      for (bool ffn : {false, true}) test_fold_norm(d, t, t, n, ffn);
-  test_fold_norm(d, 2, 0, 1, false);   // F32 consumer: the norm finished by its own kernel
-  test_fold_norm(d, 12, 14, 1, true);  // Q4_K producer, Q6_K consumer (the Q4_K_M mix)
-  test_fold_norm(d, 2, 12, 2, false);  // Q4_K at two tokens takes the FP16 kernel: finished norm
+      for (bool ffn : {false, true}) test_split_norm(d, t, t, n, ffn);
+  test_split_norm(d, 2, 0, 1, false);   // F32 consumer: the norm finished by its own kernel
+  test_split_norm(d, 12, 14, 1, true);  // Q4_K producer, Q6_K consumer (the Q4_K_M mix)
+  test_split_norm(d, 2, 12, 2, false);  // Q4_K at two tokens takes the FP16 kernel: finished norm
   for (int k : {1, 2, 40, 256}) test_topk(d, 64, 128256, k, k != 2);
   test_topk(d, 1, 128256, 1, true);
   test_topk(d, 3, 512, 1);     // stories260K vocabulary: one segment
