@@ -156,7 +156,7 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
 }
 
 #if defined(__wasm_simd128__)
-// Rows [r0, r1) (whole quads) of an x4 q4_0 / q8_0 weight times n activation rows on row-pair panels (panel.h):
+// Rows [r0, r1) (whole quads) of an x4 weight times n activation rows on row-pair panels (panel.h):
 // the task's quads widened once into pan, then tiles of up to kPanelTilePairs token pairs (xact: the pairs'
 // interleaved activations, panel_pair_i16(K) apart) against each quad.
 template <int TYPE>
@@ -164,7 +164,7 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
                 int16_t* pan, float* y) {
   const uint8_t* data = (const uint8_t*)base;
   const int64_t ng = K / QA, nq = (r1 - r0) / 4;
-  const size_t quad_i16 = panel_quad_i16(K), pair_i16 = panel_pair_i16(K);
+  const size_t quad_i16 = panel_quad_i16(TYPE, K), pair_i16 = panel_pair_i16(K);
   for (int64_t j = 0; j < nq; ++j) {
     const int64_t q = r0 / 4 + j;
     panel_widen_quad<TYPE>(x4_quad_ptr(data, TYPE, K, R, q), x4_rec_stride(TYPE, R, q), ng, pan + j * quad_i16);
@@ -178,10 +178,10 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
     for (int64_t j = 0; j < nq; ++j) {
       const int16_t* pq = pan + j * quad_i16;
       switch (tp) {
-        case 4: panel_tile<4>(pq, xa, ng, out); break;
-        case 3: panel_tile<3>(pq, xa, ng, out); break;
-        case 2: panel_tile<2>(pq, xa, ng, out); break;
-        default: panel_tile<1>(pq, xa, ng, out); break;
+        case 4: panel_tile<TYPE, 4>(pq, xa, ng, out); break;
+        case 3: panel_tile<TYPE, 3>(pq, xa, ng, out); break;
+        case 2: panel_tile<TYPE, 2>(pq, xa, ng, out); break;
+        default: panel_tile<TYPE, 1>(pq, xa, ng, out); break;
       }
       for (int rp = 0; rp < 2; ++rp)
         for (int p = 0; p < tp; ++p) {
@@ -201,7 +201,12 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
 
 using PanelFn = void (*)(const char*, int64_t, int64_t, const int16_t*, int, int64_t, int64_t, int16_t*, float*);
 PanelFn panel_fn(int32_t type) {
-  return type == TW_TYPE_Q4_0 ? panel_rows<TW_TYPE_Q4_0> : panel_rows<TW_TYPE_Q8_0>;
+  switch (type) {
+    case TW_TYPE_Q4_0: return panel_rows<TW_TYPE_Q4_0>;
+    case TW_TYPE_Q8_0: return panel_rows<TW_TYPE_Q8_0>;
+    case TW_TYPE_Q4_K: return panel_rows<TW_TYPE_Q4_K>;
+    default: return panel_rows<TW_TYPE_Q6_K>;
+  }
 }
 #endif
 
@@ -688,7 +693,7 @@ class CpuBackend final : public Backend {
       jobs[i].first_task = n_tasks;
 #if defined(__wasm_simd128__)
       jobs[i].panel = n >= kPanelMinTokens && w.layout == kLayoutX4 && panel_type(w.type);
-      if (jobs[i].panel) panel_i16 = std::max(panel_i16, (size_t)(jobs[i].rpt / 4) * panel_quad_i16(K));
+      if (jobs[i].panel) panel_i16 = std::max(panel_i16, (size_t)(jobs[i].rpt / 4) * panel_quad_i16(w.type, K));
 #else
       jobs[i].panel = false;
 #endif

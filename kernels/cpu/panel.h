@@ -1,4 +1,4 @@
-// Prompt products on "row-pair panels": q4_0 / q8_0 weights widened once per task to int16, each row's values
+// Prompt products on "row-pair panels": x4 weights (repack.h) widened once per task to int16, each row's values
 // doubled, so that one pmaddwd yields four (row, token) sums and no partial sums need folding.
 //
 // Why: the x4 token tile (qdot_x4.h) multiplies pair vectors [row a x4, row b x4] by a 64-bit activation broadcast
@@ -7,33 +7,44 @@
 // GMAC/s per thread). Here the weight vector of a k-pair is [ra k k', ra k k', rb k k', rb k k'] and the activation
 // broadcast is [t0 k k', t1 k k'] (two tokens interleaved), so pmaddwd's four int32 lanes are (ra, t0), (ra, t1),
 // (rb, t0), (rb, t1): 4 rows x 8 tokens are 8 running sums, 2 weight loads and 4 broadcasts per k-pair, nothing to
-// fold, and the weights arrive as int16 already offset (q4_0's -8 applied): 30.7 vs 24.6 GMAC/s per thread in the
-// same task loop (bench/NOTES.md, session 5). Widening costs about as much as 7 tokens' products, so prompts of
-// kPanelMinTokens or more take this path.
+// fold, and the weights arrive as int16 already offset (q4_0's -8, q6_K's -32 applied): q4_0 30.7 vs 24.6 GMAC/s per
+// thread in the same task loop (bench/NOTES.md, session 5). Widening costs about as much as 7 tokens' products, so
+// prompts of kPanelMinTokens or more take this path.
 //
 // Layouts (int16 units):
-//   panel, per quad and 32-value group (kPanelGroup = 272): 16 k-pairs x {W01, W23} of 8 int16 (W01: rows 0 and 1),
-//     then the group's scales as f32 [d0, d0, d1, d1] and [d2, d2, d3, d3] (the lanes' rows)
-//   activations, per token pair and group (kPanelActGroup = 72): 16 k-pairs x [t0 k, t0 k', t1 k, t1 k'], then the
-//     two tokens' scales as f32 [d_t0, d_t1, d_t0, d_t1]
-// Per group and lane the sum is scaled as (f32(isum) * d_token) * d_row, the order of qdot_x4's scale products, so
-// both paths give the same floats.
+//   panel, per quad and 32-value group (panel_group_i16): 16 k-pairs x {W01, W23} of 8 int16 (W01: rows 0 and 1),
+//     then the group's row factors, each as two vectors [r0, r0, r1, r1], [r2, r2, r3, r3]:
+//       q4_0 / q8_0: d (f32);  q4_K: 6-bit scale, then min (int32);  q6_K: sub-block A's scale, then B's (int32)
+//     and for the K-quants, after every 8 groups (a super-block), kPanelSuper int16: q4_K d then dmin (f32 pairs of
+//     vectors as above), q6_K d (f32)
+//   activations, per token pair and group (kPanelActGroup): 16 k-pairs x [t0 k, t0 k', t1 k, t1 k'], then the two
+//     tokens' group sums as int32 [s_t0, s_t1, s_t0, s_t1] (q4_K's mins term), then their scales as f32 likewise
+// The integer sums equal qdot_x4's and the float products run in its order, so both paths give the same floats.
 #pragma once
 #include <cstdint>
 #include <cstring>
 
 #include "qdot.h"
+#include "qdot_x4.h"  // x4_scales_f32
 #include "repack.h"
 
 namespace tw {
 
 constexpr int kPanelMinTokens = 32;
-constexpr int kPanelGroup = 16 * 2 * 8 + 16;
-constexpr int kPanelActGroup = 16 * 4 + 8;
+constexpr int kPanelSuper = 32;
+constexpr int kPanelActGroup = 16 * 4 + 8 + 8;
 constexpr int kPanelTilePairs = 4;  // token pairs per tile: 8 running sums (16 vector registers on x86)
 
-constexpr bool panel_type(int32_t type) { return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0; }
-inline size_t panel_quad_i16(int64_t K) { return (size_t)(K / QA) * kPanelGroup; }
+constexpr bool panel_type(int32_t type) {
+  return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 || type == TW_TYPE_Q4_K || type == TW_TYPE_Q6_K;
+}
+constexpr bool panel_kquant(int32_t type) { return type == TW_TYPE_Q4_K || type == TW_TYPE_Q6_K; }
+constexpr int panel_group_i16(int32_t type) { return 256 + (panel_kquant(type) ? 32 : 16); }
+// A quad's panel, and the i16 between super-blocks (K-quants).
+constexpr int panel_super_i16(int32_t type) { return 8 * panel_group_i16(type) + kPanelSuper; }
+inline size_t panel_quad_i16(int32_t type, int64_t K) {
+  return panel_kquant(type) ? (size_t)(K / 256) * panel_super_i16(type) : (size_t)(K / QA) * panel_group_i16(type);
+}
 inline size_t panel_pair_i16(int64_t K) { return (size_t)(K / QA) * kPanelActGroup; }
 
 }  // namespace tw
@@ -43,39 +54,83 @@ inline size_t panel_pair_i16(int64_t K) { return (size_t)(K / QA) * kPanelActGro
 
 namespace tw {
 
-// Quad (records kRec bytes apart, repack.h) -> its panel (K/32 groups).
-template <int TYPE>
-inline void panel_widen_quad(const uint8_t* quad, size_t kRec, int64_t ngroups, int16_t* pan) {
-  static_assert(panel_type(TYPE), "q4_0 / q8_0 only");
-  const v128_t m = wasm_i16x8_splat(15), eight = wasm_i16x8_splat(8);
-  for (int64_t g = 0; g < ngroups; ++g, pan += kPanelGroup) {
-    const uint8_t* rec = quad + g * kRec;
-    for (int c = 0; c < 4; ++c) {
-      v128_t P[4];  // pair vector 4c + i: rows 2 (i & 1) + {0, 1}, positions 8c + 4 (i >> 1) + 0..3 (repack.h)
-      if constexpr (TYPE == TW_TYPE_Q4_0) {
-        const v128_t w = wasm_v128_load(rec + 16 * c);
-        P[0] = wasm_i16x8_sub(wasm_v128_and(w, m), eight);
-        P[1] = wasm_i16x8_sub(wasm_v128_and(wasm_u16x8_shr(w, 4), m), eight);
-        P[2] = wasm_i16x8_sub(wasm_v128_and(wasm_u16x8_shr(w, 8), m), eight);
-        P[3] = wasm_i16x8_sub(wasm_u16x8_shr(w, 12), eight);
-      } else {
-        for (int i = 0; i < 4; ++i) P[i] = wasm_i16x8_load8x8(rec + 32 * c + 8 * i);
-      }
-      // as int32 lanes P = [ra kp, ra kp+1, rb kp, rb kp+1] (kp = 4c + 2 (i >> 1)): duplicate each row's pair
-      for (int i = 0; i < 4; ++i) {
-        int16_t* dst = pan + (4 * c + 2 * (i >> 1)) * 16 + (i & 1) * 8;
-        wasm_v128_store(dst, wasm_i32x4_shuffle(P[i], P[i], 0, 0, 2, 2));
-        wasm_v128_store(dst + 16, wasm_i32x4_shuffle(P[i], P[i], 1, 1, 3, 3));
-      }
-    }
-    const v128_t d = wasm_v128_load(rec + x4_scales_offset(TYPE));
-    wasm_v128_store(pan + 256, wasm_i32x4_shuffle(d, d, 0, 0, 1, 1));
-    wasm_v128_store(pan + 264, wasm_i32x4_shuffle(d, d, 2, 2, 3, 3));
+// [v0, v1, v2, v3] (rows) -> [v0, v0, v1, v1] at dst, [v2, v2, v3, v3] at dst + 8
+inline void panel_store_rows(int16_t* dst, v128_t v) {
+  wasm_v128_store(dst, wasm_i32x4_shuffle(v, v, 0, 0, 1, 1));
+  wasm_v128_store(dst + 8, wasm_i32x4_shuffle(v, v, 2, 2, 3, 3));
+}
+
+// Pair vector 4c + i of a 16-bit-lane group (rows 2 (i & 1) + {0, 1}, positions 8c + 4 (i >> 1) + 0..3, as int32
+// lanes [ra kp, ra kp+1, rb kp, rb kp+1] with kp = 4c + 2 (i >> 1)) -> its two k-pairs' doubled-row vectors.
+inline void panel_store_pair_vector(int16_t* group, int c, int i, v128_t P) {
+  int16_t* dst = group + (4 * c + 2 * (i >> 1)) * 16 + (i & 1) * 8;
+  wasm_v128_store(dst, wasm_i32x4_shuffle(P, P, 0, 0, 2, 2));
+  wasm_v128_store(dst + 16, wasm_i32x4_shuffle(P, P, 1, 1, 3, 3));
+}
+
+// 64 bytes of x4 nibbles (q4_0 group, q4_K group) -> the group's 256 weight int16, minus `offset`.
+inline void panel_widen_nibbles(const uint8_t* nib, int16_t offset, int16_t* group) {
+  const v128_t m = wasm_i16x8_splat(15), o = wasm_i16x8_splat(offset);
+  for (int c = 0; c < 4; ++c) {
+    const v128_t w = wasm_v128_load(nib + 16 * c);
+    panel_store_pair_vector(group, c, 0, wasm_i16x8_sub(wasm_v128_and(w, m), o));
+    panel_store_pair_vector(group, c, 1, wasm_i16x8_sub(wasm_v128_and(wasm_u16x8_shr(w, 4), m), o));
+    panel_store_pair_vector(group, c, 2, wasm_i16x8_sub(wasm_v128_and(wasm_u16x8_shr(w, 8), m), o));
+    panel_store_pair_vector(group, c, 3, wasm_i16x8_sub(wasm_u16x8_shr(w, 12), o));
   }
 }
 
-// Two tokens' 8-bit activations (qdot.h, 32-value groups) -> their interleaved panel rows. a0 and a1 may be the same
-// row (an odd token count's last pair).
+// Quad (records kRec bytes apart, repack.h) -> its panel.
+template <int TYPE>
+inline void panel_widen_quad(const uint8_t* quad, size_t kRec, int64_t ngroups, int16_t* pan) {
+  static_assert(panel_type(TYPE), "x4 types only");
+  constexpr int G = panel_group_i16(TYPE);
+  if constexpr (TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0) {
+    for (int64_t g = 0; g < ngroups; ++g, pan += G) {
+      const uint8_t* rec = quad + g * kRec;
+      if constexpr (TYPE == TW_TYPE_Q4_0) {
+        panel_widen_nibbles(rec, 8, pan);
+      } else {
+        for (int c = 0; c < 4; ++c)
+          for (int i = 0; i < 4; ++i) panel_store_pair_vector(pan, c, i, wasm_i16x8_load8x8(rec + 32 * c + 8 * i));
+      }
+      panel_store_rows(pan + 256, wasm_v128_load(rec + x4_scales_offset(TYPE)));
+    }
+  } else {
+    for (int64_t sb = 0; sb < ngroups / 8; ++sb, pan += panel_super_i16(TYPE)) {
+      const uint8_t* rec = quad + sb * kRec;
+      for (int j = 0; j < 8; ++j) {
+        int16_t* pg = pan + j * G;
+        int32_t f[2][4];  // per row: q4_K scale and min of group j; q6_K scales of sub-blocks 2j and 2j + 1
+        if constexpr (TYPE == TW_TYPE_Q4_K) {
+          panel_widen_nibbles(rec + 64 * j, 0, pg);
+          for (int r = 0; r < 4; ++r) f[0][r] = x4_q4k_scale(rec, r, j, 0), f[1][r] = x4_q4k_scale(rec, r, j, 1);
+        } else {
+          // q6_Kx4 group j: 8 bytes per k-pair kp = [r0 k k', r1 k k', r2 k k', r3 k k'] (x4_q6_offset)
+          const v128_t m32 = wasm_i16x8_splat(32);
+          for (int kp = 0; kp < 16; ++kp) {
+            const v128_t v = wasm_i16x8_sub(wasm_u16x8_load8x8(rec + 128 * j + 8 * kp), m32);
+            wasm_v128_store(pg + 16 * kp, wasm_i32x4_shuffle(v, v, 0, 0, 1, 1));
+            wasm_v128_store(pg + 16 * kp + 8, wasm_i32x4_shuffle(v, v, 2, 2, 3, 3));
+          }
+          for (int r = 0; r < 4; ++r) f[0][r] = x4_q6k_scale(rec, r, 2 * j), f[1][r] = x4_q6k_scale(rec, r, 2 * j + 1);
+        }
+        panel_store_rows(pg + 256, wasm_v128_load(f[0]));
+        panel_store_rows(pg + 272, wasm_v128_load(f[1]));
+      }
+      int16_t* ps = pan + 8 * G;
+      if constexpr (TYPE == TW_TYPE_Q4_K) {
+        panel_store_rows(ps, x4_scales_f32(rec + kQ4KD));
+        panel_store_rows(ps + 16, x4_scales_f32(rec + kQ4KDmin));
+      } else {
+        panel_store_rows(ps, x4_scales_f32(rec + kQ6KD));
+      }
+    }
+  }
+}
+
+// Two tokens' 8-bit activations (qdot.h) -> their interleaved panel rows. a0 and a1 may be the same row (an odd
+// token count's last pair).
 inline void panel_interleave_pair(const ActRow& a0, const ActRow& a1, int64_t ngroups, int16_t* out) {
   for (int64_t g = 0; g < ngroups; ++g, out += kPanelActGroup) {
     for (int h = 0; h < 4; ++h) {
@@ -83,35 +138,86 @@ inline void panel_interleave_pair(const ActRow& a0, const ActRow& a1, int64_t ng
       wasm_v128_store(out + 16 * h, wasm_i32x4_shuffle(A, B, 0, 4, 1, 5));
       wasm_v128_store(out + 16 * h + 8, wasm_i32x4_shuffle(A, B, 2, 6, 3, 7));
     }
+    const int32_t s[4] = {a0.sq[g], a1.sq[g], a0.sq[g], a1.sq[g]};
     const float d[4] = {a0.d[g], a1.d[g], a0.d[g], a1.d[g]};
-    std::memcpy(out + 64, d, sizeof d);
+    std::memcpy(out + 64, s, sizeof s);
+    std::memcpy(out + 72, d, sizeof d);
+  }
+}
+
+// Integer sums of k-pairs [kp0, kp1) of one group: acc[rp][p] += W_rp . x_p
+template <int TP>
+inline void panel_dots(const int16_t* pg, const int16_t* const* xa, int64_t xo, int kp0, int kp1, v128_t (&acc)[2][TP]) {
+#pragma clang loop unroll(disable)
+  for (int kp = kp0; kp < kp1; ++kp) {
+    const v128_t w01 = wasm_v128_load(pg + 16 * kp), w23 = wasm_v128_load(pg + 16 * kp + 8);
+    for (int p = 0; p < TP; ++p) {
+      const v128_t x = wasm_v128_load64_splat(xa[p] + xo + 4 * kp);
+      acc[0][p] = wasm_i32x4_add(acc[0][p], wasm_i32x4_dot_i16x8(w01, x));
+      acc[1][p] = wasm_i32x4_add(acc[1][p], wasm_i32x4_dot_i16x8(w23, x));
+    }
   }
 }
 
 // One quad's panel times TP token pairs (xa[p]: pair p's interleaved activations) -> out[4 (rp * TP + p) + lane]:
 // rp = row pair (quad rows 2 rp, 2 rp + 1), lanes (ra, t0), (ra, t1), (rb, t0), (rb, t1).
-template <int TP>
+template <int TYPE, int TP>
 inline void panel_tile(const int16_t* pan, const int16_t* const* xa, int64_t ngroups, float* out) {
+  constexpr int G = panel_group_i16(TYPE);
   v128_t accf[2][TP];
   for (int p = 0; p < TP; ++p) accf[0][p] = accf[1][p] = wasm_f32x4_splat(0);
-  for (int64_t g = 0; g < ngroups; ++g, pan += kPanelGroup) {
-    v128_t acc[2][TP];
-    for (int p = 0; p < TP; ++p) acc[0][p] = acc[1][p] = wasm_i32x4_splat(0);
-    const int64_t xo = g * kPanelActGroup;
-#pragma clang loop unroll(disable)
-    for (int kp = 0; kp < 16; ++kp) {
-      const v128_t w01 = wasm_v128_load(pan + 16 * kp), w23 = wasm_v128_load(pan + 16 * kp + 8);
+  if constexpr (!panel_kquant(TYPE)) {
+    for (int64_t g = 0; g < ngroups; ++g, pan += G) {
+      v128_t acc[2][TP];
+      for (int p = 0; p < TP; ++p) acc[0][p] = acc[1][p] = wasm_i32x4_splat(0);
+      const int64_t xo = g * kPanelActGroup;
+      panel_dots<TP>(pan, xa, xo, 0, 16, acc);
+      const v128_t d[2] = {wasm_v128_load(pan + 256), wasm_v128_load(pan + 264)};
       for (int p = 0; p < TP; ++p) {
-        const v128_t x = wasm_v128_load64_splat(xa[p] + xo + 4 * kp);
-        acc[0][p] = wasm_i32x4_add(acc[0][p], wasm_i32x4_dot_i16x8(w01, x));
-        acc[1][p] = wasm_i32x4_add(acc[1][p], wasm_i32x4_dot_i16x8(w23, x));
+        const v128_t da = wasm_v128_load(xa[p] + xo + 72);
+        for (int rp = 0; rp < 2; ++rp)
+          accf[rp][p] = wasm_f32x4_add(accf[rp][p], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[rp][p]), da), d[rp]));
       }
     }
-    const v128_t d01 = wasm_v128_load(pan + 256), d23 = wasm_v128_load(pan + 264);
-    for (int p = 0; p < TP; ++p) {
-      const v128_t da = wasm_v128_load(xa[p] + xo + 64);
-      accf[0][p] = wasm_f32x4_add(accf[0][p], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[0][p]), da), d01));
-      accf[1][p] = wasm_f32x4_add(accf[1][p], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[1][p]), da), d23));
+  } else {
+    for (int64_t sb = 0; sb < ngroups / 8; ++sb, pan += panel_super_i16(TYPE)) {
+      v128_t S[2][TP], M[2][TP];  // q4_K: sum_j sc_j isum_j, sum_j m_j sum_j(a); q6_K: sum_sub sc_sub isum_sub
+      for (int p = 0; p < TP; ++p) S[0][p] = S[1][p] = M[0][p] = M[1][p] = wasm_i32x4_splat(0);
+      for (int j = 0; j < 8; ++j) {
+        const int16_t* pg = pan + j * G;
+        const int64_t xo = (sb * 8 + j) * kPanelActGroup;
+        v128_t acc[2][TP];
+        for (int h = 0; h < (TYPE == TW_TYPE_Q6_K ? 2 : 1); ++h) {  // q6_K: sub-blocks of 8 k-pairs
+          for (int p = 0; p < TP; ++p) acc[0][p] = acc[1][p] = wasm_i32x4_splat(0);
+          if constexpr (TYPE == TW_TYPE_Q6_K) panel_dots<TP>(pg, xa, xo, 8 * h, 8 * h + 8, acc);
+          else panel_dots<TP>(pg, xa, xo, 0, 16, acc);
+          const v128_t sc[2] = {wasm_v128_load(pg + 256 + 16 * h), wasm_v128_load(pg + 264 + 16 * h)};
+          for (int p = 0; p < TP; ++p)
+            for (int rp = 0; rp < 2; ++rp) S[rp][p] = wasm_i32x4_add(S[rp][p], wasm_i32x4_mul(sc[rp], acc[rp][p]));
+        }
+        if constexpr (TYPE == TW_TYPE_Q4_K) {
+          const v128_t m[2] = {wasm_v128_load(pg + 272), wasm_v128_load(pg + 280)};
+          for (int p = 0; p < TP; ++p) {
+            const v128_t s = wasm_v128_load(xa[p] + xo + 64);
+            for (int rp = 0; rp < 2; ++rp) M[rp][p] = wasm_i32x4_add(M[rp][p], wasm_i32x4_mul(m[rp], s));
+          }
+        }
+      }
+      const int16_t* ps = pan + 8 * G;
+      const int64_t xo = sb * 8 * kPanelActGroup;
+      for (int p = 0; p < TP; ++p) {
+        const v128_t da = wasm_v128_load(xa[p] + xo + 72);
+        for (int rp = 0; rp < 2; ++rp) {
+          const v128_t d = wasm_v128_load(ps + 8 * rp);
+          if constexpr (TYPE == TW_TYPE_Q4_K) {  // qdot_q4k_x4's order: (d S - dmin M) d_a
+            const v128_t f = wasm_f32x4_sub(wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(S[rp][p])),
+                                            wasm_f32x4_mul(wasm_v128_load(ps + 16 + 8 * rp), wasm_f32x4_convert_i32x4(M[rp][p])));
+            accf[rp][p] = wasm_f32x4_add(accf[rp][p], wasm_f32x4_mul(f, da));
+          } else {  // qdot_q6k_x4's order: (d S) d_a
+            accf[rp][p] = wasm_f32x4_add(accf[rp][p], wasm_f32x4_mul(wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(S[rp][p])), da));
+          }
+        }
+      }
     }
   }
   for (int rp = 0; rp < 2; ++rp)
