@@ -684,8 +684,9 @@ class CudaBackend final : public Backend {
   // add of y) writes u and the block sums; `out` is written by the products that read it (or by finish_norm).
   // False (nothing launched) where the shape or the scratch does not allow it.
   bool split_norm(float* x, const float* y, const Tensor& w, float* out, int n, int dim, float eps) {
-    if (!split_norm_enabled_ || n > 2 || dim % 32 != 0 || dim > 8192 || out == x || out == y || w.type != 0 ||
-        norm_.out)
+    // out may be y (the engine adds h into x and normalizes into h): the block kernel reads y before any product
+    // writes out. out == x (a norm in place) would let the products' h overwrite x while others still read it.
+    if (!split_norm_enabled_ || n > 2 || dim % 32 != 0 || dim > 8192 || out == x || w.type != 0 || norm_.out)
       return false;
     // Scratch rn: block sums, F32 u, u's int8 blocks and their (d, d * sum) pairs (mmvq's layout), apart from nq
     // (the attention output's int8 blocks) so that the two never share a buffer.
