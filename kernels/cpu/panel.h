@@ -8,8 +8,8 @@
 // broadcast is [t0 k k', t1 k k'] (two tokens interleaved), so pmaddwd's four int32 lanes are (ra, t0), (ra, t1),
 // (rb, t0), (rb, t1): 4 rows x 8 tokens are 8 running sums, 2 weight loads and 4 broadcasts per k-pair, nothing to
 // fold, and the weights arrive as int16 already offset (q4_0's -8, q6_K's -32 applied): q4_0 30.7 vs 24.6 GMAC/s per
-// thread in the same task loop (bench/NOTES.md, session 5). Widening costs about as much as 7 tokens' products, so
-// prompts of kPanelMinTokens or more take this path.
+// thread in the same task loop (bench/NOTES.md, session 5). Widening is paid once per task: with 16 tokens the
+// panels already win (27.4 vs 23.7 GMAC/s), with 8 they break even, so prompts of kPanelMinTokens or more take them.
 //
 // Layouts (int16 units):
 //   panel, per quad and 32-value group (panel_group_i16): 16 k-pairs x {W01, W23} of 8 int16 (W01: rows 0 and 1),
@@ -30,7 +30,7 @@
 
 namespace tw {
 
-constexpr int kPanelMinTokens = 32;
+constexpr int kPanelMinTokens = 16;
 constexpr int kPanelSuper = 32;
 constexpr int kPanelActGroup = 16 * 4 + 8 + 8;
 constexpr int kPanelTilePairs = 4;  // token pairs per tile: 8 running sums (16 vector registers on x86)
