@@ -117,6 +117,9 @@ struct AttnArgs {
   // output projection (mmvq.cu), computed as its quantization kernel would (nullptr: not wanted).
   int8_t* oq;
   float2* ods;
+  // Decode kernel with RoPE fused: request the first chunk's K/V rows below pos before waiting for the previous
+  // kernel (TWINFER_CUDA_ATTN_PREFETCH=0: after).
+  int prefetch;
 };
 
 // A CTA owns QG consecutive query tokens of one sequence (QG = 1 for decode batches, 4 for prompt chunks, so each
@@ -321,10 +324,11 @@ __device__ __forceinline__ uint2 ld_kv8(const uint2* p) {
   else return __ldg(p);
 }
 
-template <int G, bool ROPE>
+// PRE (ROPE only; one query head per CTA, where the grid is smaller than the GPU): the prefetch below. Its 48 extra
+// live registers would halve the occupancy of the many-CTA batched case, so that one is a separate instantiation.
+template <int G, bool ROPE, bool PRE = false>
 __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __half* kc, const __half* vc) {
   pdl_trigger();
-  pdl_wait();  // launched with PDL (DeviceInfo::pdl_gemv): nothing the previous kernel writes is read before this
   constexpr int HD = 128;
   const int t = blockIdx.x, kvh = blockIdx.y;
   // G query heads of this CTA: heads qh0 .. qh0 + G - 1 (blockIdx.z > 0: the KV head's heads split over CTAs)
@@ -333,9 +337,30 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
   __shared__ float qs[G][HD];
   __shared__ float cm[4][G], cl[4][G];
   __shared__ float cacc[4][G][HD];
+  // Positions, slots and block tables are copied in before the step's first kernel, never written by one.
   const int pos = a.pos[t];
   const int32_t* table = a.block_tables + (size_t)a.seq_idx[t] * a.blocks_per_seq;
   const int kv_dim = a.n_head_kv * HD;
+  // With RoPE fused every sequence has one token here, so the cache rows below pos were written by earlier steps
+  // (this kernel writes row pos): the warp's first chunk of K and V rows is requested before the wait, so the two
+  // dependent round trips to memory after the rotation (K for the scores, then V) overlap the previous kernel's tail.
+  constexpr bool pre = ROPE && PRE;
+  const int pp = warp * 32 + lane;
+  const int pslot = pre && pp < pos ? table[pp / a.block_size] * a.block_size + pp % a.block_size : 0;
+  uint4 kpre[pre ? 16 : 1];
+  uint2 vpre[pre ? 32 : 1];
+  if constexpr (pre) {
+    const uint4* kr = reinterpret_cast<const uint4*>(kc + (size_t)pslot * kv_dim + kvh * HD);
+#pragma unroll
+    for (int c = 0; c < 16; ++c) kpre[c] = pp < pos ? __ldcg(kr + c) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const int sj = __shfl_sync(0xffffffffu, pslot, j);
+      vpre[j] = warp * 32 + j < pos ? __ldcg(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane)
+                                    : make_uint2(0, 0);
+    }
+  }
+  pdl_wait();  // launched with PDL (DeviceInfo::pdl_gemv): nothing the previous kernel writes is read before this
   if constexpr (ROPE) {
     constexpr int HALF = HD / 2;
     const float p = (float)pos;
@@ -377,6 +402,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
     const int p = p0 + lane;
     const bool live = p <= pos;  // lane 0 always is: p0 <= pos
     const int slot = live ? table[p / a.block_size] * a.block_size + p % a.block_size : 0;
+    const bool first = pre && p0 == warp * 32;  // kpre / vpre hold this chunk's rows below pos
     float sc[G];
 #pragma unroll
     for (int h = 0; h < G; ++h) sc[h] = 0.0f;
@@ -384,7 +410,8 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
       const uint4* kr = reinterpret_cast<const uint4*>(kc + (size_t)slot * kv_dim + kvh * HD);
       uint4 kv[16];
 #pragma unroll
-      for (int c = 0; c < 16; ++c) kv[c] = live ? ld_kv16<ROPE>(kr + c) : make_uint4(0, 0, 0, 0);
+      for (int c = 0; c < 16; ++c)
+        kv[c] = !live ? make_uint4(0, 0, 0, 0) : first && p < pos ? kpre[pre ? c : 0] : ld_kv16<ROPE>(kr + c);
 #pragma unroll
       for (int c = 0; c < 16; ++c) {
         const uint32_t w[4] = {kv[c].x, kv[c].y, kv[c].z, kv[c].w};
@@ -415,8 +442,9 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
       const int sj = __shfl_sync(0xffffffffu, slot, j);
-      vr[j] = j < nlive ? ld_kv8<ROPE>(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane)
-                        : make_uint2(0, 0);
+      vr[j] = j >= nlive           ? make_uint2(0, 0)
+              : first && p0 + j < pos ? vpre[pre ? j : 0]
+                                      : ld_kv8<ROPE>(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane);
     }
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
@@ -697,6 +725,10 @@ void launch_decode(cudaStream_t s, bool pdl, bool split_heads, int sm_count_hint
     grid.z = G;
     G = 1;
   }
+  if (ROPE && G == 1 && a.prefetch && (int)(grid.x * grid.y * grid.z) < sm_count_hint) {
+    launch_kernel(pdl, attn_decode_kernel<1, ROPE, true>, grid, block, s, a, kc, vc);
+    return;
+  }
   switch (G) {
     case 1: launch_kernel(pdl, attn_decode_kernel<1, ROPE>, grid, block, s, a, kc, vc); break;
     case 2: launch_kernel(pdl, attn_decode_kernel<2, ROPE>, grid, block, s, a, kc, vc); break;
@@ -778,6 +810,7 @@ bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float
   a.theta_scale = powf(theta, -2.0f / sh.head_dim);  // as rope_store_kv
   a.freq_scale = freq_scale;
   a.neox = rope_mode == 2 ? 1 : 0;
+  a.prefetch = dev.attn_prefetch ? 1 : 0;
   a.oq = oq;
   a.ods = ods;
   launch_decode<true>(s, dev.pdl_gemv, dev.attn_split_heads, dev.sm_count, sh.n_head / sh.n_head_kv, dim3(T, sh.n_head_kv), a, (const __half*)kv.k,

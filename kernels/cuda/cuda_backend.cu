@@ -195,6 +195,8 @@ class CudaBackend final : public Backend {
     // 382-393 tok/s (bench/NOTES.md run 17). TWINFER_CUDA_ATTN_HEADS=0: one per KV head.
     const char* ah = std::getenv("TWINFER_CUDA_ATTN_HEADS");
     dev_.attn_split_heads = !(ah && ah[0] == '0');
+    const char* ap = std::getenv("TWINFER_CUDA_ATTN_PREFETCH");
+    dev_.attn_prefetch = !(ap && ap[0] == '0');
     const char* gc = std::getenv("TWINFER_CUDA_GEMV_CFG");
     dev_.gemv_cfg = gc ? std::atoi(gc) : 0;
     if (p.major < 8) {
@@ -564,10 +566,17 @@ class CudaBackend final : public Backend {
     graph_ptrs_.clear();
     ++graph_gen_;
   }
+  // The step's results (top-k ids and values, or logits rows): through pinned memory with one wait where they fit
+  // (each copy into pageable memory waited for itself: a second round trip to the GPU per step), else directly.
   void finish_downloads() {
-    for (const auto& d : pending_) TWC_CHECK(cudaMemcpyAsync(d.dst, d.src, d.n, cudaMemcpyDeviceToHost, stream_));
+    std::vector<Staging::Piece> pieces;
+    pieces.reserve(pending_.size());
+    for (const auto& d : pending_) pieces.push_back({d.dst, d.src, d.n});
+    if (pieces.empty() || !staging_.download_pieces(stream_, pieces.data(), pieces.size())) {
+      for (const auto& d : pending_) TWC_CHECK(cudaMemcpyAsync(d.dst, d.src, d.n, cudaMemcpyDeviceToHost, stream_));
+      TWC_CHECK(cudaStreamSynchronize(stream_));
+    }
     pending_.clear();
-    TWC_CHECK(cudaStreamSynchronize(stream_));
   }
   // The step's ops so far, eagerly (after a graph that did not match, or when something a graph cannot hold
   // happens mid-step); the rest of the step then runs eagerly too.

@@ -105,6 +105,7 @@ struct DeviceInfo {
   bool pdl_gemv = false;  // the same for the 1-2-token products (gemv.cu, mmvq.cu): on unless TWINFER_CUDA_PDL=0
   bool attn_split_heads = true;  // decode attention: one CTA per query head (TWINFER_CUDA_ATTN_HEADS=0: per KV head)
   int gemv_cfg = 0;               // F16 GEMV variant (gemv.cu; TWINFER_CUDA_GEMV_CFG, 0 = default)
+  bool attn_prefetch = true;      // decode attention with RoPE: K/V rows below pos before the PDL wait (attention.cu)
 };
 
 // ---- elementwise.cu ----

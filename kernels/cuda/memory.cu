@@ -151,6 +151,26 @@ void Staging::download(cudaStream_t s, void* dst, const void* src, size_t n) {
   }
 }
 
+bool Staging::download_pieces(cudaStream_t s, const Piece* p, size_t count) {
+  size_t total = 0;
+  for (size_t i = 0; i < count; ++i) total += (p[i].n + 15) / 16 * 16;
+  if (total > chunk) return false;
+  TWC_CHECK(cudaEventSynchronize(done[next]));  // an upload may still read this buffer
+  uint8_t* b = (uint8_t*)buf[next];
+  size_t off = 0;
+  for (size_t i = 0; i < count; ++i) {
+    TWC_CHECK(cudaMemcpyAsync(b + off, p[i].src, p[i].n, cudaMemcpyDeviceToHost, s));
+    off += (p[i].n + 15) / 16 * 16;
+  }
+  TWC_CHECK(cudaStreamSynchronize(s));
+  off = 0;
+  for (size_t i = 0; i < count; ++i) {
+    std::memcpy(p[i].dst, b + off, p[i].n);
+    off += (p[i].n + 15) / 16 * 16;
+  }
+  return true;
+}
+
 }  // namespace cuda
 }  // namespace tw
 

@@ -16,6 +16,14 @@ struct Staging {
   void destroy();
   void upload(cudaStream_t s, void* dst, const void* src, size_t n);
   void download(cudaStream_t s, void* dst, const void* src, size_t n);
+  // Several small device ranges to host memory with one wait: each into pinned memory (asynchronous), then one
+  // stream synchronization and host copies. False (nothing done) when they do not fit one buffer.
+  struct Piece {
+    void* dst;
+    const void* src;
+    size_t n;
+  };
+  bool download_pieces(cudaStream_t s, const Piece* p, size_t count);
 };
 
 }  // namespace cuda

@@ -263,6 +263,10 @@ measure() {
     (cd "$W/run" && TWINFER_CUDA_STEP_TIMES=1 timeout 240 node gpu-run.mjs decode-ab --model "$MODELS/llama3-8b-$t.gguf" \
       --label "$t" --ab "${AB_VAR:-TWINFER_CUDA_STEP_TIMES}" --values "${AB_VALUES:-1}") 2>&1 | tee "$RES/steps-$t.log" |
       grep -v '^RESULT'
+    if [[ -n "${AB2_VAR:-}" ]]; then  # a second switch, same model
+      (cd "$W/run" && TWINFER_CUDA_STEP_TIMES=1 timeout 240 node gpu-run.mjs decode-ab --model "$MODELS/llama3-8b-$t.gguf" \
+        --label "$t" --ab "$AB2_VAR" --values "$AB2_VALUES") 2>&1 | tee "$RES/steps2-$t.log" | grep -v '^RESULT'
+    fi
     if [[ -n "$ncu" && "${NCU_LAUNCHES:-0}" -gt 0 ]]; then
       (cd "$W/run" && TWINFER_CUDA_GRAPHS=0 timeout 240 "$ncu" --clock-control none --launch-skip "${NCU_SKIP:-3000}" \
         --launch-count "$NCU_LAUNCHES" --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
