@@ -210,6 +210,44 @@ describe('matmul (row chunks, token tiles, x4 repacking read back exactly; one t
   }
 });
 
+describe('F16 / BF16 matmul (row path for short inputs, float panels for prompts of 16+ tokens) against exact dots', () => {
+  /** f32 -> bf16 -> f32, round to nearest even (what the backend does to activations before BF16 products) */
+  const roundBf16 = (v: number) => {
+    const u = new Uint32Array(new Float32Array([v]).buffer)[0];
+    return new Float32Array(new Uint32Array([((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16]).buffer)[0];
+  };
+  for (const t of FLOAT_TYPES.filter((ty) => ty.id !== 0)) {
+    it(`${t.name}: 1, 5, 17, 33 tokens; whole quads and a tail row; odd row length`, () => {
+      const rand = rng(t.id * 131 + 5);
+      for (const K of [67, 2048]) {
+        for (const R of [37, 44]) {
+          const rows = Array.from({ length: R }, () => randomFloatRow(t, K, rand));
+          const w = new Uint8Array(R * K * t.elem);
+          rows.forEach((r, i) => w.set(r, i * r.length));
+          for (const n of [1, 5, 17, 33]) {
+            const x = activations(n * K, rand);
+            const wp = place(w);
+            const xp = mod._malloc(x.length * 4);
+            const yp = mod._malloc(n * R * 4);
+            new Float32Array(mod.wasmMemory.buffer, xp, x.length).set(x);
+            // flags 2: float activations (F16 products on unrounded activations; BF16 rounds them always)
+            expect(mod._tw_test_matmul(t.id, wp.ptr, K, 0, R, 0, xp, n, 1, 2, yp)).toBe(0);
+            const y = new Float32Array(mod.wasmMemory.buffer, yp, n * R).slice();
+            mod._free(wp.base); mod._free(xp); mod._free(yp);
+            for (let tok = 0; tok < n; tok++) {
+              const xt = x.slice(tok * K, (tok + 1) * K).map((v) => (t.name === 'BF16' ? roundBf16(v) : v));
+              for (let r = 0; r < R; r++) {
+                const exact = testDot(t.id, rows[r], xt)[3];
+                expect(close(y[tok * R + r], exact, 1e-5, 1e-6 * K), `${t.name} K=${K} R=${R} n=${n} tok ${tok} row ${r}: ${y[tok * R + r]} vs ${exact}`).toBe(true);
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+});
+
 describe('x4 repacking keeps every block scale bit for bit', () => {
   // The CPU backend widens Q4_0 / Q8_0 block scales to f32 in its x4 records and narrows them back when a weight is
   // read (dequantization, get_rows): every fp16 bit pattern — subnormals, infinities, NaN payloads — must survive.

@@ -13,6 +13,7 @@
 #include "../model/backend.h"
 #include "activation.h"
 #include "dot.h"
+#include "float_panel.h"
 #include "panel.h"
 #include "qdot.h"
 #include "qdot_x4.h"
@@ -352,6 +353,12 @@ class CpuBackend final : public Backend {
     }
     const int64_t rpt = rows_per_task(R, K, n, pool_.size());
     const int n_tasks = (int)((R + rpt - 1) / rpt);
+#if defined(__wasm_simd128__)
+    if (n >= kPanelMinTokens && float_panel_type(W.type)) {
+      float_panel_matmul(W, x, n, y, rpt, n_tasks);
+      return;
+    }
+#endif
     // Prompts with F16/BF16 weights: each row is converted to F32 once per token tile (exact) instead of once per
     // token inside the dot product.
     const bool convert_rows = n > 1 && (W.type == TW_TYPE_F16 || W.type == TW_TYPE_BF16);
@@ -651,6 +658,47 @@ class CpuBackend final : public Backend {
     qmatmul_many(ws, 1, x, n, ys);
   }
 
+#if defined(__wasm_simd128__)
+  // F16 / BF16 prompts on float panels (float_panel.h): the n activation rows interleaved once per 8-token tile, then
+  // tasks of rpt rows convert their whole quads once and run every tile against them; rows past the last whole quad
+  // (R % 4) take the row path.
+  void float_panel_matmul(const Tensor& W, const float* x, int n, float* y, int64_t rpt, int n_tasks) {
+    const int64_t K = W.ne0, R = W.ne1;
+    const size_t rb = row_bytes(W.type, K), tile_floats = (size_t)kFloatTileTokens * K;
+    const int ntiles = (n + kFloatTileTokens - 1) / kFloatTileTokens;
+    if (float_tiles_.size() < ntiles * tile_floats) float_tiles_.resize(ntiles * tile_floats);
+    float* tiles = float_tiles_.data();
+    run(ntiles, (int64_t)n * K * 4, [&](int tile, int) {
+      const int t0 = tile * kFloatTileTokens;
+      float_panel_tokens(x + (size_t)t0 * K, std::min(kFloatTileTokens, n - t0), K, tiles + tile * tile_floats);
+    });
+    if ((int)float_panels_.size() < pool_.size()) float_panels_.resize(pool_.size());
+    for (auto& b : float_panels_)
+      if (b.size() < (size_t)(rpt + 4) * K) b.resize((size_t)(rpt + 4) * K);
+    const char* base = (const char*)W.data;
+    run(n_tasks, R * K * n, [&](int task, int thread) {
+      const int64_t r0 = (int64_t)task * rpt, r1 = std::min<int64_t>(R, r0 + rpt), nq = (r1 - r0) / 4;
+      float* pan = float_panels_[thread].data();
+      float* tmp = pan + (size_t)rpt * K;  // 4 K floats: one quad's rows before interleaving, or one tail row
+      for (int64_t j = 0; j < nq; ++j) float_panel_quad(W.type, base + rb * (r0 + 4 * j), rb, K, tmp, pan + 4 * K * j);
+      float out[4 * kFloatTileTokens];
+      for (int tile = 0; tile < ntiles; ++tile) {
+        const int t0 = tile * kFloatTileTokens, nt = std::min(kFloatTileTokens, n - t0);
+        for (int64_t j = 0; j < nq; ++j) {
+          float_panel_tile(pan + 4 * K * j, tiles + tile * tile_floats, K, out);
+          for (int t = 0; t < nt; ++t) std::memcpy(y + (size_t)(t0 + t) * R + r0 + 4 * j, out + 4 * t, 4 * sizeof(float));
+        }
+      }
+      for (int64_t r = r0 + 4 * nq; r < r1; ++r) {
+        const uint16_t* h = (const uint16_t*)(base + rb * r);
+        if (W.type == TW_TYPE_F16) f16_row_to_f32(h, tmp, K);
+        else for (int64_t i = 0; i < K; ++i) tmp[i] = bf16_to_f32(h[i]);
+        for (int t = 0; t < n; ++t) y[(size_t)t * R + r] = dot_f32(tmp, x + (size_t)t * K, K);
+      }
+    });
+  }
+#endif
+
   // Products on integer kernels: quantize the n activation rows once (in parallel for prompts), then one job whose
   // tasks are row chunks of every weight (one wake-up and one wait for Q, K and V together).
   void qmatmul_many(const Tensor* const* W, int count, const float* x, int n, float* const* y) {
@@ -749,6 +797,8 @@ class CpuBackend final : public Backend {
   std::vector<float> xr_;
   std::vector<std::vector<float>> rowf_;
   std::vector<ActRow> acts_;
+  std::vector<float> float_tiles_;                // F16 / BF16 prompts: 8-token tiles' interleaved activations
+  std::vector<std::vector<float>> float_panels_;  // F16 / BF16 prompts: per pool thread, its task's converted quads
   std::vector<int16_t> panel_act_;               // prompts: token pairs' interleaved activations (panel.h)
   std::vector<std::vector<int16_t>> panels_;     // prompts: per pool thread, its task's widened quads (panel.h)
   std::vector<std::vector<float>> scores_, vbuf_, gathered_;
