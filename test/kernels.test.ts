@@ -184,7 +184,7 @@ describe('matmul (row chunks, token tiles, x4 repacking read back exactly; one t
           const rows = Array.from({ length: R }, () => randomRow(t, K, rand));
           const w = new Uint8Array(R * rows[0].length);
           rows.forEach((r, i) => w.set(r, i * r.length));
-          // 33 and 37 tokens: prompts take row-pair panels for Q4_0 / Q8_0 (kPanelMinTokens = 16 in panel.h), in
+          // 33 and 37 tokens: prompts take row-pair panels for Q4_0 / Q8_0 / Q4_K / Q6_K (kPanelMinTokens = 16 in panel.h), in
           // tiles of 4 token pairs with a shorter last tile and an odd last token
           for (const n of [1, 2, 3, 4, 5, 6, 33, 37]) {
             const x = activations(n * K, rand);
