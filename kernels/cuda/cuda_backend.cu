@@ -104,8 +104,8 @@ class OpProfiler {
 // TWINFER_CUDA_STEP_TIMES=1: where the wall time of a replayed (CUDA graph) step goes, printed at dispose:
 //   caller  from the end of one step to the first upload of the next (the SDK: sampling, detokenizing, N-API)
 //   prep    first upload to begin_step (the forward pass's host work and its small uploads)
-//   gpu     the graph's GPU time (events around the launch)
-//   tail    begin_step to the end of end_step minus nothing: launch, GPU time, the downloads and their waits
+//   begin..end  begin_step to the end of end_step: the graph launch, its GPU time (events around the launch) and
+//               the downloads with their waits
 // Only steps that replayed a graph count (the steady state of decode); graphs stay on.
 class StepTimer {
  public:

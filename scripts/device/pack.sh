@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what the GPU machine lacks into .device/ (git-ignored; name it in the device tool's `carry`, together with
 # packages/core-cuda/dist): a Node 20 binary, the GPU runner and the synthetic-model generator bundled to single
-# .mjs files, the prebuilt addon and op-test binary, the llama.cpp sources of node-llama-cpp's bundle (trimmed),
+# .mjs files, the prebuilt addon and op-test binary (xz-compressed), the llama.cpp sources of node-llama-cpp's bundle (trimmed),
 # the fixtures the GPU checks read, and the N-API headers for building the addon there with plain cmake.
 # Everything is compiled HERE (nvcc, no GPU) so the device's time goes to running.
 #

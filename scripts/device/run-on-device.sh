@@ -10,6 +10,8 @@
 #   all     both
 #   quick   op tests (correctness only), SDK checks, then the twinfer benchmark and decode profiles of $TYPES
 #           (default q4_0) on 32-layer models only — no llama.cpp, no CPU-reference comparison: for iterating
+#   measure where the time goes (see measure() below): Nsight Compute per kernel, host/GPU split of decode steps, A/B
+#           of backend switches in one process (AB_VAR / AB_VALUES, AB2_VAR / AB2_VALUES)
 # The background jobs are detached (setsid) so phase2, issued while the machine is still warm, finds their results
 # under $W. Results go to $W/res and are packed into $OUT (at most a few files come back).
 set -uo pipefail
