@@ -157,7 +157,7 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
 }
 
 #if defined(__wasm_simd128__)
-// Rows [r0, r1) (whole quads) of an x4 weight times n activation rows on row-pair panels (panel.h):
+// Rows [r0, r1) (whole quads) of an x4 weight (or GGUF q5_K rows) times n activation rows on row-pair panels (panel.h):
 // the task's quads widened once into pan, then tiles of up to kPanelTilePairs token pairs (xact: the pairs'
 // interleaved activations, panel_pair_i16(K) apart) against each quad.
 template <int TYPE>
@@ -165,10 +165,16 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
                 int16_t* pan, float* y) {
   const uint8_t* data = (const uint8_t*)base;
   const int64_t ng = K / QA, nq = (r1 - r0) / 4;
-  const size_t quad_i16 = panel_quad_i16(TYPE, K), pair_i16 = panel_pair_i16(K);
+  constexpr int32_t kTile = TYPE == TW_TYPE_Q5_K ? TW_TYPE_Q4_K : TYPE;  // q5_K panels have q4_K's layout
+  const size_t quad_i16 = panel_quad_i16(kTile, K), pair_i16 = panel_pair_i16(K);
   for (int64_t j = 0; j < nq; ++j) {
     const int64_t q = r0 / 4 + j;
-    panel_widen_quad<TYPE>(x4_quad_ptr(data, TYPE, K, R, q), x4_rec_stride(TYPE, R, q), ng, pan + j * quad_i16);
+    if constexpr (TYPE == TW_TYPE_Q5_K) {
+      const size_t rb = row_bytes(TYPE, K);
+      panel_widen_q5k_rows(data + rb * (size_t)(r0 + 4 * j), rb, K, pan + j * quad_i16);
+    } else {
+      panel_widen_quad<TYPE>(x4_quad_ptr(data, TYPE, K, R, q), x4_rec_stride(TYPE, R, q), ng, pan + j * quad_i16);
+    }
   }
   const int npairs = (n + 1) / 2;
   float out[2 * kPanelTilePairs * 4];
@@ -179,10 +185,10 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
     for (int64_t j = 0; j < nq; ++j) {
       const int16_t* pq = pan + j * quad_i16;
       switch (tp) {
-        case 4: panel_tile<TYPE, 4>(pq, xa, ng, out); break;
-        case 3: panel_tile<TYPE, 3>(pq, xa, ng, out); break;
-        case 2: panel_tile<TYPE, 2>(pq, xa, ng, out); break;
-        default: panel_tile<TYPE, 1>(pq, xa, ng, out); break;
+        case 4: panel_tile<kTile, 4>(pq, xa, ng, out); break;
+        case 3: panel_tile<kTile, 3>(pq, xa, ng, out); break;
+        case 2: panel_tile<kTile, 2>(pq, xa, ng, out); break;
+        default: panel_tile<kTile, 1>(pq, xa, ng, out); break;
       }
       for (int rp = 0; rp < 2; ++rp)
         for (int p = 0; p < tp; ++p) {
@@ -206,6 +212,7 @@ PanelFn panel_fn(int32_t type) {
     case TW_TYPE_Q4_0: return panel_rows<TW_TYPE_Q4_0>;
     case TW_TYPE_Q8_0: return panel_rows<TW_TYPE_Q8_0>;
     case TW_TYPE_Q4_K: return panel_rows<TW_TYPE_Q4_K>;
+    case TW_TYPE_Q5_K: return panel_rows<TW_TYPE_Q5_K>;
     default: return panel_rows<TW_TYPE_Q6_K>;
   }
 }
@@ -740,8 +747,12 @@ class CpuBackend final : public Backend {
       jobs[i].rpt = rows_per_task(w.ne1, K, n, pool_.size());
       jobs[i].first_task = n_tasks;
 #if defined(__wasm_simd128__)
-      jobs[i].panel = n >= kPanelMinTokens && w.layout == kLayoutX4 && panel_type(w.type);
-      if (jobs[i].panel) panel_i16 = std::max(panel_i16, (size_t)(jobs[i].rpt / 4) * panel_quad_i16(w.type, K));
+      // q5_K rows are widened straight from GGUF blocks (whole quads only)
+      jobs[i].panel = n >= kPanelMinTokens && ((w.layout == kLayoutX4 && panel_type(w.type)) ||
+                                               (w.type == TW_TYPE_Q5_K && w.layout == kLayoutGGUF && w.ne1 % 4 == 0));
+      if (jobs[i].panel)
+        panel_i16 = std::max(panel_i16, (size_t)(jobs[i].rpt / 4) *
+                                            panel_quad_i16(w.type == TW_TYPE_Q5_K ? TW_TYPE_Q4_K : w.type, K));
 #else
       jobs[i].panel = false;
 #endif

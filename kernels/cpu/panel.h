@@ -17,6 +17,7 @@
 //       q4_0 / q8_0: d (f32);  q4_K: 6-bit scale, then min (int32);  q6_K: sub-block A's scale, then B's (int32)
 //     and for the K-quants, after every 8 groups (a super-block), kPanelSuper int16: q4_K d then dmin (f32 pairs of
 //     vectors as above), q6_K d (f32)
+//   q5_K (kept in GGUF blocks) is widened from its rows into the q4_K layout (panel_widen_q5k_rows)
 //   activations, per token pair and group (kPanelActGroup): 16 k-pairs x [t0 k, t0 k', t1 k, t1 k'], then the two
 //     tokens' group sums as int32 [s_t0, s_t1, s_t0, s_t1] (q4_K's mins term), then their scales as f32 likewise
 // The integer sums equal qdot_x4's and the float products run in its order, so both paths give the same floats.
@@ -126,6 +127,51 @@ inline void panel_widen_quad(const uint8_t* quad, size_t kRec, int64_t ngroups, 
         panel_store_rows(ps, x4_scales_f32(rec + kQ6KD));
       }
     }
+  }
+}
+
+// Four q5_K rows in GGUF blocks (row0, rows rb bytes apart; q5_K is not repacked, decode keeps its row kernels) ->
+// the q4_K panel layout: the 5-bit values (0..31, low nibble | fifth bit << 4) as the weights, scales and mins per
+// group, d and dmin per super-block; the products are then q4_K's (d S - dmin M) d_a.
+inline void panel_widen_q5k_rows(const uint8_t* row0, size_t rb, int64_t K, int16_t* pan) {
+  constexpr int G = panel_group_i16(TW_TYPE_Q4_K);
+  const v128_t m4 = wasm_i8x16_splat(15), one = wasm_i8x16_splat(1);
+  for (int64_t sb = 0; sb < K / 256; ++sb, pan += panel_super_i16(TW_TYPE_Q4_K)) {
+    const block_q5_K* b[4];
+    for (int r = 0; r < 4; ++r) b[r] = (const block_q5_K*)(row0 + rb * r) + sb;
+    for (int j = 0; j < 8; ++j) {
+      int16_t* pg = pan + j * G;
+      v128_t v[4][4];  // row r, positions 8i .. 8i + 7 of group j as int16
+      for (int r = 0; r < 4; ++r)
+        for (int h = 0; h < 2; ++h) {  // positions 16h .. 16h + 15
+          const v128_t ql = wasm_v128_load(b[r]->qs + 32 * (j / 2) + 16 * h), qh = wasm_v128_load(b[r]->qh + 16 * h);
+          const v128_t lo = (j & 1) ? wasm_u8x16_shr(ql, 4) : wasm_v128_and(ql, m4);
+          const v128_t q = wasm_v128_or(lo, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh, j), one), 4));
+          v[r][2 * h] = wasm_u16x8_extend_low_u8x16(q);
+          v[r][2 * h + 1] = wasm_u16x8_extend_high_u8x16(q);
+        }
+      // k-pair kp = 4i + kk is int32 lane kk of v[r][i]: W_rp = [ra kp, ra kp, rb kp, rb kp]
+      for (int rp = 0; rp < 2; ++rp)
+        for (int i = 0; i < 4; ++i) {
+          const v128_t a = v[2 * rp][i], c = v[2 * rp + 1][i];
+          wasm_v128_store(pg + 16 * (4 * i + 0) + 8 * rp, wasm_i32x4_shuffle(a, c, 0, 0, 4, 4));
+          wasm_v128_store(pg + 16 * (4 * i + 1) + 8 * rp, wasm_i32x4_shuffle(a, c, 1, 1, 5, 5));
+          wasm_v128_store(pg + 16 * (4 * i + 2) + 8 * rp, wasm_i32x4_shuffle(a, c, 2, 2, 6, 6));
+          wasm_v128_store(pg + 16 * (4 * i + 3) + 8 * rp, wasm_i32x4_shuffle(a, c, 3, 3, 7, 7));
+        }
+      int32_t f[2][4];
+      for (int r = 0; r < 4; ++r) {
+        uint8_t sc, m;
+        get_scale_min_k4(j, b[r]->scales, &sc, &m);
+        f[0][r] = sc, f[1][r] = m;
+      }
+      panel_store_rows(pg + 256, wasm_v128_load(f[0]));
+      panel_store_rows(pg + 272, wasm_v128_load(f[1]));
+    }
+    float d[4], dmin[4];
+    for (int r = 0; r < 4; ++r) d[r] = fp16_to_f32(b[r]->d), dmin[r] = fp16_to_f32(b[r]->dmin);
+    panel_store_rows(pan + 8 * G, wasm_v128_load(d));
+    panel_store_rows(pan + 8 * G + 16, wasm_v128_load(dmin));
   }
 }
 
