@@ -20,7 +20,8 @@
 //   q5_K (kept in GGUF blocks) is widened from its rows into the q4_K layout (panel_widen_q5k_rows)
 //   activations, per token pair and group (kPanelActGroup): 16 k-pairs x [t0 k, t0 k', t1 k, t1 k'], then the two
 //     tokens' group sums as int32 [s_t0, s_t1, s_t0, s_t1] (q4_K's mins term), then their scales as f32 likewise
-// The integer sums equal qdot_x4's and the float products run in its order, so both paths give the same floats.
+// The integer sums equal qdot_x4's and the float products run in its order, so for the x4 types both paths give the
+// same floats (q5_K's row kernels order their sums differently).
 #pragma once
 #include <cstdint>
 #include <cstring>

@@ -92,15 +92,25 @@ bg_models() {
   touch "$W/models.done"
 }
 
+start_models() {  # model generation in the background, once per machine
+  if [[ ! -f "$W/models.started" ]]; then
+    touch "$W/models.started"
+    setsid nohup bash "$0" _models >"$RES/models.log" 2>&1 </dev/null &
+  fi
+}
+
 start_background() {
   if [[ ! -f "$W/llama.started" ]]; then
     touch "$W/llama.started"
     setsid nohup bash "$0" _llama >"$RES/llama-build.log" 2>&1 </dev/null &
   fi
-  if [[ ! -f "$W/models.started" ]]; then
-    touch "$W/models.started"
-    setsid nohup bash "$0" _models >"$RES/models.log" 2>&1 </dev/null &
-  fi
+  start_models
+}
+
+op_tests() {  # correctness of every CUDA op; prints only what is not ok
+  log "op tests (correctness)"
+  timeout 200 "$OPT" --quick 2>&1 | tee "$RES/op_test.txt" | grep -Ev '^ok '
+  return 0
 }
 
 wait_for() {  # file seconds
@@ -214,13 +224,9 @@ phase2() {
 
 quick() {
   nvidia-smi -L | tee "$RES/nvidia-smi.txt"
-  if [[ ! -f "$W/models.started" ]]; then
-    touch "$W/models.started"
-    setsid nohup bash "$0" _models >"$RES/models.log" 2>&1 </dev/null &
-  fi
+  start_models
   ensure_addon || return 1
-  log "op tests (correctness)"
-  timeout 200 "$OPT" --quick 2>&1 | tee "$RES/op_test.txt" | grep -Ev '^ok ' 
+  op_tests
   log "SDK checks (stories260K)"
   (cd "$W/run" && timeout 180 node gpu-run.mjs check --shared "$DEV/shared") 2>&1 | tee "$RES/check.txt"
   wait_for "$W/models.done" "${MODEL_WAIT:-400}" || { log "models not ready"; tail -5 "$RES/models.log"; pack_results quick; return 1; }
@@ -240,13 +246,9 @@ measure() {
   nvidia-smi -L | tee "$RES/nvidia-smi.txt"
   local ncu; ncu="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
   log "ncu: ${ncu:-none}; nsys: $(command -v nsys || echo none)"
-  if [[ ! -f "$W/models.started" ]]; then
-    touch "$W/models.started"
-    setsid nohup bash "$0" _models >"$RES/models.log" 2>&1 </dev/null &
-  fi
+  start_models
   ensure_addon || return 1
-  log "op tests (correctness)"
-  timeout 200 "$OPT" --quick 2>&1 | tee "$RES/op_test.txt" | grep -Ev '^ok '
+  op_tests
   [[ "${SKIP_CHECK:-0}" == 1 ]] || (cd "$W/run" && timeout 180 node gpu-run.mjs check --shared "$DEV/shared") 2>&1 |
     tee "$RES/check.txt" | grep -E '^(PASS|FAIL)'
   [[ "${SKIP_TIMES:-0}" == 1 ]] || timeout 150 "$OPT" --times 2>&1 | tee "$RES/op_times.txt" | grep -E '^time matmul .* n=(1|64) '
