@@ -165,7 +165,7 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
                 int16_t* pan, float* y) {
   const uint8_t* data = (const uint8_t*)base;
   const int64_t ng = K / QA, nq = (r1 - r0) / 4;
-  constexpr int32_t kTile = TYPE == TW_TYPE_Q5_K ? TW_TYPE_Q4_K : TYPE;  // q5_K panels have q4_K's layout
+  constexpr int32_t kTile = panel_layout(TYPE);
   const size_t quad_i16 = panel_quad_i16(kTile, K), pair_i16 = panel_pair_i16(K);
   for (int64_t j = 0; j < nq; ++j) {
     const int64_t q = r0 / 4 + j;
@@ -379,8 +379,7 @@ class CpuBackend final : public Backend {
           if (convert_rows) {
             std::vector<float>& rf = rowf_[thread];
             if ((int64_t)rf.size() < K) rf.resize(K);
-            if (W.type == TW_TYPE_F16) f16_row_to_f32((const uint16_t*)row, rf.data(), K);
-            else for (int64_t i = 0; i < K; ++i) rf[i] = bf16_to_f32(((const uint16_t*)row)[i]);
+            half_row_to_f32(W.type, (const uint16_t*)row, rf.data(), K);
             for (int t = t0; t < t1; ++t) y[(size_t)t * R + r] = dot_f32(rf.data(), x + (size_t)t * K, K);
           } else {
             for (int t = t0; t < t1; ++t) y[(size_t)t * R + r] = dot_row(W.type, row, x + (size_t)t * K, K);
@@ -666,7 +665,7 @@ class CpuBackend final : public Backend {
   }
 
 #if defined(__wasm_simd128__)
-  // F16 / BF16 prompts on float panels (float_panel.h): the n activation rows interleaved once per 8-token tile, then
+  // F16 / BF16 prompts on float panels (float_panel.h): the n activation rows interleaved once per token tile, then
   // tasks of rpt rows convert their whole quads once and run every tile against them; rows past the last whole quad
   // (R % 4) take the row path.
   void float_panel_matmul(const Tensor& W, const float* x, int n, float* y, int64_t rpt, int n_tasks) {
@@ -697,9 +696,7 @@ class CpuBackend final : public Backend {
         }
       }
       for (int64_t r = r0 + 4 * nq; r < r1; ++r) {
-        const uint16_t* h = (const uint16_t*)(base + rb * r);
-        if (W.type == TW_TYPE_F16) f16_row_to_f32(h, tmp, K);
-        else for (int64_t i = 0; i < K; ++i) tmp[i] = bf16_to_f32(h[i]);
+        half_row_to_f32(W.type, (const uint16_t*)(base + rb * r), tmp, K);
         for (int t = 0; t < n; ++t) y[(size_t)t * R + r] = dot_f32(tmp, x + (size_t)t * K, K);
       }
     });
@@ -747,12 +744,9 @@ class CpuBackend final : public Backend {
       jobs[i].rpt = rows_per_task(w.ne1, K, n, pool_.size());
       jobs[i].first_task = n_tasks;
 #if defined(__wasm_simd128__)
-      // q5_K rows are widened straight from GGUF blocks (whole quads only)
-      jobs[i].panel = n >= kPanelMinTokens && ((w.layout == kLayoutX4 && panel_type(w.type)) ||
-                                               (w.type == TW_TYPE_Q5_K && w.layout == kLayoutGGUF && w.ne1 % 4 == 0));
+      jobs[i].panel = n >= kPanelMinTokens && panel_weight(w.type, w.layout, w.ne1);
       if (jobs[i].panel)
-        panel_i16 = std::max(panel_i16, (size_t)(jobs[i].rpt / 4) *
-                                            panel_quad_i16(w.type == TW_TYPE_Q5_K ? TW_TYPE_Q4_K : w.type, K));
+        panel_i16 = std::max(panel_i16, (size_t)(jobs[i].rpt / 4) * panel_quad_i16(panel_layout(w.type), K));
 #else
       jobs[i].panel = false;
 #endif
@@ -808,7 +802,7 @@ class CpuBackend final : public Backend {
   std::vector<float> xr_;
   std::vector<std::vector<float>> rowf_;
   std::vector<ActRow> acts_;
-  std::vector<float> float_tiles_;                // F16 / BF16 prompts: 8-token tiles' interleaved activations
+  std::vector<float> float_tiles_;                // F16 / BF16 prompts: token tiles' interleaved activations
   std::vector<std::vector<float>> float_panels_;  // F16 / BF16 prompts: per pool thread, its task's converted quads
   std::vector<int16_t> panel_act_;               // prompts: token pairs' interleaved activations (panel.h)
   std::vector<std::vector<int16_t>> panels_;     // prompts: per pool thread, its task's widened quads (panel.h)

@@ -207,6 +207,12 @@ inline float dot_q4_0(const block_q4_0* w, const float* x, int64_t n) { return d
 
 #endif
 
+// An F16 or BF16 row of n values -> f32 (exact): the prompt paths convert each weight row once.
+inline void half_row_to_f32(int32_t type, const uint16_t* h, float* out, int64_t n) {
+  if (type == TW_TYPE_F16) f16_row_to_f32(h, out, n);
+  else for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(h[i]);
+}
+
 // Any block type against float activations: dequantize one block (exactly, quants.h) into a small buffer and dot it.
 // The path for quantized weights when activation quantization is switched off.
 inline float dot_blocks_f32(int32_t type, const void* row, const float* x, int64_t n) {

@@ -33,12 +33,7 @@ namespace tw {
 
 // Rows r..r+3 of an F16 / BF16 weight (rows rb bytes apart) -> K x [r0, r1, r2, r3] f32 at pan. tmp: 4 K floats.
 inline void float_panel_quad(int32_t type, const char* rows, size_t rb, int64_t K, float* tmp, float* pan) {
-  for (int r = 0; r < 4; ++r) {
-    const uint16_t* h = (const uint16_t*)(rows + rb * r);
-    float* o = tmp + K * r;
-    if (type == TW_TYPE_F16) f16_row_to_f32(h, o, K);
-    else for (int64_t i = 0; i < K; ++i) o[i] = bf16_to_f32(h[i]);
-  }
+  for (int r = 0; r < 4; ++r) half_row_to_f32(type, (const uint16_t*)(rows + rb * r), tmp + K * r, K);
   int64_t k = 0;
   for (; k + 4 <= K; k += 4) {  // 4 x 4 transpose
     const v128_t a = wasm_v128_load(tmp + k), b = wasm_v128_load(tmp + K + k), c = wasm_v128_load(tmp + 2 * K + k),

@@ -41,6 +41,12 @@ constexpr bool panel_type(int32_t type) {
   return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 || type == TW_TYPE_Q4_K || type == TW_TYPE_Q6_K;
 }
 constexpr bool panel_kquant(int32_t type) { return type == TW_TYPE_Q4_K || type == TW_TYPE_Q6_K; }
+// The panel layout a weight type widens into: q5_K (kept in GGUF blocks) takes q4_K's.
+constexpr int32_t panel_layout(int32_t type) { return type == TW_TYPE_Q5_K ? TW_TYPE_Q4_K : type; }
+// Whether a prompt's product with this weight runs on panels: x4-repacked types, or q5_K rows in whole quads.
+inline bool panel_weight(int32_t type, int32_t layout, int64_t rows) {
+  return layout == kLayoutX4 ? panel_type(type) : type == TW_TYPE_Q5_K && layout == kLayoutGGUF && rows % 4 == 0;
+}
 constexpr int panel_group_i16(int32_t type) { return 256 + (panel_kquant(type) ? 32 : 16); }
 // A quad's panel, and the i16 between super-blocks (K-quants).
 constexpr int panel_super_i16(int32_t type) { return 8 * panel_group_i16(type) + kPanelSuper; }
