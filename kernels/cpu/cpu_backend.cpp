@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <unordered_map>
 #include <vector>
 
 #include "../include/twinfer.h"
@@ -265,7 +266,14 @@ class CpuBackend final : public Backend {
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return nullptr;
     return p;
   }
-  void release(void* p) override { free(p); }
+  void release(void* p) override {
+    const auto it = shifted_.find(p);
+    if (it != shifted_.end()) {
+      p = it->second;
+      shifted_.erase(it);
+    }
+    free(p);
+  }
   void* host_view(void* p) override { return p; }
   void upload(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
   void download(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
@@ -279,7 +287,7 @@ class CpuBackend final : public Backend {
     if (int8_act_ && w.layout == kLayoutGGUF && x4_type(w.type) && w.ne1 % 4 == 0 && w.ne0 % QA == 0) {
       const size_t rb = row_bytes(w.type, w.ne0);
       const size_t bytes = x4_tensor_bytes(w.type, w.ne0, w.ne1);
-      uint8_t* dst = (uint8_t*)alloc(bytes);
+      uint8_t* dst = alloc_shifted(bytes, x4_base_offset(w.type));
       if (!dst) return false;
       const uint8_t* src = (const uint8_t*)w.data;
       constexpr int64_t kQuadsPerTask = 16;
@@ -796,8 +804,18 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // bytes at `offset` past a 64-byte boundary; release() frees the allocation it came from
+  uint8_t* alloc_shifted(size_t bytes, size_t offset) {
+    if (offset == 0) return (uint8_t*)alloc(bytes);
+    uint8_t* raw = (uint8_t*)alloc(bytes + offset);
+    if (!raw) return nullptr;
+    shifted_[raw + offset] = raw;
+    return raw + offset;
+  }
+
   ThreadPool pool_;
   bool int8_act_;
+  std::unordered_map<void*, void*> shifted_;  // alloc_shifted's pointers -> their allocations
   std::vector<char> act_buf_;
   std::vector<float> xr_;
   std::vector<std::vector<float>> rowf_;

@@ -27,7 +27,7 @@
 #include <cstring>
 
 #include "qdot.h"
-#include "qdot_x4.h"  // x4_scales_f32
+#include "qdot_x4.h"
 #include "repack.h"
 
 namespace tw {
@@ -128,10 +128,10 @@ inline void panel_widen_quad(const uint8_t* quad, size_t kRec, int64_t ngroups, 
       }
       int16_t* ps = pan + 8 * G;
       if constexpr (TYPE == TW_TYPE_Q4_K) {
-        panel_store_rows(ps, x4_scales_f32(rec + kQ4KD));
-        panel_store_rows(ps + 16, x4_scales_f32(rec + kQ4KDmin));
+        panel_store_rows(ps, wasm_v128_load(rec + kQ4KD));
+        panel_store_rows(ps + 16, wasm_v128_load(rec + kQ4KDmin));
       } else {
-        panel_store_rows(ps, x4_scales_f32(rec + kQ6KD));
+        panel_store_rows(ps, wasm_v128_load(rec + kQ6KD));
       }
     }
   }

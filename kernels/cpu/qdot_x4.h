@@ -24,8 +24,8 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, size_t stride, con
   if (type == TW_TYPE_Q4_K) {
     for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
       const uint8_t* rec = quad + sb * stride;
-      const uint16_t* d = (const uint16_t*)(rec + kQ4KD);
-      const uint16_t* dmin = (const uint16_t*)(rec + kQ4KDmin);
+      const float* d = (const float*)(rec + kQ4KD);
+      const float* dmin = (const float*)(rec + kQ4KDmin);
       for (int r = 0; r < 4; ++r) {
         int32_t S = 0, M = 0;
         for (int j = 0; j < 8; ++j) {
@@ -35,7 +35,7 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, size_t stride, con
           S += x4_q4k_scale(rec, r, j, 0) * isum;
           M += x4_q4k_scale(rec, r, j, 1) * a.sq[g];
         }
-        out[r] += a.d[sb * 8] * (fp16_to_f32(d[x4_scale_slot(r)]) * (float)S - fp16_to_f32(dmin[x4_scale_slot(r)]) * (float)M);
+        out[r] += a.d[sb * 8] * (d[r] * (float)S - dmin[r] * (float)M);
       }
     }
     return;
@@ -43,7 +43,7 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, size_t stride, con
   if (type == TW_TYPE_Q6_K) {
     for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
       const uint8_t* rec = quad + sb * stride;
-      const uint16_t* d = (const uint16_t*)(rec + kQ6KD);
+      const float* d = (const float*)(rec + kQ6KD);
       for (int r = 0; r < 4; ++r) {
         int32_t S = 0;
         for (int sub = 0; sub < 16; ++sub) {
@@ -52,7 +52,7 @@ inline void qdot_x4_scalar(int32_t type, const uint8_t* quad, size_t stride, con
           isum -= 32 * a.sq16[sb * 16 + sub];
           S += x4_q6k_scale(rec, r, sub) * isum;
         }
-        out[r] += a.d[sb * 8] * (fp16_to_f32(d[x4_scale_slot(r)]) * (float)S);
+        out[r] += a.d[sb * 8] * (d[r] * (float)S);
       }
     }
     return;
@@ -89,20 +89,6 @@ inline void issue_order_fence() { __asm__ volatile("" ::: "memory"); }
 // [r0, r0, r1, r1] and [r2, r2, r3, r3] partial sums -> [r0, r1, r2, r3]
 inline v128_t fold_rows(v128_t a01, v128_t a23) {
   return wasm_i32x4_add(wasm_i32x4_shuffle(a01, a23, 0, 2, 4, 6), wasm_i32x4_shuffle(a01, a23, 1, 3, 5, 7));
-}
-
-// A K-quant record's four fp16 scales (stored in row order 0, 2, 1, 3; repack.h) -> f32x4 in row order, exact (zeros and
-// subnormals included): each value is moved to the top half of its 32-bit lane, exponent and mantissa shifted into
-// f32 position and rescaled by 2^112, then the sign restored. Integer shifts and masks only: V8 rebuilds byte-
-// shuffle masks on every use.
-inline v128_t x4_scales_f32(const void* p) {
-  const v128_t w = wasm_v128_load64_splat(p);                      // [s02, s13, s02, s13] (lo = row 0/1)
-  const v128_t lo = wasm_i32x4_shl(w, 16);                          // rows 0, 1 in the top halves
-  const v128_t hi = wasm_v128_and(w, wasm_i32x4_splat((int32_t)0xFFFF0000u));  // rows 2, 3
-  const v128_t x = wasm_i32x4_shuffle(lo, hi, 0, 1, 6, 7);
-  const v128_t sign = wasm_v128_and(x, wasm_i32x4_splat((int32_t)0x80000000u));
-  const v128_t mag = wasm_u32x4_shr(wasm_v128_xor(x, sign), 3);
-  return wasm_v128_or(wasm_f32x4_mul(mag, wasm_f32x4_splat(0x1p112f)), sign);
 }
 
 // out[4 t + r] = row r of the quad . act[t]
@@ -235,7 +221,7 @@ inline void qdot_q4k_x4(const uint8_t* quad, size_t rec_bytes, const ActRow* act
         S[t] = wasm_i32x4_add(S[t], wasm_i32x4_mul(sc, fold_rows(a01[t], a23[t])));
       }
     }
-    const v128_t d = x4_scales_f32(rec + kQ4KD), dmin = x4_scales_f32(rec + kQ4KDmin);
+    const v128_t d = wasm_v128_load(rec + kQ4KD), dmin = wasm_v128_load(rec + kQ4KDmin);
     for (int t = 0; t < NT; ++t) {
       const v128_t f = wasm_f32x4_sub(wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(S[t])),
                                       wasm_f32x4_mul(dmin, wasm_f32x4_convert_i32x4(M[t])));
@@ -287,7 +273,7 @@ inline void qdot_q6k_x4(const uint8_t* quad, size_t rec_bytes, const ActRow* act
       for (int t = 0; t < NT; ++t)
         S[t] = wasm_i32x4_add(S[t], wasm_i32x4_add(wasm_i32x4_mul(scA, s[0][t]), wasm_i32x4_mul(scB, s[1][t])));
     }
-    const v128_t d = x4_scales_f32(rec + kQ6KD);
+    const v128_t d = wasm_v128_load(rec + kQ6KD);
     for (int t = 0; t < NT; ++t)
       accf[t] = wasm_f32x4_add(accf[t], wasm_f32x4_mul(wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(S[t])),
                                                        wasm_v128_load32_splat(act[t].d + sb * 8)));
@@ -399,8 +385,8 @@ inline void qdot_q4k_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngr
       for (int jp = 1; jp < 4; ++jp)
         M = wasm_i32x4_add(M, wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(rec[h] + kQ4KMins + 8 * jp),
                                                    wasm_v128_load32_splat(act.sqh + sb * 8 + 2 * jp)));
-      const v128_t f = wasm_f32x4_sub(wasm_f32x4_mul(x4_scales_f32(rec[h] + kQ4KD), wasm_f32x4_convert_i32x4(S[h])),
-                                      wasm_f32x4_mul(x4_scales_f32(rec[h] + kQ4KDmin), wasm_f32x4_convert_i32x4(M)));
+      const v128_t f = wasm_f32x4_sub(wasm_f32x4_mul(wasm_v128_load(rec[h] + kQ4KD), wasm_f32x4_convert_i32x4(S[h])),
+                                      wasm_f32x4_mul(wasm_v128_load(rec[h] + kQ4KDmin), wasm_f32x4_convert_i32x4(M)));
       accf[h] = wasm_f32x4_add(accf[h], wasm_f32x4_mul(f, da));
     }
   }

@@ -55,9 +55,11 @@ enum WeightLayout : int32_t {
 inline bool x4_type(int32_t type) {
   return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 || type == TW_TYPE_Q4_K || type == TW_TYPE_Q6_K;
 }
-// One record = one GGUF block of each of the 4 rows (q4_0 / q8_0: with f32 instead of fp16 scales).
+// One record = one GGUF block of each of the 4 rows, with f32 instead of fp16 scales (d, and q4_K's dmin): no
+// conversion in the kernels, and no subnormal f32 multiplies (the synthetic models' tiny K-quant scales are fp16
+// subnormals; the q4_K decode kernel ran 12 % slower on them).
 inline size_t x4_record_bytes(int32_t type) {
-  const size_t extra = type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : type == TW_TYPE_Q4_K ? 16 : type == TW_TYPE_Q6_K ? 256 : 0;
+  const size_t extra = type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : type == TW_TYPE_Q4_K ? 32 : type == TW_TYPE_Q6_K ? 264 : 0;
   return 4 * type_traits(type).block_bytes + extra;
 }
 // Bytes of one quad (4 rows of K values) and of a whole [R x K] tensor in x4 layout.
@@ -82,6 +84,19 @@ inline T* x4_quad_ptr(T* data, int32_t type, int64_t K, int64_t R, int64_t q) {
   return data + x4_quad_bytes(type, K) * (size_t)(q & ~(int64_t)1) + (q & 1 ? x4_record_bytes(type) : 0);
 }
 
+// Where an x4 tensor starts relative to a 64-byte boundary (cpu_backend's prepare_weight). Measured on Zen 4 from
+// DRAM (bench/NOTES.md, session 6): the q4_K decode kernel ran 14.5 GMAC/s per thread with its records' 64-byte nibble
+// groups on cache-line boundaries and 19 GMAC/s with them 16 bytes past one; q4_0 / q8_0 records (80 / 144 bytes) drift
+// across lines anyway and did not care.
+#if defined(TW_X4_OFFSET_TEST)
+extern int tw_x4_offset_test[4];
+inline size_t x4_base_offset(int32_t type) {
+  return (size_t)tw_x4_offset_test[type == TW_TYPE_Q4_K ? 0 : type == TW_TYPE_Q6_K ? 1 : type == TW_TYPE_Q4_0 ? 2 : 3];
+}
+#else
+inline size_t x4_base_offset(int32_t type) { return type == TW_TYPE_Q4_K ? 16 : 0; }
+#endif
+
 // q4_0 / q8_0 record: offset of the f32 scales.
 inline size_t x4_scales_offset(int32_t type) { return x4_record_bytes(type) - 16; }
 
@@ -91,15 +106,25 @@ inline uint16_t x4_f32_to_fp16_exact(float f) {
   if ((x & 0x7f800000u) == 0x7f800000u) return (uint16_t)(((x >> 16) & 0x8000u) | 0x7c00u | ((x >> 13) & 0x3ffu));
   return f32_to_fp16(f);
 }
+// Row r's fp16 scale widened to f32 in a record's f32x4 field, and back (exact both ways).
+inline void x4_set_f32(uint8_t* field, int r, uint16_t h) {
+  const float f = fp16_to_f32(h);
+  std::memcpy(field + 4 * r, &f, 4);
+}
+inline uint16_t x4_get_fp16(const uint8_t* field, int r) {
+  float f;
+  std::memcpy(&f, field + 4 * r, 4);
+  return x4_f32_to_fp16_exact(f);
+}
 
 // q4_Kx4 record offsets
 constexpr int kQ4KScales = 512;  // 32 bytes of 6-bit scales [group pair][row][2]
 constexpr int kQ4KMins = 544;    // 32 bytes of 6-bit mins, same order
-constexpr int kQ4KD = 576;       // 4 x fp16 d (slot order 0, 2, 1, 3)
-constexpr int kQ4KDmin = 584;    // 4 x fp16 dmin
+constexpr int kQ4KD = 576;       // 4 x f32 d (row order)
+constexpr int kQ4KDmin = 592;    // 4 x f32 dmin
 // q6_Kx4 record offsets
 constexpr int kQ6KScales = 1024;  // 16 int8 sub-block scales x 4 rows, [sub-block pair][row][2]
-constexpr int kQ6KD = 1088;       // 4 x fp16 d (slot order 0, 2, 1, 3)
+constexpr int kQ6KD = 1088;       // 4 x f32 d (row order)
 
 // Value of row r (0..3), position k (0..31) of a record, as the small integer the kernels multiply (q4_0: 0..15).
 // q6_Kx4: byte of row r, position k (0..255) of a record.
@@ -131,9 +156,6 @@ inline int x4_value(int32_t type, const uint8_t* rec, int r, int k) {
   return (int8_t)*x4_value_ptr_q8(const_cast<uint8_t*>(rec), r, k);
 }
 
-// Position of row r's scale among the record's 4 fp16 scales.
-inline int x4_scale_slot(int r) { return (r & 1) * 2 + (r >> 1); }
-
 // Byte of row r, item i (q4_K group, q6_K sub-block) in an area ordered [item pair][row][2].
 inline int x4_pair_index(int r, int i) { return 8 * (i / 2) + 2 * r + (i & 1); }
 // q4_Kx4: 6-bit scale (which = 0) or min (which = 1) of row r, group j.
@@ -164,7 +186,6 @@ inline void x4_fill_nibbles(uint8_t* area, Nib nib) {
 inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t* rec) {
   std::memset(rec, 0, x4_record_bytes(type));
   if (type == TW_TYPE_Q6_K) {
-    uint16_t* d = (uint16_t*)(rec + kQ6KD);
     for (int r = 0; r < 4; ++r) {
       const block_q6_K* b = (const block_q6_K*)blocks[r];
       for (int k = 0; k < 256; ++k) {  // GGUF: low nibble in ql, high pair in qh (dequantize_row_q6_K's order)
@@ -174,13 +195,11 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
         rec[x4_q6_offset(r, k)] = (uint8_t)(lo | hi << 4);
       }
       for (int sb = 0; sb < 16; ++sb) x4_q6k_scale(rec, r, sb) = (uint8_t)b->scales[sb];
-      std::memcpy(&d[x4_scale_slot(r)], &b->d, 2);
+      x4_set_f32(rec + kQ6KD, r, b->d);
     }
     return;
   }
   if (type == TW_TYPE_Q4_K) {
-    uint16_t* d = (uint16_t*)(rec + kQ4KD);
-    uint16_t* dmin = (uint16_t*)(rec + kQ4KDmin);
     for (int j = 0; j < 8; ++j)
       x4_fill_nibbles(rec + 64 * j, [&](int r, int kk) -> unsigned {
         const uint8_t byte = ((const block_q4_K*)blocks[r])->qs[32 * (j / 2) + kk];
@@ -194,8 +213,8 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
         x4_q4k_set_scale(rec, r, j, 0, sc);
         x4_q4k_set_scale(rec, r, j, 1, m);
       }
-      std::memcpy(&d[x4_scale_slot(r)], &b->d, 2);
-      std::memcpy(&dmin[x4_scale_slot(r)], &b->dmin, 2);
+      x4_set_f32(rec + kQ4KD, r, b->d);
+      x4_set_f32(rec + kQ4KDmin, r, b->dmin);
     }
     return;
   }
@@ -222,7 +241,6 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
 // One record -> the 4 GGUF blocks it came from (exact inverse of x4_pack_group).
 inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blocks[4]) {
   if (type == TW_TYPE_Q6_K) {
-    const uint16_t* d = (const uint16_t*)(rec + kQ6KD);
     for (int r = 0; r < 4; ++r) {
       block_q6_K* b = (block_q6_K*)blocks[r];
       std::memset(b->ql, 0, sizeof b->ql);
@@ -234,13 +252,11 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
         b->qh[32 * half + i] |= (uint8_t)((q >> 4) << (2 * kq));
       }
       for (int sb = 0; sb < 16; ++sb) b->scales[sb] = (int8_t)x4_q6k_scale(rec, r, sb);
-      std::memcpy(&b->d, &d[x4_scale_slot(r)], 2);
+      b->d = x4_get_fp16(rec + kQ6KD, r);
     }
     return;
   }
   if (type == TW_TYPE_Q4_K) {
-    const uint16_t* d = (const uint16_t*)(rec + kQ4KD);
-    const uint16_t* dmin = (const uint16_t*)(rec + kQ4KDmin);
     for (int r = 0; r < 4; ++r) {
       block_q4_K* b = (block_q4_K*)blocks[r];
       for (int i = 0; i < 128; ++i) {
@@ -258,8 +274,8 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
         b->scales[j + 4] = (uint8_t)((m[j] & 63) | ((m[j + 4] >> 4) << 6));
         b->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
       }
-      std::memcpy(&b->d, &d[x4_scale_slot(r)], 2);
-      std::memcpy(&b->dmin, &dmin[x4_scale_slot(r)], 2);
+      b->d = x4_get_fp16(rec + kQ4KD, r);
+      b->dmin = x4_get_fp16(rec + kQ4KDmin, r);
     }
     return;
   }
