@@ -199,6 +199,17 @@ class CudaBackend final : public Backend {
     dev_.attn_prefetch = !(ap && ap[0] == '0');
     const char* gc = std::getenv("TWINFER_CUDA_GEMV_CFG");
     dev_.gemv_cfg = gc ? std::atoi(gc) : 0;
+    const char* mt = std::getenv("TWINFER_CUDA_MMVQ_TMA");
+    // Default 3: the staged kernel for Q6_K only (H100, µs per 8B layer of Q6_K at n=1: 86.8 vs 99.1; Q4_0 58.5 vs
+    // 54.5 and Q4_K 71.8 vs 57.5 stay on the warp-per-row kernels; bench/NOTES.md run 19).
+    dev_.mmvq_tma = mt ? std::atoi(mt) : 3;
+    if (dev_.mmvq_tma == 1 && p.major < 9) dev_.mmvq_tma = 0;
+    const char* ts = std::getenv("TWINFER_CUDA_TMA_SMEM");
+    if (ts && std::atoi(ts) > 0) dev_.tma_smem_kb = std::atoi(ts);
+    const char* tt = std::getenv("TWINFER_CUDA_TMA_TILE");
+    if (tt && std::atoi(tt) > 0) dev_.tma_tile = std::atoi(tt);
+    const char* tc = std::getenv("TWINFER_CUDA_TMA_CTAS");
+    if (tc && std::atoi(tc) > 0) dev_.tma_ctas = std::atoi(tc);
     if (p.major < 8) {
       err = std::string("CUDA device ") + p.name + " has compute capability " + std::to_string(p.major) + "." +
             std::to_string(p.minor) + "; twinfer needs 8.0 or newer";

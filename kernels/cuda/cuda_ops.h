@@ -106,6 +106,12 @@ struct DeviceInfo {
   bool attn_split_heads = true;  // decode attention: one CTA per query head (TWINFER_CUDA_ATTN_HEADS=0: per KV head)
   int gemv_cfg = 0;               // F16 GEMV variant (gemv.cu; TWINFER_CUDA_GEMV_CFG, 0 = default)
   bool attn_prefetch = true;      // decode attention with RoPE: K/V rows below pos before the PDL wait (attention.cu)
+  // One-token integer-dot products (mmvq.cu, TWINFER_CUDA_MMVQ_TMA): 0 the warp-per-row kernels, 1 the bulk-copy
+  // pipeline (sm_90+), with its shared memory per CTA (KiB, TWINFER_CUDA_TMA_SMEM), bytes per stage aimed at
+  // (TWINFER_CUDA_TMA_TILE) and CTAs per SM (TWINFER_CUDA_TMA_CTAS); 2 the staged kernels (coalesced 16-byte loads
+  // through shared memory) for Q4_0 / Q4_K / Q6_K; 3 (the default) staged for Q6_K only.
+  int mmvq_tma = 3;
+  int tma_smem_kb = 96, tma_tile = 24576, tma_ctas = 1;
 };
 
 // ---- elementwise.cu ----
@@ -155,9 +161,12 @@ bool matmul_groupable(const Tensor& a, const Tensor& b);
 // ---- mmvq.cu ----
 // Whether the integer-dot decode kernel takes W at n tokens (Q4_0 n <= 2, Q8_0 / Q4_K n = 1; TWINFER_CUDA_DP4A=0: never).
 bool mmvq_supported(const Tensor& W, int n);
+// The one-token bulk-copy pipeline on (1), off (0) or as the device decided at init (-1), with these sizes (0: the
+// device's): op_test's A/B.
+void set_mmvq_tma(int mode, int smem_kb = 0, int tile = 0, int ctas = 0);
 // y[i] = W[i] x for i < count (same type and K), x = silu(x) * up when up is given; false if no scratch (then the
 // caller takes another kernel). Activations the norm already quantized (scratch.pre_x == x) are used as they are.
-bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
+bool mmvq(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
           const float* x, const float* up, int n);
 
 // ---- gemv.cu ----

@@ -689,7 +689,7 @@ void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, 
       }
     }
     // Q4_0 / Q8_0 / Q4_K: integer dot products on int8 activations (mmvq.cu), unless turned off or out of scratch.
-    if ((TYPE == 2 || TYPE == 8 || TYPE == 12 || TYPE == 14) && mmvq_supported(*W[0], n) && mmvq(s, dev.pdl_gemv, scratch, W, y, count, x, xup, n)) return;
+    if ((TYPE == 2 || TYPE == 8 || TYPE == 12 || TYPE == 14) && mmvq_supported(*W[0], n) && mmvq(s, dev, scratch, W, y, count, x, xup, n)) return;
     const int warps = g_decode_warps ? g_decode_warps : (TYPE == 2 || TYPE == 12 || TYPE == 14) ? 8 : 4;
     if (warps == 8) launch_tc<TYPE, 1, 8>(s, dev, scratch, W, y, count, x, xup, n);
     else launch_tc<TYPE, 1, 4>(s, dev, scratch, W, y, count, x, xup, n);

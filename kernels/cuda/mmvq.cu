@@ -9,6 +9,7 @@
 // and four blocks are loaded before any is used, so each lane has several loads in flight. Results are reduced
 // across the warp; no split-K, no shared memory. Numerics: activations rounded to int8 per 32 values (relative error
 // ~5e-3 of a product, as llama.cpp's decode path); TWINFER_CUDA_DP4A=0 keeps the FP16 tensor-core kernel instead.
+#include <algorithm>
 #include <cstdlib>
 
 #include "cuda_common.cuh"
@@ -451,6 +452,403 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q6k_kernel(VGroup g, size_t 
   epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre);
 }
 
+// ---- The bulk-copy pipeline (sm_90): one token, Q4_0 / Q8_0 / Q4_K / Q6_K ----
+// The kernels above keep at most one row's blocks (4 or 2 per lane) in flight per warp and leave when the row is
+// done: on an H100 they stream 2.1-2.3 TB/s of the card's 3.0 (latency-bound at 25-50 % occupancy, bench/NOTES.md
+// run 18). Here a persistent grid (one CTA per SM) gives each CTA a contiguous range of rows; 8 consumer warps take
+// one row each of a group of 8, and a producer warp copies the group's rows, a chunk of each (~2-3 KB, whole blocks)
+// per stage, into a ring of S shared-memory stages with cp.async.bulk (the copy engine: no registers hold weights
+// in flight). A stage completes on its `full` mbarrier; each consumer warp releases it on `empty` when it has read
+// its row's chunk, and the producer refills it: S - 1 stages stay in flight while the warps compute, with no
+// CTA-wide barrier. The first S stages are requested before the PDL wait (weights are never written by a step).
+// Measured SLOWER than the warp-per-row kernels in every shape tried (H100, µs per 8B layer at n=1, bench/NOTES.md
+// run 19: Q4_0 67-87 vs 54.5, Q4_K 66-69 vs 57.5, Q6_K 102-126 vs 99, Q8_0 78-112 vs 86; 1-3 CTAs per SM, 48-200 KiB
+// of stages): opt-in only (TWINFER_CUDA_MMVQ_TMA=1), kept for further work on the consumer side.
+constexpr int kTmaMaxStages = 8;
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_init_fence() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_expect(uint64_t* bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
+#endif
+}
+// Copy `bytes` from global src to shared dst (16-byte aligned, multiple of 16), completing on bar.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(dst)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}" ::"r"(
+          smem_addr(bar)),
+      "r"(parity)
+      : "memory");
+#endif
+}
+
+template <int NW>
+__device__ __forceinline__ void load_words_s(const uint8_t* p, uint32_t* w, int& sh) {  // load_words from shared
+  const int mis = (int)((uintptr_t)p & 3);
+  const uint32_t* base = reinterpret_cast<const uint32_t*>(p - mis);  // pointer arithmetic: stays a shared address
+  sh = mis * 8;
+#pragma unroll
+  for (int j = 0; j < NW; ++j) w[j] = base[j];
+}
+
+// Chunks of a row are whole units of BLK bytes holding IPB work items each.
+template <int TYPE> struct TmaT { static constexpr int BLK = VQ<TYPE>::BYTES, IPB = 1; };
+template <> struct TmaT<12> { static constexpr int BLK = 144, IPB = 4; };
+template <> struct TmaT<14> { static constexpr int BLK = 210, IPB = 4; };
+
+// Work item `it` of a chunk in shared memory (`ig`: the item's index in the whole row, for the activations) against
+// the token's int8 blocks: Q4_0 / Q8_0 one 32-value block, Q4_K one pair of sub-blocks (as mmvq_q4k_kernel), Q6_K a
+// quarter super-block (as mmvq_q6k_kernel).
+template <int TYPE>
+__device__ __forceinline__ float tma_item(const uint8_t* row, int it, int ig, const int8_t* __restrict__ xq,
+                                          const float2* __restrict__ xds) {
+  if constexpr (TYPE == 2 || TYPE == 8) {
+    uint32_t w[VQ<TYPE>::NW];
+    int sh;
+    load_words_s<VQ<TYPE>::NW>(row + it * VQ<TYPE>::BYTES, w, sh);
+    const int4* xp = reinterpret_cast<const int4*>(xq + (size_t)ig * 32);
+    const int4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+    const int xi[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    return block_dot<TYPE>(w, sh, xi, __ldg(xds + ig));
+  } else if constexpr (TYPE == 12) {
+    const int j = it & 3;
+    const uint4* blk = reinterpret_cast<const uint4*>(row + (it >> 2) * 144);
+    const uint4 hd = blk[0], q0 = blk[1 + 2 * j], q1 = blk[2 + 2 * j];
+    const int xb = (ig >> 2) * 8 + 2 * j;
+    const int4* xp = reinterpret_cast<const int4*>(xq + (size_t)xb * 32);
+    const int4 a0 = __ldg(xp), a1 = __ldg(xp + 1), b0 = __ldg(xp + 2), b1 = __ldg(xp + 3);
+    const int xa[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+    const int xb8[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+    const float2 da = __ldg(xds + xb), db = __ldg(xds + xb + 1);
+    const float d = __half2float(__ushort_as_half((uint16_t)(hd.x & 0xFFFFu)));
+    const float dmin = __half2float(__ushort_as_half((uint16_t)(hd.x >> 16)));
+    int sc[2], mn[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int sb = 2 * j + h;
+      if (sb < 4) {
+        sc[h] = byte_of(hd.y, sb) & 63;
+        mn[h] = byte_of(hd.z, sb) & 63;
+      } else {
+        sc[h] = (byte_of(hd.w, sb - 4) & 0xF) | ((byte_of(hd.y, sb - 4) >> 6) << 4);
+        mn[h] = (byte_of(hd.w, sb - 4) >> 4) | ((byte_of(hd.z, sb - 4) >> 6) << 4);
+      }
+    }
+    const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      s0 = __dp4a((int)(qw[w] & 0x0F0F0F0Fu), xa[w], s0);
+      s1 = __dp4a((int)((qw[w] >> 4) & 0x0F0F0F0Fu), xb8[w], s1);
+    }
+    return d * ((float)sc[0] * da.x * (float)s0 + (float)sc[1] * db.x * (float)s1) -
+           dmin * ((float)mn[0] * da.y + (float)mn[1] * db.y);
+  } else {  // Q6_K
+    const int t = it & 3, hh = t >> 1, pa = t & 1;
+    const uint8_t* b = row + (it >> 2) * 210;
+    uint32_t ql[9], qh[9];
+    int shl, shh;
+    load_words_s<9>(b + 64 * hh + 32 * pa, ql, shl);
+    load_words_s<9>(b + 128 + 32 * hh, qh, shh);
+    const uint16_t* s16 = reinterpret_cast<const uint16_t*>(b + 192 + 8 * hh + 2 * pa);
+    const uint32_t s4 = (uint32_t)s16[0] | ((uint32_t)s16[2] << 16);
+    const uint16_t dd = *reinterpret_cast<const uint16_t*>(b + 208);
+    const int xa = (ig >> 2) * 8 + 4 * hh + pa;
+    const int4* pa4 = reinterpret_cast<const int4*>(xq + (size_t)xa * 32);
+    const int4 a0 = __ldg(pa4), a1 = __ldg(pa4 + 1), b0 = __ldg(pa4 + 4), b1 = __ldg(pa4 + 5);
+    const int xa8[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+    const int xb8[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+    const float da = __ldg(xds + xa).x, db = __ldg(xds + xa + 2).x;
+    int sa0 = 0, sa1 = 0, sb0 = 0, sb1 = 0;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      const uint32_t l = __funnelshift_r(ql[w], ql[w + 1], shl);
+      const uint32_t h = __funnelshift_r(qh[w], qh[w + 1], shh) >> (2 * pa);
+      const int qlo = (int)__vsubss4((l & 0x0F0F0F0Fu) | ((h & 0x03030303u) << 4), 0x20202020u);
+      const int qhi = (int)__vsubss4(((l >> 4) & 0x0F0F0F0Fu) | (((h >> 4) & 0x03030303u) << 4), 0x20202020u);
+      if (w < 4) {
+        sa0 = __dp4a(qlo, xa8[w], sa0);
+        sb0 = __dp4a(qhi, xb8[w], sb0);
+      } else {
+        sa1 = __dp4a(qlo, xa8[w], sa1);
+        sb1 = __dp4a(qhi, xb8[w], sb1);
+      }
+    }
+    const float sca0 = (float)(int8_t)(s4 & 0xFF), sca1 = (float)(int8_t)((s4 >> 8) & 0xFF);
+    const float scb0 = (float)(int8_t)((s4 >> 16) & 0xFF), scb1 = (float)(int8_t)(s4 >> 24);
+    const float d = __half2float(__ushort_as_half(dd));
+    return d * (da * (sca0 * (float)sa0 + sca1 * (float)sa1) + db * (scb0 * (float)sb0 + scb1 * (float)sb1));
+  }
+}
+
+__device__ __forceinline__ const uint8_t* group_row(const VGroup& g, int row, size_t rb, float** y) {
+  const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
+  const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+  if (y) *y = (i == 2 ? g.y[2] : i == 1 ? g.y[1] : g.y[0]) + r;
+  return (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * rb;
+}
+
+// Stage layout: 8 rows x chunk_bytes (a row's chunk c: bytes [c * chunk_bytes, min(rb, (c + 1) * chunk_bytes))).
+// Dynamic shared memory S * 8 * chunk_bytes + 16 (load_words_s reads up to 2 bytes past a chunk).
+template <int TYPE>
+__global__ void __launch_bounds__((kWarps + 1) * 32) mmvq_tma_kernel(VGroup g, uint32_t rb, int K,
+                                                                     const int8_t* __restrict__ xq,
+                                                                     const float2* __restrict__ xds, NormIn ni,
+                                                                     uint32_t chunk_bytes, int chunks, int S) {
+  using Q = TmaT<TYPE>;
+  extern __shared__ __align__(128) uint8_t tma_smem[];
+  __shared__ uint64_t full[kTmaMaxStages], empty[kTmaMaxStages];
+  pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int rows = g.row0[3];
+  const int r0 = (int)((int64_t)blockIdx.x * rows / gridDim.x);
+  const int r1 = (int)((int64_t)(blockIdx.x + 1) * rows / gridDim.x);
+  const int units = (r1 - r0 + kWarps - 1) / kWarps * chunks;
+  const uint32_t stage_bytes = kWarps * chunk_bytes;
+  if (threadIdx.x == 0) {
+    for (int k = 0; k < S; ++k) {
+      mbar_init(&full[k], 1);
+      mbar_init(&empty[k], kWarps);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+  NormPre<1> pre;
+  float s = 1.0f;
+  if (warp == kWarps) {  // producer (lane 0), then its share of h like every warp
+    if (lane == 0) {
+      for (int j = 0; j < units; ++j) {
+        const int st = j % S;
+        if (j >= S) mbar_wait(&empty[st], (uint32_t)(j / S - 1) & 1u);
+        const int grp = j / chunks, c = j - grp * chunks;
+        const uint32_t off = (uint32_t)c * chunk_bytes;
+        const uint32_t nb = min(chunk_bytes, rb - off);
+        const int row = r0 + grp * kWarps, nr = min(kWarps, r1 - row);
+        mbar_expect(&full[st], (uint32_t)nr * nb);
+        uint8_t* dst = tma_smem + (size_t)st * stage_bytes;
+        for (int rr = 0; rr < nr; ++rr)
+          bulk_copy(dst + (size_t)rr * chunk_bytes, group_row(g, row + rr, rb, nullptr) + off, nb, &full[st]);
+      }
+    }
+    __syncwarp();
+    pdl_wait();
+    if (ni.ssq) {
+      norm_prefetch<1>(ni, lane, pre);
+      s = norm_scale_of(ni, pre.sp[0]);
+      const float sv[1] = {s};
+      norm_write_h<1>(ni, pre, sv, lane);
+    }
+    return;
+  }
+  pdl_wait();
+  if (ni.ssq) {
+    norm_prefetch<1>(ni, lane, pre);
+    s = norm_scale_of(ni, pre.sp[0]);
+  }
+  float acc = 0.0f;
+  for (int j = 0; j < units; ++j) {
+    const int st = j % S;
+    const int grp = j / chunks, c = j - grp * chunks;
+    const int row = r0 + grp * kWarps + warp;
+    mbar_wait(&full[st], (uint32_t)(j / S) & 1u);
+    if (row < r1) {
+      const uint32_t off = (uint32_t)c * chunk_bytes;
+      const int nit = (int)(min(chunk_bytes, rb - off) / Q::BLK) * Q::IPB;
+      const int it0 = (int)(off / Q::BLK) * Q::IPB;
+      const uint8_t* base = tma_smem + (size_t)st * stage_bytes + (size_t)warp * chunk_bytes;
+#pragma unroll 4
+      for (int it = lane; it < nit; it += 32) acc += tma_item<TYPE>(base, it, it0 + it, xq, xds);
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[st]);
+    if (c == chunks - 1) {
+      if (row < r1) {
+        const float v = warp_sum(acc);
+        float* y;
+        group_row(g, row, rb, &y);
+        if (lane == 0) *y = v * s;
+      }
+      acc = 0.0f;
+    }
+  }
+  if (ni.ssq) {
+    const float sv[1] = {s};
+    norm_write_h<1>(ni, pre, sv, lane);
+  }
+}
+
+// set_mmvq_tma (op_test's A/B sweeps): mode -1 the device's choice, else on / off with these sizes.
+struct TmaOverride {
+  int mode = -1, smem_kb = 0, tile = 0, ctas = 0;
+};
+TmaOverride g_tma;
+
+constexpr int lcm16(int b) { return b % 16 == 0 ? b : b % 8 == 0 ? 2 * b : b % 4 == 0 ? 4 * b : b % 2 == 0 ? 8 * b : 16 * b; }
+
+// The pipeline where it applies (sm_90, one token, rows 16-byte aligned); false: the caller takes the kernels above.
+template <int TYPE>
+bool launch_tma(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
+                const float2* xds, const NormIn& ni) {
+  const bool on = (g_tma.mode >= 0 ? g_tma.mode : dev.mmvq_tma) == 1;
+  if (!on || dev.sm_count <= 0 || rb % 16 != 0 || K % (TYPE == 12 || TYPE == 14 ? 256 : 32) != 0) return false;
+  for (int i = 0; i < 3; ++i)
+    if (((uintptr_t)g.W[i] & 15) != 0) return false;
+  const int smem_kb = g_tma.mode >= 0 && g_tma.smem_kb ? g_tma.smem_kb : dev.tma_smem_kb;
+  const int tile = g_tma.mode >= 0 && g_tma.tile ? g_tma.tile : dev.tma_tile;
+  const int ctas = g_tma.mode >= 0 && g_tma.ctas ? g_tma.ctas : dev.tma_ctas;
+  constexpr int unit = lcm16(TmaT<TYPE>::BLK);  // chunk boundaries: whole blocks, 16-byte aligned
+  size_t chunk = std::max<size_t>(unit, (size_t)tile / kWarps / unit * unit);
+  if (chunk >= rb) chunk = rb;
+  const int chunks = (int)((rb + chunk - 1) / chunk);
+  const size_t stage = (size_t)kWarps * chunk;
+  const size_t budget = std::min((size_t)smem_kb * 1024, dev.max_smem_optin - 1024);
+  const int S = (int)std::min<size_t>(kTmaMaxStages, budget / stage);
+  if (S < 2) return false;
+  const int rows = g.row0[3];
+  const int grid = std::max(1, std::min(rows, dev.sm_count * std::max(1, ctas)));
+  const size_t smem = (size_t)S * stage + 16;
+  static size_t opted = 48 * 1024;  // per instantiation: the largest dynamic size allowed so far
+  if (smem > opted) {
+    if (cudaFuncSetAttribute(mmvq_tma_kernel<TYPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    opted = smem;
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3((kWarps + 1) * 32);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = dev.pdl_gemv ? 1 : 0;
+  note_error(cudaLaunchKernelEx(&cfg, mmvq_tma_kernel<TYPE>, g, (uint32_t)rb, K, xq, xds, ni, (uint32_t)chunk, chunks, S),
+             "mmvq_tma launch");
+  return true;
+}
+
+
+// ---- Staged loads: one token, Q4_0 / Q4_K / Q6_K ----
+// One row per warp as mmvq_kernel, but the row arrives in chunks (whole blocks, <= kStChunk bytes) through 16-byte
+// loads that are coalesced across the warp (lane l takes bytes 16 (l + 32 v)), stored into the warp's slice of
+// shared memory and read from there by tma_item; chunk c + 1 is loaded into registers before chunk c is computed.
+// The warp-per-row kernels load 4-byte words of 2-byte-aligned blocks, lanes 18 / 210 bytes apart: a Q6_K item
+// touched ~14 lines per load instruction (the slowest decode product, 1.8 TB/s on an H100).
+template <int TYPE> struct StT { static constexpr int CHUNK = 2304; };  // Q4_0 / Q4_K: a 4096-long row
+template <> struct StT<14> { static constexpr int CHUNK = 3360; };      // Q6_K: 16 super-blocks, a 4096-long row
+template <int TYPE> __host__ __device__ constexpr int st_vec() { return (StT<TYPE>::CHUNK / 16 + 31) / 32; }  // 16-byte loads per lane
+
+template <int TYPE>
+__global__ void __launch_bounds__(kWarps * 32, TYPE == 2 ? 4 : 3) mmvq_st_kernel(VGroup g, uint32_t rb, int K,
+                                                              const int8_t* __restrict__ xq,
+                                                              const float2* __restrict__ xds, NormIn ni,
+                                                              uint32_t chunk_bytes, int chunks) {
+  using Q = TmaT<TYPE>;
+  extern __shared__ __align__(128) uint8_t tma_smem[];
+  pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kWarps + warp;
+  const bool active = row < g.row0[3];
+  if (!active && !ni.ssq) return;
+  NormPre<1> pre;
+  const int rr = active ? row : 0;
+  const int i = rr >= g.row0[2] ? 2 : rr >= g.row0[1] ? 1 : 0;
+  const int r = rr - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+  const uint4* wrow = reinterpret_cast<const uint4*>((i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * rb);
+  uint8_t* sm = tma_smem + (size_t)warp * (chunk_bytes + 16);
+  const int nch = active ? chunks : 0;
+  constexpr int kStVec = st_vec<TYPE>();
+  uint4 v[kStVec];
+  auto load = [&](int c) {
+    const uint32_t off = (uint32_t)c * chunk_bytes;
+    const int nv = (int)(min(chunk_bytes, rb - off) / 16);
+    const uint4* src = wrow + off / 16;
+#pragma unroll
+    for (int k = 0; k < kStVec; ++k)
+      if (lane + 32 * k < nv) v[k] = __ldg(src + lane + 32 * k);
+  };
+  if (nch > 0) load(0);
+  wait_prefetch<1>(ni, lane, pre);
+  float acc = 0.0f;
+  for (int c = 0; c < nch; ++c) {
+    const uint32_t off = (uint32_t)c * chunk_bytes;
+    const uint32_t nbytes = min(chunk_bytes, rb - off);
+    const int nv = (int)(nbytes / 16);
+    __syncwarp();  // the previous chunk's reads are done
+#pragma unroll
+    for (int k = 0; k < kStVec; ++k)
+      if (lane + 32 * k < nv) reinterpret_cast<uint4*>(sm)[lane + 32 * k] = v[k];
+    __syncwarp();
+    if (c + 1 < nch) load(c + 1);  // in flight while this chunk is computed
+    const int nit = (int)(nbytes / Q::BLK) * Q::IPB;
+    const int it0 = (int)(off / Q::BLK) * Q::IPB;
+#pragma unroll 1
+    for (int it = lane; it < nit; it += 32) acc += tma_item<TYPE>(sm, it, it0 + it, xq, xds);
+  }
+  float a1[1][1] = {{acc}};
+  epilogue<1, 1>(g, i, r, lane, active, a1, ni, pre);
+}
+
+template <int TYPE>
+bool launch_st(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
+               const float2* xds, const NormIn& ni) {
+  if constexpr (TYPE != 2 && TYPE != 12 && TYPE != 14) {
+    return false;
+  } else {
+    const int mode = g_tma.mode >= 0 ? g_tma.mode : dev.mmvq_tma;
+    if (!(mode == 2 || (mode == 3 && TYPE == 14)) || rb % 16 != 0 || K % (TYPE == 12 || TYPE == 14 ? 256 : 32) != 0) return false;
+    for (int i = 0; i < 3; ++i)
+      if (((uintptr_t)g.W[i] & 15) != 0) return false;
+    constexpr int unit = lcm16(TmaT<TYPE>::BLK);
+    size_t chunk = (size_t)StT<TYPE>::CHUNK / unit * unit;
+    if (chunk >= rb) chunk = rb;
+    const int chunks = (int)((rb + chunk - 1) / chunk);
+    const size_t smem = (size_t)kWarps * (chunk + 16);
+    const dim3 grid(ceil_div(g.row0[3], kWarps)), block(kWarps * 32);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = dev.pdl_gemv ? 1 : 0;
+    note_error(cudaLaunchKernelEx(&cfg, mmvq_st_kernel<TYPE>, g, (uint32_t)rb, K, xq, xds, ni, (uint32_t)chunk, chunks),
+               "mmvq_st launch");
+    return true;
+  }
+}
+
 template <int TYPE, int NC, int R>
 void launch_r(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds,
               const NormIn& ni) {
@@ -495,8 +893,13 @@ bool launch_groups(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8
 }
 
 template <int TYPE, int NC>
-void launch(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds,
-            const NormIn& ni) {
+void launch(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
+            const float2* xds, const NormIn& ni) {
+  const bool pdl = dev.pdl_gemv;
+  if constexpr (NC == 1) {
+    if (launch_tma<TYPE>(s, dev, g, rb, K, xq, xds, ni)) return;
+    if (launch_st<TYPE>(s, dev, g, rb, K, xq, xds, ni)) return;
+  }
   if constexpr (TYPE == 2 || TYPE == 8) {
     if (!ni.ssq && launch_groups<TYPE, NC>(s, g, rb, K, xq, xds)) return;
   }
@@ -510,15 +913,17 @@ void launch(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const i
 }
 
 template <int TYPE>
-void launch_nc(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds, int n,
-               const NormIn& ni) {
+void launch_nc(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
+               const float2* xds, int n, const NormIn& ni) {
   switch (n) {
-    case 1: launch<TYPE, 1>(s, pdl, g, rb, K, xq, xds, ni); break;
-    default: launch<TYPE, 2>(s, pdl, g, rb, K, xq, xds, ni); break;
+    case 1: launch<TYPE, 1>(s, dev, g, rb, K, xq, xds, ni); break;
+    default: launch<TYPE, 2>(s, dev, g, rb, K, xq, xds, ni); break;
   }
 }
 
 }  // namespace
+
+void set_mmvq_tma(int mode, int smem_kb, int tile, int ctas) { g_tma = TmaOverride{mode, smem_kb, tile, ctas}; }
 
 bool mmvq_enabled() {
   static const bool on = [] {
@@ -545,7 +950,7 @@ bool mmvq_supported(const Tensor& W, int n) {
          (W.type == 14 || rb % 16 == 0) && W.ne1 < (1 << 28) && W.ne0 < (1 << 28);
 }
 
-bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
+bool mmvq(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
           const float* x, const float* up, int n) {
   const int K = (int)W[0]->ne0;
   const int64_t blocks = (int64_t)n * (K / 32);
@@ -563,7 +968,7 @@ bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const*
     if (!buf) return false;
     xq = (const int8_t*)buf;
     xds = (const float2*)(buf + qbytes);
-    launch_kernel(pdl, quantize_q8_kernel, dim3((unsigned)((blocks + 7) / 8)), dim3(256), s, x, up, blocks,
+    launch_kernel(dev.pdl_gemv, quantize_q8_kernel, dim3((unsigned)((blocks + 7) / 8)), dim3(256), s, x, up, blocks,
                   (int8_t*)buf, (float2*)(buf + qbytes));
     TWC_LAUNCHED("quantize_q8");
   }
@@ -577,10 +982,10 @@ bool mmvq(cudaStream_t s, bool pdl, MatmulScratch& scratch, const Tensor* const*
     g.row0[i + 1] = g.row0[i] + (i < count ? (int)W[i]->ne1 : 0);
   }
   const size_t rb = row_bytes(W[0]->type, K);
-  if (W[0]->type == 2) launch_nc<2>(s, pdl, g, rb, K, xq, xds, n, ni);
-  else if (W[0]->type == 12) launch_nc<12>(s, pdl, g, rb, K, xq, xds, n, ni);
-  else if (W[0]->type == 14) launch_nc<14>(s, pdl, g, rb, K, xq, xds, n, ni);
-  else launch_nc<8>(s, pdl, g, rb, K, xq, xds, n, ni);
+  if (W[0]->type == 2) launch_nc<2>(s, dev, g, rb, K, xq, xds, n, ni);
+  else if (W[0]->type == 12) launch_nc<12>(s, dev, g, rb, K, xq, xds, n, ni);
+  else if (W[0]->type == 14) launch_nc<14>(s, dev, g, rb, K, xq, xds, n, ni);
+  else launch_nc<8>(s, dev, g, rb, K, xq, xds, n, ni);
   return true;
 }
 

@@ -878,10 +878,24 @@ static void time_copy() {
   cudaFree(b);
 }
 
+// mmvq's one-token kernels (mmvq.cu): warp per row (0), staged for Q6_K (3, the default), staged for Q4_0 / Q4_K /
+// Q6_K (2), bulk-copy pipeline (1; shared memory KiB, bytes per stage, CTAs per SM): one 8B layer per type.
+static void sweep_tma(Dev& d) {
+  const int cfgs[][4] = {{0, 0, 0, 0}, {3, 0, 0, 0}, {2, 0, 0, 0}, {1, 96, 24576, 1}, {0, 0, 0, 0}, {3, 0, 0, 0}};
+  for (auto& c : cfgs) {
+    tw::cuda::set_mmvq_tma(c[0], c[1], c[2], c[3]);
+    std::printf("mmvq tma %d smem %d KiB stage %d B ctas %d:\n", c[0], c[1], c[2], c[3]);
+    for (int32_t t : {2, 12, 14, 8}) time_matmul(d, t, 1);
+  }
+  tw::cuda::set_mmvq_tma(-1);
+}
+
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   // --times: only the decode / batched matmul and top-k timings (A/B of kernel switches in one device call)
   const bool times_only = argc > 1 && std::strcmp(argv[1], "--times") == 0;
+  // --mmvq: only the one-token integer-dot products with mmvq's bulk-copy pipeline off and in several shapes
+  const bool mmvq_only = argc > 1 && std::strcmp(argv[1], "--mmvq") == 0;
   char err[256] = {0};
   Backend* be = make_backend(0, 0, 0, err, sizeof err);
   if (!be) {
@@ -898,9 +912,15 @@ int main(int argc, char** argv) {
   Dev d{be};
   const char* cub = tw::cuda::cublas_path();
   std::printf("cublas: %s\n", cub ? cub : "not found (tensor-core kernels for every n)");
+  if (mmvq_only) {
+    sweep_tma(d);
+    delete be;
+    return 0;
+  }
   if (times_only) {
     for (int32_t t : {2, 8, 1, 12, 14})
       for (int n : {1, 2, 8, 64}) time_matmul(d, t, n);
+    sweep_tma(d);
     test_topk(d, 64, 128256, 1, true);
     test_topk(d, 64, 128256, 40, true);
     test_topk(d, 1, 128256, 1, true);
@@ -964,6 +984,27 @@ int main(int argc, char** argv) {
   test_attention(d, 32, 8, 128, 0, 2);  // F32 cache, NEOX
   test_attention(d, 14, 2, 64, 1, 2);   // Qwen2-0.5B shape
   test_attention(d, 64, 8, 128, 1, 2);  // 8 query heads per KV head (decode kernel G = 8)
+  // mmvq's one-token variants last (the tests above keep their random draws). The bulk-copy pipeline: many groups
+  // per CTA, the stage ring wraps.
+  tw::cuda::set_mmvq_tma(1);
+  for (int32_t t : {2, 8, 12, 14}) {
+    test_matmul(d, t, 14336, 4096, 1);
+    test_matmul(d, t, 4096, 14336, 1);
+    test_matmul(d, t, 201, 512, 1);
+  }
+  // The staged kernels for all three types: one chunk (4096), 3.5 chunks (14336), split norm, grouped weights.
+  tw::cuda::set_mmvq_tma(2);
+  for (int32_t t : {2, 12, 14}) {
+    test_matmul(d, t, 1000, 4096, 1);
+    test_matmul(d, t, 300, 14336, 1);
+    test_matmul(d, t, 201, 512, 1);
+    test_grouped(d, t, 1);
+    for (bool ffn : {false, true}) test_split_norm(d, t, t, 1, ffn);
+  }
+  test_split_norm(d, 12, 14, 1, true);
+  tw::cuda::set_mmvq_tma(0);  // and the warp-per-row kernels
+  for (int32_t t : {2, 8, 12, 14}) test_matmul(d, t, 1000, 4096, 1);
+  tw::cuda::set_mmvq_tma(-1);
   const char* e = twcuda_take_error();
   if (e[0]) {
     std::printf("FAIL cuda error: %s\n", e);
