@@ -109,7 +109,8 @@ struct DeviceInfo {
   // One-token integer-dot products (mmvq.cu, TWINFER_CUDA_MMVQ_TMA): 0 the warp-per-row kernels, 1 the bulk-copy
   // pipeline (sm_90+), with its shared memory per CTA (KiB, TWINFER_CUDA_TMA_SMEM), bytes per stage aimed at
   // (TWINFER_CUDA_TMA_TILE) and CTAs per SM (TWINFER_CUDA_TMA_CTAS); 2 the staged kernels (coalesced 16-byte loads
-  // through shared memory) for Q4_0 / Q4_K / Q6_K; 3 (the default) staged for Q6_K only.
+  // through shared memory) for Q4_0 / Q4_K / Q6_K; 3 (the default) staged for Q6_K only; 4 staged for Q6_K and
+  // for Q4_0 / Q4_K rows longer than 4096 (the down projection).
   int mmvq_tma = 3;
   int tma_smem_kb = 96, tma_tile = 24576, tma_ctas = 1;
 };

@@ -824,7 +824,8 @@ bool launch_st(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb
     return false;
   } else {
     const int mode = g_tma.mode >= 0 ? g_tma.mode : dev.mmvq_tma;
-    if (!(mode == 2 || (mode == 3 && TYPE == 14)) || rb % 16 != 0 || K % (TYPE == 12 || TYPE == 14 ? 256 : 32) != 0) return false;
+    const bool want = mode == 2 || ((mode == 3 || mode == 4) && TYPE == 14) || (mode == 4 && K > 4096);
+    if (!want || rb % 16 != 0 || K % (TYPE == 12 || TYPE == 14 ? 256 : 32) != 0) return false;
     for (int i = 0; i < 3; ++i)
       if (((uintptr_t)g.W[i] & 15) != 0) return false;
     constexpr int unit = lcm16(TmaT<TYPE>::BLK);

@@ -743,7 +743,7 @@ static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-static void time_matmul(Dev& d, int32_t type, int n) {
+static void time_matmul(Dev& d, int32_t type, int n, bool per_shape = false) {
   // One Llama-3-8B layer's matrices plus the output matrix: the bytes a decode step streams.
   const int shapes[][2] = {{4096, 4096}, {1024, 4096}, {1024, 4096}, {4096, 4096}, {14336, 4096}, {14336, 4096},
                            {4096, 14336}};
@@ -778,6 +778,21 @@ static void time_matmul(Dev& d, int32_t type, int n) {
     for (auto& L : layers)
       for (auto& W : L) d.be->matmul(W, dx, n, dy);
   };
+  if (per_shape) {  // each distinct shape alone: 8 copies back to back, 10 rounds
+    for (int k : {0, 1, 4, 6}) {
+      auto one = [&]() {
+        for (auto& L : layers) d.be->matmul(L[k], dx, n, dy);
+      };
+      one();
+      d.be->synchronize();
+      const double t0 = now();
+      for (int i = 0; i < 10; ++i) one();
+      d.be->synchronize();
+      const double dt = (now() - t0) / (10 * reps);
+      std::printf("time matmul %-4s n=%d %5dx%-5d %7.1f us  %7.1f GB/s\n", tname(type), n, (int)ws[k].ne1,
+                  (int)ws[k].ne0, dt * 1e6, ws[k].nbytes / dt / 1e9);
+    }
+  }
   run();
   d.be->synchronize();
   const int iters = n <= 8 ? 10 : 3;
@@ -881,11 +896,17 @@ static void time_copy() {
 // mmvq's one-token kernels (mmvq.cu): warp per row (0), staged for Q6_K (3, the default), staged for Q4_0 / Q4_K /
 // Q6_K (2), bulk-copy pipeline (1; shared memory KiB, bytes per stage, CTAs per SM): one 8B layer per type.
 static void sweep_tma(Dev& d) {
-  const int cfgs[][4] = {{0, 0, 0, 0}, {3, 0, 0, 0}, {2, 0, 0, 0}, {1, 96, 24576, 1}, {0, 0, 0, 0}, {3, 0, 0, 0}};
+  const int cfgs[][4] = {{0, 0, 0, 0}, {3, 0, 0, 0}, {2, 0, 0, 0}, {4, 0, 0, 0}, {1, 96, 24576, 1},
+                         {0, 0, 0, 0}, {3, 0, 0, 0}, {4, 0, 0, 0}};
   for (auto& c : cfgs) {
     tw::cuda::set_mmvq_tma(c[0], c[1], c[2], c[3]);
     std::printf("mmvq tma %d smem %d KiB stage %d B ctas %d:\n", c[0], c[1], c[2], c[3]);
     for (int32_t t : {2, 12, 14, 8}) time_matmul(d, t, 1);
+  }
+  // Per shape (Q/O 4096x4096, K/V 1024x4096, gate/up 14336x4096, down 4096x14336), modes 0 / 2.
+  for (int mode : {0, 2, 0, 2}) {
+    tw::cuda::set_mmvq_tma(mode);
+    for (int32_t t : {2, 12, 14}) time_matmul(d, t, 1, true);
   }
   tw::cuda::set_mmvq_tma(-1);
 }
