@@ -249,16 +249,17 @@ describe('F16 / BF16 matmul (row path for short inputs, float panels for prompts
 });
 
 describe('x4 repacking keeps every block scale bit for bit', () => {
-  // The CPU backend widens Q4_0 / Q8_0 block scales to f32 in its x4 records and narrows them back when a weight is
-  // read (dequantization, get_rows): every fp16 bit pattern — subnormals, infinities, NaN payloads — must survive.
-  for (const t of TYPES.filter((ty) => ty.name === 'Q4_0' || ty.name === 'Q8_0')) {
+  // The CPU backend widens block scales (Q4_0 / Q8_0 d, Q4_K d and dmin, Q6_K d) to f32 in its x4 records and narrows
+  // them back when a weight is read (dequantization, get_rows): every fp16 bit pattern — subnormals, infinities, NaN
+  // payloads — must survive.
+  for (const t of TYPES.filter((ty) => ['Q4_0', 'Q8_0', 'Q4_K', 'Q6_K'].includes(ty.name))) {
     it(`${t.name}: all 65536 fp16 scales read back exactly`, () => {
       const R = 4, blocksPerRow = 65536 / R, K = blocksPerRow * t.qk;
       const rand = rng(7 + t.id);
       const w = new Uint8Array(R * blocksPerRow * t.bytes);
       for (let i = 0; i < w.length; i++) w[i] = Math.floor(rand() * 256);
       const dv = new DataView(w.buffer);
-      for (let b = 0; b < 65536; b++) dv.setUint16(b * t.bytes, b, true);
+      for (let b = 0; b < 65536; b++) for (const o of t.halfs) dv.setUint16(b * t.bytes + o, b, true);
       const wp = place(w);
       const xp = mod._malloc(K * 4);
       const yp = mod._malloc(R * 4);

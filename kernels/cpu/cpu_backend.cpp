@@ -123,7 +123,7 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
   const uint8_t* data = (const uint8_t*)base;
   float out[16];
 #if defined(__wasm_simd128__)
-  constexpr bool kPairKernel = TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K;
+  constexpr bool kPairKernel = TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K || TYPE == TW_TYPE_Q6_K;
   for (int t0 = 0; t0 < n; t0 += 4) {
     const int nt = std::min(4, n - t0);
     for (int64_t r = r0; r < r1; r += 4) {
@@ -133,6 +133,7 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
       if constexpr (kPairKernel) {
         if (n == 1 && (q & 1) == 0 && x4_paired(TYPE, R, q) && r + 8 <= r1) {  // decode: both quads of a stored pair
           if constexpr (TYPE == TW_TYPE_Q4_K) qdot_q4k_x4_pair(quad, act[0], ng, out);
+          else if constexpr (TYPE == TW_TYPE_Q6_K) qdot_q6k_x4_pair(quad, act[0], ng, out);
           else qdot_x4_pair<TYPE>(quad, act[0], ng, out);
           std::memcpy(y + r, out, 8 * sizeof(float));
           r += 4;

@@ -117,7 +117,7 @@ inline void panel_widen_quad(const uint8_t* quad, size_t kRec, int64_t ngroups, 
           // q6_Kx4 group j: 8 bytes per k-pair kp = [r0 k k', r1 k k', r2 k k', r3 k k'] (x4_q6_offset)
           const v128_t m32 = wasm_i16x8_splat(32);
           for (int kp = 0; kp < 16; ++kp) {
-            const v128_t v = wasm_i16x8_sub(wasm_u16x8_load8x8(rec + 128 * j + 8 * kp), m32);
+            const v128_t v = wasm_i16x8_sub(wasm_u16x8_load8x8(rec + kQ6KGroupStride * j + 8 * kp), m32);
             wasm_v128_store(pg + 16 * kp, wasm_i32x4_shuffle(v, v, 0, 0, 1, 1));
             wasm_v128_store(pg + 16 * kp + 8, wasm_i32x4_shuffle(v, v, 2, 2, 3, 3));
           }

@@ -259,7 +259,7 @@ inline void qdot_q6k_x4(const uint8_t* quad, size_t rec_bytes, const ActRow* act
         for (int t = 0; t < NT; ++t) s[h][t] = wasm_i32x4_splat(0);
       for (int c = 0; c < 4; ++c) {
         v128_t p[4];
-        for (int i = 0; i < 4; ++i) p[i] = wasm_u16x8_load8x8(rec + 128 * j + 32 * c + 8 * i);
+        for (int i = 0; i < 4; ++i) p[i] = wasm_u16x8_load8x8(rec + kQ6KGroupStride * j + 32 * c + 8 * i);
         const int sub = c / 2;
         for (int t = 0; t < NT; ++t) {
           const int16_t* q = aq[t] + g * QA + 8 * c;
@@ -389,6 +389,53 @@ inline void qdot_q4k_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngr
                                       wasm_f32x4_mul(wasm_v128_load(rec[h] + kQ4KDmin), wasm_f32x4_convert_i32x4(M)));
       accf[h] = wasm_f32x4_add(accf[h], wasm_f32x4_mul(f, da));
     }
+  }
+  wasm_v128_store(out, accf[0]);
+  wasm_v128_store(out + 4, accf[1]);
+}
+
+// Decode of a stored q6_K quad pair (records interleaved per group, repack.h), as qdot_q6k_x4<1> for two quads
+// sharing the activation broadcasts and one memory stream: out[0..3] = quad 2p's rows, out[4..7] = quad 2p+1's.
+// Backend decode products from DRAM, one thread, against the one-quad kernel on contiguous records: 12.3 -> 13.2
+// GMAC/s (2048 x 32000), 9.5 -> 10.6 (5632 x 2048) (bench/NOTES.md, session 6).
+inline void qdot_q6k_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngroups, float* out) {
+  const size_t kRec = x4_record_bytes(TW_TYPE_Q6_K);
+  const int16_t* aq = act.q;
+  v128_t accf[2] = {wasm_f32x4_splat(0), wasm_f32x4_splat(0)};
+  for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
+    const uint8_t* rec[2] = {pair + 2 * sb * kRec, pair + 2 * sb * kRec + 128};
+    v128_t S[2];
+    for (int h = 0; h < 2; ++h) {  // S starts at -32 * sum_sub sc_sub * sum(q of sub)
+      v128_t o = wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rec[h] + kQ6KScales), wasm_v128_load32_splat(act.sq16h + sb * 16));
+      for (int sp = 1; sp < 8; ++sp)
+        o = wasm_i32x4_add(o, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rec[h] + kQ6KScales + 8 * sp),
+                                                   wasm_v128_load32_splat(act.sq16h + sb * 16 + 2 * sp)));
+      S[h] = wasm_i32x4_sub(wasm_i32x4_splat(0), wasm_i32x4_shl(o, 5));
+    }
+    for (int j = 0; j < 8; ++j) {
+      const int64_t g = sb * 8 + j;
+      v128_t s[2][2];  // [quad][sub-block]
+      for (int h = 0; h < 2; ++h) s[h][0] = s[h][1] = wasm_i32x4_splat(0);
+#pragma clang loop unroll(disable)
+      for (int c = 0; c < 4; ++c) {
+        const int16_t* q = aq + g * QA + 8 * c;
+        const int sub = c / 2;
+        for (int i = 0; i < 4; ++i) {
+          const v128_t x = wasm_v128_load32_splat(q + 2 * i);
+          for (int h = 0; h < 2; ++h)
+            s[h][sub] = wasm_i32x4_add(s[h][sub], wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(rec[h] + kQ6KGroupStride * j + 32 * c + 8 * i), x));
+        }
+        issue_order_fence();
+      }
+      for (int h = 0; h < 2; ++h) {
+        const v128_t scp = wasm_i16x8_load8x8(rec[h] + kQ6KScales + 8 * j);  // int32 lanes: scale A | scale B << 16
+        const v128_t scA = wasm_i32x4_shr(wasm_i32x4_shl(scp, 16), 16), scB = wasm_i32x4_shr(scp, 16);
+        S[h] = wasm_i32x4_add(S[h], wasm_i32x4_add(wasm_i32x4_mul(scA, s[h][0]), wasm_i32x4_mul(scB, s[h][1])));
+      }
+    }
+    const v128_t da = wasm_v128_load32_splat(act.d + sb * 8);
+    for (int h = 0; h < 2; ++h)
+      accf[h] = wasm_f32x4_add(accf[h], wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(rec[h] + kQ6KD), wasm_f32x4_convert_i32x4(S[h])), da));
   }
   wasm_v128_store(out, accf[0]);
   wasm_v128_store(out + 4, accf[1]);

@@ -59,27 +59,33 @@ inline bool x4_type(int32_t type) {
 // conversion in the kernels, and no subnormal f32 multiplies (the synthetic models' tiny K-quant scales are fp16
 // subnormals; the q4_K decode kernel ran 12 % slower on them).
 inline size_t x4_record_bytes(int32_t type) {
-  const size_t extra = type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : type == TW_TYPE_Q4_K ? 32 : type == TW_TYPE_Q6_K ? 264 : 0;
+  const size_t extra = type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 ? 8 : type == TW_TYPE_Q4_K ? 32 : type == TW_TYPE_Q6_K ? 288 : 0;
   return 4 * type_traits(type).block_bytes + extra;
 }
 // Bytes of one quad (4 rows of K values) and of a whole [R x K] tensor in x4 layout.
 inline size_t x4_quad_bytes(int32_t type, int64_t K) { return x4_record_bytes(type) * (size_t)(K / type_traits(type).block_size); }
-inline size_t x4_tensor_bytes(int32_t type, int64_t K, int64_t R) { return x4_quad_bytes(type, K) * (size_t)(R / 4); }
+// q6_K quads always come in pairs (below): an odd last quad gets an empty partner.
+inline size_t x4_tensor_bytes(int32_t type, int64_t K, int64_t R) {
+  return x4_quad_bytes(type, K) * (size_t)(type == TW_TYPE_Q6_K ? (R / 4 + 1) / 2 * 2 : R / 4);
+}
 // Stride of one row in x4 layout (a quad is 4 rows): what the matmul loops step by.
 inline size_t x4_row_stride(int32_t type, int64_t K) { return x4_quad_bytes(type, K) / 4; }
 
 // Quads are stored in pairs, the two quads' records of a group side by side (quad 2p's record g, then quad 2p+1's,
 // then group g+1's): the decode kernel reads a pair (8 rows) as one forward stream. Two quads 5 KB apart were two
 // streams, and one core then fetched only ~8 GB/s from DRAM where one stream gives ~14 (bench/NOTES.md). A last
-// quad without a partner (R / 4 odd) keeps its records contiguous, and so do all quads of q6_K, which has no pair
-// kernel (its one-quad kernel on paired records: Q4_K_M decode -30 %). A quad of a tensor with R rows starts at
-// x4_quad_ptr and its records are x4_rec_stride bytes apart.
-inline bool x4_paired(int32_t type, int64_t R, int64_t q) { return type != TW_TYPE_Q6_K && (q | 1) < R / 4; }
+// quad without a partner (R / 4 odd) keeps its records contiguous. q6_K pairs interleave finer, per 32-value group
+// (its records are 1 KB of values: two records side by side, read alternately, fetched at half the speed of one
+// stream): quad 2p+1's record starts 128 bytes after quad 2p's, each group's 128 value bytes are 256 apart
+// (kQ6KGroupStride) and a pair of records takes 2 x x4_record_bytes; a last odd q6_K quad has an empty partner.
+// A quad of a tensor with R rows starts at x4_quad_ptr and its records are x4_rec_stride bytes apart.
+inline bool x4_paired(int32_t type, int64_t R, int64_t q) { (void)type; return (q | 1) < R / 4; }
 inline size_t x4_rec_stride(int32_t type, int64_t R, int64_t q) {
-  return x4_record_bytes(type) * (x4_paired(type, R, q) ? 2 : 1);
+  return x4_record_bytes(type) * (type == TW_TYPE_Q6_K || x4_paired(type, R, q) ? 2 : 1);
 }
 template <class T>
 inline T* x4_quad_ptr(T* data, int32_t type, int64_t K, int64_t R, int64_t q) {
+  if (type == TW_TYPE_Q6_K) return data + x4_quad_bytes(type, K) * (size_t)(q & ~(int64_t)1) + (q & 1 ? 128 : 0);
   if (!x4_paired(type, R, q)) return data + x4_quad_bytes(type, K) * (size_t)q;
   return data + x4_quad_bytes(type, K) * (size_t)(q & ~(int64_t)1) + (q & 1 ? x4_record_bytes(type) : 0);
 }
@@ -122,13 +128,14 @@ constexpr int kQ4KScales = 512;  // 32 bytes of 6-bit scales [group pair][row][2
 constexpr int kQ4KMins = 544;    // 32 bytes of 6-bit mins, same order
 constexpr int kQ4KD = 576;       // 4 x f32 d (row order)
 constexpr int kQ4KDmin = 592;    // 4 x f32 dmin
-// q6_Kx4 record offsets
-constexpr int kQ6KScales = 1024;  // 16 int8 sub-block scales x 4 rows, [sub-block pair][row][2]
-constexpr int kQ6KD = 1088;       // 4 x f32 d (row order)
+// q6_Kx4 record offsets (records of a pair interleaved, above: the partner's bytes lie 128 further on)
+constexpr int kQ6KGroupStride = 256;  // group j's 128 value bytes at 256 j
+constexpr int kQ6KScales = 2048;      // 16 int8 sub-block scales x 4 rows, [sub-block pair][row][2]
+constexpr int kQ6KD = 2112;           // 4 x f32 d (row order)
 
 // Value of row r (0..3), position k (0..31) of a record, as the small integer the kernels multiply (q4_0: 0..15).
 // q6_Kx4: byte of row r, position k (0..255) of a record.
-inline size_t x4_q6_offset(int r, int k) { return 128 * (k / 32) + 8 * ((k % 32) / 2) + 2 * r + k % 2; }
+inline size_t x4_q6_offset(int r, int k) { return kQ6KGroupStride * (k / 32) + 8 * ((k % 32) / 2) + 2 * r + k % 2; }
 inline const uint8_t* x4_value_ptr_q6(const uint8_t* rec, int r, int k) { return rec + x4_q6_offset(r, k); }
 
 // Where row r (0..3), position k (0..31) of a q4_0 / q8_0 / q4_K group sits: pair vector 4c + i, lane L (above).
@@ -184,8 +191,7 @@ inline void x4_fill_nibbles(uint8_t* area, Nib nib) {
 
 // One group of 4 GGUF blocks (blocks[r] = row r's block) -> one record.
 inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t* rec) {
-  std::memset(rec, 0, x4_record_bytes(type));
-  if (type == TW_TYPE_Q6_K) {
+  if (type == TW_TYPE_Q6_K) {  // every byte of its own written; no memset: the pair partner's bytes are interleaved
     for (int r = 0; r < 4; ++r) {
       const block_q6_K* b = (const block_q6_K*)blocks[r];
       for (int k = 0; k < 256; ++k) {  // GGUF: low nibble in ql, high pair in qh (dequantize_row_q6_K's order)
@@ -199,6 +205,7 @@ inline void x4_pack_group(int32_t type, const uint8_t* const blocks[4], uint8_t*
     }
     return;
   }
+  std::memset(rec, 0, x4_record_bytes(type));
   if (type == TW_TYPE_Q4_K) {
     for (int j = 0; j < 8; ++j)
       x4_fill_nibbles(rec + 64 * j, [&](int r, int kk) -> unsigned {
