@@ -208,6 +208,8 @@ class CudaBackend final : public Backend {
     if (ts && std::atoi(ts) > 0) dev_.tma_smem_kb = std::atoi(ts);
     const char* tt = std::getenv("TWINFER_CUDA_TMA_TILE");
     if (tt && std::atoi(tt) > 0) dev_.tma_tile = std::atoi(tt);
+    const char* tw = std::getenv("TWINFER_CUDA_TMA_WARPS");
+    if (tw && std::atoi(tw) == 16) dev_.tma_warps = 16;
     const char* tc = std::getenv("TWINFER_CUDA_TMA_CTAS");
     if (tc && std::atoi(tc) > 0) dev_.tma_ctas = std::atoi(tc);
     if (p.major < 8) {

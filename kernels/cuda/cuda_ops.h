@@ -113,6 +113,7 @@ struct DeviceInfo {
   // for Q4_0 / Q4_K rows longer than 4096 (the down projection).
   int mmvq_tma = 3;
   int tma_smem_kb = 96, tma_tile = 24576, tma_ctas = 1;
+  int tma_warps = 8;  // consumer warps per CTA of the pipeline: 8 or 16 (TWINFER_CUDA_TMA_WARPS)
 };
 
 // ---- elementwise.cu ----

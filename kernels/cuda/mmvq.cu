@@ -612,10 +612,11 @@ __device__ __forceinline__ const uint8_t* group_row(const VGroup& g, int row, si
   return (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * rb;
 }
 
-// Stage layout: 8 rows x chunk_bytes (a row's chunk c: bytes [c * chunk_bytes, min(rb, (c + 1) * chunk_bytes))).
+// CW consumer warps (rows per group). Stage layout: CW rows x chunk_bytes (a row's chunk c: bytes
+// [c * chunk_bytes, min(rb, (c + 1) * chunk_bytes))).
 // Dynamic shared memory S * 8 * chunk_bytes + 16 (load_words_s reads up to 2 bytes past a chunk).
-template <int TYPE>
-__global__ void __launch_bounds__((kWarps + 1) * 32) mmvq_tma_kernel(VGroup g, uint32_t rb, int K,
+template <int TYPE, int CW>
+__global__ void __launch_bounds__((CW + 1) * 32) mmvq_tma_kernel(VGroup g, uint32_t rb, int K,
                                                                      const int8_t* __restrict__ xq,
                                                                      const float2* __restrict__ xds, NormIn ni,
                                                                      uint32_t chunk_bytes, int chunks, int S) {
@@ -627,19 +628,19 @@ __global__ void __launch_bounds__((kWarps + 1) * 32) mmvq_tma_kernel(VGroup g, u
   const int rows = g.row0[3];
   const int r0 = (int)((int64_t)blockIdx.x * rows / gridDim.x);
   const int r1 = (int)((int64_t)(blockIdx.x + 1) * rows / gridDim.x);
-  const int units = (r1 - r0 + kWarps - 1) / kWarps * chunks;
-  const uint32_t stage_bytes = kWarps * chunk_bytes;
+  const int units = (r1 - r0 + CW - 1) / CW * chunks;
+  const uint32_t stage_bytes = CW * chunk_bytes;
   if (threadIdx.x == 0) {
     for (int k = 0; k < S; ++k) {
       mbar_init(&full[k], 1);
-      mbar_init(&empty[k], kWarps);
+      mbar_init(&empty[k], CW);
     }
     mbar_init_fence();
   }
   __syncthreads();
   NormPre<1> pre;
   float s = 1.0f;
-  if (warp == kWarps) {  // producer (lane 0), then its share of h like every warp
+  if (warp == CW) {  // producer (lane 0), then its share of h like every warp
     if (lane == 0) {
       for (int j = 0; j < units; ++j) {
         const int st = j % S;
@@ -647,7 +648,7 @@ __global__ void __launch_bounds__((kWarps + 1) * 32) mmvq_tma_kernel(VGroup g, u
         const int grp = j / chunks, c = j - grp * chunks;
         const uint32_t off = (uint32_t)c * chunk_bytes;
         const uint32_t nb = min(chunk_bytes, rb - off);
-        const int row = r0 + grp * kWarps, nr = min(kWarps, r1 - row);
+        const int row = r0 + grp * CW, nr = min(CW, r1 - row);
         mbar_expect(&full[st], (uint32_t)nr * nb);
         uint8_t* dst = tma_smem + (size_t)st * stage_bytes;
         for (int rr = 0; rr < nr; ++rr)
@@ -673,7 +674,7 @@ __global__ void __launch_bounds__((kWarps + 1) * 32) mmvq_tma_kernel(VGroup g, u
   for (int j = 0; j < units; ++j) {
     const int st = j % S;
     const int grp = j / chunks, c = j - grp * chunks;
-    const int row = r0 + grp * kWarps + warp;
+    const int row = r0 + grp * CW + warp;
     mbar_wait(&full[st], (uint32_t)(j / S) & 1u);
     if (row < r1) {
       const uint32_t off = (uint32_t)c * chunk_bytes;
@@ -710,8 +711,8 @@ TmaOverride g_tma;
 constexpr int lcm16(int b) { return b % 16 == 0 ? b : b % 8 == 0 ? 2 * b : b % 4 == 0 ? 4 * b : b % 2 == 0 ? 8 * b : 16 * b; }
 
 // The pipeline where it applies (sm_90, one token, rows 16-byte aligned); false: the caller takes the kernels above.
-template <int TYPE>
-bool launch_tma(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
+template <int TYPE, int CW>
+bool launch_tma_w(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
                 const float2* xds, const NormIn& ni) {
   const bool on = (g_tma.mode >= 0 ? g_tma.mode : dev.mmvq_tma) == 1;
   if (!on || dev.sm_count <= 0 || rb % 16 != 0 || K % (TYPE == 12 || TYPE == 14 ? 256 : 32) != 0) return false;
@@ -721,10 +722,10 @@ bool launch_tma(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t r
   const int tile = g_tma.mode >= 0 && g_tma.tile ? g_tma.tile : dev.tma_tile;
   const int ctas = g_tma.mode >= 0 && g_tma.ctas ? g_tma.ctas : dev.tma_ctas;
   constexpr int unit = lcm16(TmaT<TYPE>::BLK);  // chunk boundaries: whole blocks, 16-byte aligned
-  size_t chunk = std::max<size_t>(unit, (size_t)tile / kWarps / unit * unit);
+  size_t chunk = std::max<size_t>(unit, (size_t)tile / CW / unit * unit);
   if (chunk >= rb) chunk = rb;
   const int chunks = (int)((rb + chunk - 1) / chunk);
-  const size_t stage = (size_t)kWarps * chunk;
+  const size_t stage = (size_t)CW * chunk;
   const size_t budget = std::min((size_t)smem_kb * 1024, dev.max_smem_optin - 1024);
   const int S = (int)std::min<size_t>(kTmaMaxStages, budget / stage);
   if (S < 2) return false;
@@ -733,7 +734,7 @@ bool launch_tma(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t r
   const size_t smem = (size_t)S * stage + 16;
   static size_t opted = 48 * 1024;  // per instantiation: the largest dynamic size allowed so far
   if (smem > opted) {
-    if (cudaFuncSetAttribute(mmvq_tma_kernel<TYPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+    if (cudaFuncSetAttribute(mmvq_tma_kernel<TYPE, CW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess) {
       cudaGetLastError();
       return false;
@@ -742,7 +743,7 @@ bool launch_tma(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t r
   }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3((kWarps + 1) * 32);
+  cfg.blockDim = dim3((CW + 1) * 32);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
@@ -750,11 +751,18 @@ bool launch_tma(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t r
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = dev.pdl_gemv ? 1 : 0;
-  note_error(cudaLaunchKernelEx(&cfg, mmvq_tma_kernel<TYPE>, g, (uint32_t)rb, K, xq, xds, ni, (uint32_t)chunk, chunks, S),
+  note_error(cudaLaunchKernelEx(&cfg, mmvq_tma_kernel<TYPE, CW>, g, (uint32_t)rb, K, xq, xds, ni, (uint32_t)chunk, chunks, S),
              "mmvq_tma launch");
   return true;
 }
 
+
+template <int TYPE>
+bool launch_tma(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
+                const float2* xds, const NormIn& ni) {
+  return dev.tma_warps == 16 ? launch_tma_w<TYPE, 16>(s, dev, g, rb, K, xq, xds, ni)
+                             : launch_tma_w<TYPE, 8>(s, dev, g, rb, K, xq, xds, ni);
+}
 
 // ---- Staged loads: one token, Q4_0 / Q4_K / Q6_K ----
 // One row per warp as mmvq_kernel, but the row arrives in chunks (whole blocks, <= kStChunk bytes) through 16-byte
