@@ -532,57 +532,59 @@ class CpuBackend final : public Backend {
         return vb.data();
       };
 #if defined(__wasm_simd128__)
-      // Head sizes of real models (a multiple of 16): the task's K and V rows as floats with one stride (the prompt
-      // chunk's converted rows, or gathered here once), scores four positions at a time (one horizontal reduction
-      // per four dots), and V accumulated 16 outputs at a time in registers instead of read-modify-write per position.
+      // Head sizes of real models (a multiple of 16): positions in blocks of four, each block's K rows (and later V
+      // rows) fetched once — as floats from the prompt chunk's converted rows or the F32 cache, or converted from the
+      // F16 cache into a 4-row buffer — and used by every query head of the group while in L1. Per block and head:
+      // four dots with one horizontal reduction; V accumulated 16 outputs at a time in registers. Working memory is
+      // 4 rows per thread, not the whole context as floats (n_ctx * head_dim * 8 bytes: 32 MB at 32k positions of
+      // 128-value heads). The speed is that of the gathered version (both ~7.7 GMAC/s per thread at 1k positions:
+      // f32 has no multiply-add in SIMD128, and V8 adds about as many scalar instructions; bench/NOTES.md).
       const bool blocked = hd % 16 == 0;
-      const float* kf = nullptr;
-      const float* vf = nullptr;
-      size_t stride = 0;
-      if (blocked) {
-        if (converted >= 0) {
-          kf = kvf_.data() + (size_t)converted * kv_dim * 2 + (size_t)hk * hd;
-          vf = kf + kv_dim;
-          stride = kv_dim * 2;
-        } else {
-          std::vector<float>& g2 = gathered_[thread];
-          if (g2.size() < (size_t)n_ctx * hd * 2) g2.resize((size_t)n_ctx * hd * 2);
-          for (int p = 0; p < n_ctx; ++p) {
-            const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
-            float* dst = g2.data() + (size_t)p * hd * 2;
-            if (s.kv_type == TW_TYPE_F32) {
-              std::memcpy(dst, (const float*)kv.k + slot * kv_dim + (size_t)hk * hd, (size_t)hd * 4);
-              std::memcpy(dst + hd, (const float*)kv.v + slot * kv_dim + (size_t)hk * hd, (size_t)hd * 4);
-            } else {
-              f16_row_to_f32((const uint16_t*)kv.k + slot * kv_dim + (size_t)hk * hd, dst, hd);
-              f16_row_to_f32((const uint16_t*)kv.v + slot * kv_dim + (size_t)hk * hd, dst + hd, hd);
-            }
+      std::vector<float>& kb = gathered_[thread];
+      auto rows4 = [&](const void* base, int p0, int np, const float* out4[4]) {
+        for (int i = 0; i < np; ++i) {
+          const int p = p0 + i;
+          if (converted >= 0) {
+            out4[i] = kvf_.data() + ((size_t)converted + p) * kv_dim * 2 + (base == kv.v ? kv_dim : 0) + (size_t)hk * hd;
+            continue;
           }
-          kf = g2.data();
-          vf = kf + hd;
-          stride = (size_t)hd * 2;
+          const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
+          if (s.kv_type == TW_TYPE_F32) {
+            out4[i] = (const float*)base + slot * kv_dim + (size_t)hk * hd;
+          } else {
+            float* dst = kb.data() + (size_t)i * hd;
+            f16_row_to_f32((const uint16_t*)base + slot * kv_dim + (size_t)hk * hd, dst, hd);
+            out4[i] = dst;
+          }
         }
-        for (int g = 0; g < group; ++g) {
-          const float* qg = q0 + (size_t)g * hd;
-          float* sg = sc.data() + (size_t)g * n_ctx;
-          int p = 0;
-          for (; p + 4 <= n_ctx; p += 4) {
-            const float* k0 = kf + (size_t)p * stride;
+      };
+      if (blocked) {
+        if (kb.size() < (size_t)4 * hd) kb.resize((size_t)4 * hd);
+        for (int p0 = 0; p0 < n_ctx; p0 += 4) {
+          const int np = std::min(4, n_ctx - p0);
+          const float* k4[4];
+          rows4(kv.k, p0, np, k4);
+          for (int g = 0; g < group; ++g) {
+            const float* qg = q0 + (size_t)g * hd;
+            float* sg = sc.data() + (size_t)g * n_ctx;
+            if (np < 4) {
+              for (int i = 0; i < np; ++i) sg[p0 + i] = dot_f32(k4[i], qg, hd) * s.scale;
+              continue;
+            }
             v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
             for (int i = 0; i < hd; i += 4) {
               const v128_t qv = wasm_v128_load(qg + i);
-              a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_v128_load(k0 + i), qv));
-              a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wasm_v128_load(k0 + stride + i), qv));
-              a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(wasm_v128_load(k0 + 2 * stride + i), qv));
-              a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(wasm_v128_load(k0 + 3 * stride + i), qv));
+              a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_v128_load(k4[0] + i), qv));
+              a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wasm_v128_load(k4[1] + i), qv));
+              a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(wasm_v128_load(k4[2] + i), qv));
+              a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(wasm_v128_load(k4[3] + i), qv));
             }
             // transpose-add: lane j of the result = sum of a_j's lanes
             const v128_t t01 = wasm_f32x4_add(wasm_i32x4_shuffle(a0, a1, 0, 4, 1, 5), wasm_i32x4_shuffle(a0, a1, 2, 6, 3, 7));
             const v128_t t23 = wasm_f32x4_add(wasm_i32x4_shuffle(a2, a3, 0, 4, 1, 5), wasm_i32x4_shuffle(a2, a3, 2, 6, 3, 7));
             const v128_t sum = wasm_f32x4_add(wasm_i32x4_shuffle(t01, t23, 0, 1, 4, 5), wasm_i32x4_shuffle(t01, t23, 2, 3, 6, 7));
-            wasm_v128_store(sg + p, wasm_f32x4_mul(sum, wasm_f32x4_splat(s.scale)));
+            wasm_v128_store(sg + p0, wasm_f32x4_mul(sum, wasm_f32x4_splat(s.scale)));
           }
-          for (; p < n_ctx; ++p) sg[p] = dot_f32(kf + (size_t)p * stride, qg, hd) * s.scale;
         }
       } else
 #endif
@@ -617,18 +619,23 @@ class CpuBackend final : public Backend {
         std::fill(o0 + (size_t)g * hd, o0 + (size_t)(g + 1) * hd, 0.0f);
       }
 #if defined(__wasm_simd128__)
-      if (blocked) {
-        for (int g = 0; g < group; ++g) {
-          const float* sg = sc.data() + (size_t)g * n_ctx;
-          float* og = o0 + (size_t)g * hd;
-          for (int c0 = 0; c0 < hd; c0 += 16) {
-            v128_t o[4] = {wasm_f32x4_splat(0), wasm_f32x4_splat(0), wasm_f32x4_splat(0), wasm_f32x4_splat(0)};
-            const float* v = vf + c0;
-            for (int p = 0; p < n_ctx; ++p, v += stride) {
-              const v128_t w = wasm_f32x4_splat(sg[p]);
-              for (int j = 0; j < 4; ++j) o[j] = wasm_f32x4_add(o[j], wasm_f32x4_mul(w, wasm_v128_load(v + 4 * j)));
+      if (blocked) {  // o0's group outputs are zero (above); per block of 4 positions every head adds its weighted V rows
+        for (int p0 = 0; p0 < n_ctx; p0 += 4) {
+          const int np = std::min(4, n_ctx - p0);
+          const float* v4[4];
+          rows4(kv.v, p0, np, v4);
+          for (int g = 0; g < group; ++g) {
+            const float* sg = sc.data() + (size_t)g * n_ctx + p0;
+            float* og = o0 + (size_t)g * hd;
+            for (int c0 = 0; c0 < hd; c0 += 16) {
+              v128_t o[4];
+              for (int j = 0; j < 4; ++j) o[j] = wasm_v128_load(og + c0 + 4 * j);
+              for (int i = 0; i < np; ++i) {
+                const v128_t w = wasm_f32x4_splat(sg[i]);
+                for (int j = 0; j < 4; ++j) o[j] = wasm_f32x4_add(o[j], wasm_f32x4_mul(w, wasm_v128_load(v4[i] + c0 + 4 * j)));
+              }
+              for (int j = 0; j < 4; ++j) wasm_v128_store(og + c0 + 4 * j, o[j]);
             }
-            for (int j = 0; j < 4; ++j) wasm_v128_store(og + c0 + 4 * j, o[j]);
           }
         }
         return;
