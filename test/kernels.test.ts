@@ -175,9 +175,11 @@ describe('SIMD dot kernels against scalar references', () => {
 describe('matmul (row chunks, token tiles, x4 repacking read back exactly; one thread: the engine tests cover the pool) against per-row dots', () => {
   for (const t of TYPES) {
     for (const flags of [0, 2]) {
-      it(`${t.name} ${flags ? 'float' : 'int8'} activations, 1..6, 33 and 37 tokens`, () => {
+      it(`${t.name} ${flags ? 'float' : 'int8'} activations, 1..6, 33 and 37 tokens; short rows and rows in column chunks`, () => {
         const rand = rng(t.id * 31 + flags);
-        const K = t.qk === 32 ? 32 * 9 : 256 * 3;
+        // rows longer than 2048 values are stored and multiplied in column chunks (repack.h); 2080 / 2560: a last
+        // chunk of one block / two super-blocks
+        for (const K of t.qk === 32 ? [32 * 9, 32 * 65] : [256 * 3, 256 * 10]) {
         // 37: not a multiple of the row chunk nor of 4 (GGUF layout); 44: whole quads, an odd number of them
         // (Q4_0 / Q8_0 are repacked four rows at a time; decode takes quads in pairs)
         for (const R of [37, 44]) {
@@ -200,10 +202,11 @@ describe('matmul (row chunks, token tiles, x4 repacking read back exactly; one t
                 const [simd, , floatPath] = testDot(t.id, rows[r], x.subarray(tok * K, (tok + 1) * K));
                 const want = flags ? floatPath : simd;
                 // same integer sums; the x4 kernels order the float scale products differently
-                expect(close(y[tok * R + r], want, 1e-5, 1e-5 * K), `${t.name} R=${R} tok ${tok} row ${r}: ${y[tok * R + r]} vs ${want}`).toBe(true);
+                expect(close(y[tok * R + r], want, 1e-5, 1e-5 * K), `${t.name} K=${K} R=${R} tok ${tok} row ${r}: ${y[tok * R + r]} vs ${want}`).toBe(true);
               }
             }
           }
+        }
         }
       });
     }

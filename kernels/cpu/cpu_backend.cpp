@@ -114,48 +114,60 @@ void qmatmul_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const Act
 
 using QMatmulFn = void (*)(const char*, size_t, int64_t, int64_t, const ActRow*, int, int64_t, int64_t, float*);
 
-// Rows [r0, r1) (whole quads) of an x4-repacked weight times n activation rows, in tiles of up to 4 tokens.
+// Rows [r0, r1) (whole quads) of an x4-repacked weight times n activation rows, in tiles of up to 4 tokens; long rows
+// chunk by chunk (repack.h), the chunks' partial sums added in column order.
 template <int TYPE>
 void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const ActRow* act, int n, int64_t K,
                      int64_t R, float* y) {
-  (void)rb;  // quads are addressed through repack.h's pair layout
-  const int64_t ng = K / QA;
-  const uint8_t* data = (const uint8_t*)base;
+  (void)rb;  // quads are addressed through repack.h's pair and chunk layout
   float out[16];
+  for (int c = 0; c < x4_chunks(TYPE, K); ++c) {
+    const X4Chunk ch = x4_chunk(TYPE, K, R, c);
+    const uint8_t* data = (const uint8_t*)base + ch.offset;
+    const int64_t ng = ch.K / QA, g0 = ch.k0 / QA;
+    auto put = [&](float* dst, const float* v, int count) {
+      if (c == 0) std::memcpy(dst, v, count * sizeof(float));
+      else for (int i = 0; i < count; ++i) dst[i] += v[i];
+    };
+    ActRow ca[4];  // the tile's activation rows from column k0 on
 #if defined(__wasm_simd128__)
-  constexpr bool kPairKernel = TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K || TYPE == TW_TYPE_Q6_K;
-  for (int t0 = 0; t0 < n; t0 += 4) {
-    const int nt = std::min(4, n - t0);
-    for (int64_t r = r0; r < r1; r += 4) {
-      const int64_t q = r / 4;
-      const uint8_t* quad = x4_quad_ptr(data, TYPE, K, R, q);
-      const size_t stride = x4_rec_stride(TYPE, R, q);
-      if constexpr (kPairKernel) {
-        if (n == 1 && (q & 1) == 0 && x4_paired(TYPE, R, q) && r + 8 <= r1) {  // decode: both quads of a stored pair
-          if constexpr (TYPE == TW_TYPE_Q4_K) qdot_q4k_x4_pair(quad, act[0], ng, out);
-          else if constexpr (TYPE == TW_TYPE_Q6_K) qdot_q6k_x4_pair(quad, act[0], ng, out);
-          else qdot_x4_pair<TYPE>(quad, act[0], ng, out);
-          std::memcpy(y + r, out, 8 * sizeof(float));
-          r += 4;
-          continue;
+    constexpr bool kPairKernel = TYPE == TW_TYPE_Q4_0 || TYPE == TW_TYPE_Q8_0 || TYPE == TW_TYPE_Q4_K || TYPE == TW_TYPE_Q6_K;
+    for (int t0 = 0; t0 < n; t0 += 4) {
+      const int nt = std::min(4, n - t0);
+      for (int t = 0; t < nt; ++t) ca[t] = act_row_from(act[t0 + t], g0);
+      for (int64_t r = r0; r < r1; r += 4) {
+        const int64_t q = r / 4;
+        const uint8_t* quad = x4_quad_ptr(data, TYPE, ch.K, R, q);
+        const size_t stride = x4_rec_stride(TYPE, R, q);
+        if constexpr (kPairKernel) {
+          if (n == 1 && (q & 1) == 0 && x4_paired(TYPE, R, q) && r + 8 <= r1) {  // decode: both quads of a stored pair
+            if constexpr (TYPE == TW_TYPE_Q4_K) qdot_q4k_x4_pair(quad, ca[0], ng, out);
+            else if constexpr (TYPE == TW_TYPE_Q6_K) qdot_q6k_x4_pair(quad, ca[0], ng, out);
+            else qdot_x4_pair<TYPE>(quad, ca[0], ng, out);
+            put(y + r, out, 8);
+            r += 4;
+            continue;
+          }
         }
+        switch (nt) {
+          case 4: qdot_x4_tile<TYPE, 4>(quad, stride, ca, ng, out); break;
+          case 3: qdot_x4_tile<TYPE, 3>(quad, stride, ca, ng, out); break;
+          case 2: qdot_x4_tile<TYPE, 2>(quad, stride, ca, ng, out); break;
+          default: qdot_x4_tile<TYPE, 1>(quad, stride, ca, ng, out); break;
+        }
+        for (int t = 0; t < nt; ++t) put(y + (size_t)(t0 + t) * R + r, out + 4 * t, 4);
       }
-      switch (nt) {
-        case 4: qdot_x4_tile<TYPE, 4>(quad, stride, act + t0, ng, out); break;
-        case 3: qdot_x4_tile<TYPE, 3>(quad, stride, act + t0, ng, out); break;
-        case 2: qdot_x4_tile<TYPE, 2>(quad, stride, act + t0, ng, out); break;
-        default: qdot_x4_tile<TYPE, 1>(quad, stride, act + t0, ng, out); break;
-      }
-      for (int t = 0; t < nt; ++t) std::memcpy(y + (size_t)(t0 + t) * R + r, out + 4 * t, 4 * sizeof(float));
     }
-  }
 #else
-  for (int t = 0; t < n; ++t)
-    for (int64_t r = r0; r < r1; r += 4) {
-      qdot_x4_scalar(TYPE, x4_quad_ptr(data, TYPE, K, R, r / 4), x4_rec_stride(TYPE, R, r / 4), act[t], ng, out);
-      std::memcpy(y + (size_t)t * R + r, out, 4 * sizeof(float));
+    for (int t = 0; t < n; ++t) {
+      ca[0] = act_row_from(act[t], g0);
+      for (int64_t r = r0; r < r1; r += 4) {
+        qdot_x4_scalar(TYPE, x4_quad_ptr(data, TYPE, ch.K, R, r / 4), x4_rec_stride(TYPE, R, r / 4), ca[0], ng, out);
+        put(y + (size_t)t * R + r, out, 4);
+      }
     }
 #endif
+  }
 }
 
 #if defined(__wasm_simd128__)
@@ -166,7 +178,7 @@ template <int TYPE>
 void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, int n, int64_t K, int64_t R,
                 int16_t* pan, float* y) {
   const uint8_t* data = (const uint8_t*)base;
-  const int64_t ng = K / QA, nq = (r1 - r0) / 4;
+  const int64_t nq = (r1 - r0) / 4;
   constexpr int32_t kTile = panel_layout(TYPE);
   const size_t quad_i16 = panel_quad_i16(kTile, K), pair_i16 = panel_pair_i16(K);
   for (int64_t j = 0; j < nq; ++j) {
@@ -175,7 +187,11 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
       const size_t rb = row_bytes(TYPE, K);
       panel_widen_q5k_rows(data + rb * (size_t)(r0 + 4 * j), rb, K, pan + j * quad_i16);
     } else {
-      panel_widen_quad<TYPE>(x4_quad_ptr(data, TYPE, K, R, q), x4_rec_stride(TYPE, R, q), ng, pan + j * quad_i16);
+      for (int c = 0; c < x4_chunks(TYPE, K); ++c) {  // long rows: one chunk after the other (repack.h)
+        const X4Chunk ch = x4_chunk(TYPE, K, R, c);
+        panel_widen_quad<TYPE>(x4_quad_ptr(data + ch.offset, TYPE, ch.K, R, q), x4_rec_stride(TYPE, R, q), ch.K / QA,
+                               pan + j * quad_i16 + panel_quad_i16(kTile, ch.k0));
+      }
     }
   }
   const int npairs = (n + 1) / 2;
@@ -185,25 +201,34 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
     const int16_t* xa[kPanelTilePairs];
     for (int p = 0; p < tp; ++p) xa[p] = xact + (size_t)(p0 + p) * pair_i16;
     for (int64_t j = 0; j < nq; ++j) {
-      const int16_t* pq = pan + j * quad_i16;
-      switch (tp) {
-        case 4: panel_tile<kTile, 4>(pq, xa, ng, out); break;
-        case 3: panel_tile<kTile, 3>(pq, xa, ng, out); break;
-        case 2: panel_tile<kTile, 2>(pq, xa, ng, out); break;
-        default: panel_tile<kTile, 1>(pq, xa, ng, out); break;
-      }
-      for (int rp = 0; rp < 2; ++rp)
-        for (int p = 0; p < tp; ++p) {
-          const float* v = out + 4 * (rp * tp + p);
-          const int64_t ra = r0 + 4 * j + 2 * rp;
-          const size_t t = 2 * (size_t)(p0 + p);
-          y[t * R + ra] = v[0];
-          y[t * R + ra + 1] = v[2];
-          if ((int)t + 1 < n) {
-            y[(t + 1) * R + ra] = v[1];
-            y[(t + 1) * R + ra + 1] = v[3];
-          }
+      // long x4 rows: the chunks' partial sums added in column order, as qmatmul_x4_rows does
+      const int nc = TYPE == TW_TYPE_Q5_K ? 1 : x4_chunks(TYPE, K);
+      for (int c = 0; c < nc; ++c) {
+        const X4Chunk ch = TYPE == TW_TYPE_Q5_K ? X4Chunk{0, K, 0} : x4_chunk(TYPE, K, R, c);
+        const int16_t* pq = pan + j * quad_i16 + panel_quad_i16(kTile, ch.k0);
+        const int16_t* xc[kPanelTilePairs];
+        for (int p = 0; p < tp; ++p) xc[p] = xa[p] + panel_pair_i16(ch.k0);
+        switch (tp) {
+          case 4: panel_tile<kTile, 4>(pq, xc, ch.K / QA, out); break;
+          case 3: panel_tile<kTile, 3>(pq, xc, ch.K / QA, out); break;
+          case 2: panel_tile<kTile, 2>(pq, xc, ch.K / QA, out); break;
+          default: panel_tile<kTile, 1>(pq, xc, ch.K / QA, out); break;
         }
+        for (int rp = 0; rp < 2; ++rp)
+          for (int p = 0; p < tp; ++p) {
+            const float* v = out + 4 * (rp * tp + p);
+            const int64_t ra = r0 + 4 * j + 2 * rp;
+            const size_t t = 2 * (size_t)(p0 + p);
+            float* y0 = y + t * R + ra;
+            if (c == 0) y0[0] = v[0], y0[1] = v[2];
+            else y0[0] += v[0], y0[1] += v[2];
+            if ((int)t + 1 < n) {
+              float* y1 = y0 + R;
+              if (c == 0) y1[0] = v[1], y1[1] = v[3];
+              else y1[0] += v[1], y1[1] += v[3];
+            }
+          }
+      }
     }
   }
 }

@@ -58,6 +58,11 @@ inline ActRow act_row_at(void* base, int64_t n) {
   return a;
 }
 
+// The same row from group g0 on (a column chunk of it).
+inline ActRow act_row_from(const ActRow& a, int64_t g0) {
+  return {a.q + g0 * QA, a.d + g0, a.sd + g0, a.sq + g0, a.sq16 + 2 * g0, a.neg8sq + g0, a.sqh + g0, a.sq16h + 2 * g0};
+}
+
 // Activation quantization follows what llama.cpp does for the same weight type, so that our rounding tracks its
 // rounding (the reference comparisons then measure kernel differences, not two independent quantization noises):
 //  - 32-value weight blocks (q4_0 ... q8_0, llama.cpp's q8_0/q8_1 activations): one scale per 32 values,

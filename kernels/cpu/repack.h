@@ -37,6 +37,7 @@
 // q4_0 / q8_0 / q4_K / q6_K records are 8 / 8 / 16 / 256 bytes larger than the 4 GGUF blocks they replace
 // (11 % / 6 % / 3 % / 30 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -65,8 +66,34 @@ inline size_t x4_record_bytes(int32_t type) {
 // Bytes of one quad (4 rows of K values) and of a whole [R x K] tensor in x4 layout.
 inline size_t x4_quad_bytes(int32_t type, int64_t K) { return x4_record_bytes(type) * (size_t)(K / type_traits(type).block_size); }
 // q6_K quads always come in pairs (below): an odd last quad gets an empty partner.
-inline size_t x4_tensor_bytes(int32_t type, int64_t K, int64_t R) {
+inline size_t x4_flat_bytes(int32_t type, int64_t K, int64_t R) {
   return x4_quad_bytes(type, K) * (size_t)(type == TW_TYPE_Q6_K ? (R / 4 + 1) / 2 * 2 : R / 4);
+}
+
+// Rows longer than kX4ChunkCols values are stored as column chunks: the tensor is a sequence of [R x 2048] x4 tensors
+// (the last one narrower), and a product runs chunk after chunk, adding the partial sums. A decode task then streams
+// its rows' part of one chunk (one forward stream) with that chunk's 4 KB of activations staying in L1; with whole
+// rows a pair's weights and activations (q4_K at K = 5632: 27 + 12 KB) overflowed L1 between two uses of an activation
+// line, and those misses held up the weight stream: long-row products ran 15-35 % slower (bench/NOTES.md, session 6).
+// q4_0 (measured 5 % slower chunked) keeps whole rows.
+constexpr int64_t kX4ChunkCols = 2048;
+inline bool x4_chunked(int32_t type, int64_t K) { return K > kX4ChunkCols && type != TW_TYPE_Q4_0; }
+inline int x4_chunks(int32_t type, int64_t K) {
+  return x4_chunked(type, K) ? (int)((K + kX4ChunkCols - 1) / kX4ChunkCols) : 1;
+}
+struct X4Chunk {
+  int64_t k0, K;  // columns [k0, k0 + K)
+  size_t offset;  // bytes from the tensor's start
+};
+inline X4Chunk x4_chunk(int32_t type, int64_t K, int64_t R, int c) {
+  if (!x4_chunked(type, K)) return {0, K, 0};
+  const int64_t k0 = c * kX4ChunkCols;
+  return {k0, std::min(kX4ChunkCols, K - k0), x4_flat_bytes(type, kX4ChunkCols, R) * (size_t)c};
+}
+inline size_t x4_tensor_bytes(int32_t type, int64_t K, int64_t R) {
+  const int nc = x4_chunks(type, K);
+  const X4Chunk last = x4_chunk(type, K, R, nc - 1);
+  return last.offset + x4_flat_bytes(type, last.K, R);
 }
 // Stride of one row in x4 layout (a quad is 4 rows): what the matmul loops step by.
 inline size_t x4_row_stride(int32_t type, int64_t K) { return x4_quad_bytes(type, K) / 4; }
@@ -303,17 +330,21 @@ inline void x4_unpack_group(int32_t type, const uint8_t* rec, uint8_t* const blo
   }
 }
 
-// Rows [4q, 4q+4) of a [R x K] GGUF tensor (src = row 4q) -> quad q's K/block_size records in the x4 tensor dst.
+// Rows [4q, 4q+4) of a [R x K] GGUF tensor (src = row 4q) -> quad q's records in the x4 tensor dst (every chunk).
 // Not inlined on purpose: the engine calls it once per quad, so V8 tiers it up after the first few quads (a single
 // long call would run to its end in the baseline compiler — wasm has no on-stack replacement).
 __attribute__((noinline)) inline void x4_repack_quad(int32_t type, const uint8_t* src, int64_t K, int64_t R, int64_t q,
                                                      uint8_t* dst) {
   const size_t rb = row_bytes(type, K), bb = type_traits(type).block_bytes, stride = x4_rec_stride(type, R, q);
-  const int64_t ng = K / type_traits(type).block_size;  // records per quad
-  uint8_t* quad = x4_quad_ptr(dst, type, K, R, q);
-  for (int64_t g = 0; g < ng; ++g) {
-    const uint8_t* blocks[4] = {&src[g * bb], &src[rb + g * bb], &src[2 * rb + g * bb], &src[3 * rb + g * bb]};
-    x4_pack_group(type, blocks, quad + g * stride);
+  const int64_t bs = type_traits(type).block_size;
+  for (int c = 0; c < x4_chunks(type, K); ++c) {
+    const X4Chunk ch = x4_chunk(type, K, R, c);
+    uint8_t* quad = x4_quad_ptr(dst + ch.offset, type, ch.K, R, q);
+    for (int64_t g = 0; g < ch.K / bs; ++g) {
+      const int64_t b = ch.k0 / bs + g;
+      const uint8_t* blocks[4] = {&src[b * bb], &src[rb + b * bb], &src[2 * rb + b * bb], &src[3 * rb + b * bb]};
+      x4_pack_group(type, blocks, quad + g * stride);
+    }
   }
 }
 
@@ -323,15 +354,20 @@ inline void x4_repack(int32_t type, const uint8_t* src, int64_t K, int64_t R, ui
   for (int64_t q = 0; q < R / 4; ++q) x4_repack_quad(type, src + 4 * rb * q, K, R, q, dst);
 }
 
-// Row r of an [R x K] x4 tensor back in GGUF block layout (K/32 blocks) — for get_rows and reading weights back.
+// Row r of an [R x K] x4 tensor back in GGUF block layout (K / block_size blocks) — for get_rows and reading weights
+// back.
 inline void x4_read_row(int32_t type, const uint8_t* data, int64_t K, int64_t R, int64_t r, uint8_t* out) {
   const size_t bb = type_traits(type).block_bytes, rec = x4_rec_stride(type, R, r / 4);
-  const uint8_t* quad = x4_quad_ptr(data, type, K, R, r / 4);
+  const int64_t bs = type_traits(type).block_size;
   uint8_t tmp[4][sizeof(block_q6_K)];
-  for (int64_t g = 0; g < K / type_traits(type).block_size; ++g) {
-    uint8_t* blocks[4] = {tmp[0], tmp[1], tmp[2], tmp[3]};
-    x4_unpack_group(type, quad + g * rec, blocks);
-    std::memcpy(out + g * bb, tmp[r % 4], bb);
+  for (int c = 0; c < x4_chunks(type, K); ++c) {
+    const X4Chunk ch = x4_chunk(type, K, R, c);
+    const uint8_t* quad = x4_quad_ptr(data + ch.offset, type, ch.K, R, r / 4);
+    for (int64_t g = 0; g < ch.K / bs; ++g) {
+      uint8_t* blocks[4] = {tmp[0], tmp[1], tmp[2], tmp[3]};
+      x4_unpack_group(type, quad + g * rec, blocks);
+      std::memcpy(out + (ch.k0 / bs + g) * bb, tmp[r % 4], bb);
+    }
   }
 }
 
