@@ -31,21 +31,26 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// A kernel launch, with programmatic dependent launch when pdl is set (the kernel then must pdl_wait() before it
-// touches anything an earlier kernel of the stream writes or reads).
+// A kernel launch with `smem` bytes of dynamic shared memory, with programmatic dependent launch when pdl is set
+// (the kernel then must pdl_wait() before it touches anything an earlier kernel of the stream writes or reads).
 template <typename... KArgs, typename... Args>
-inline void launch_kernel(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+inline void launch_kernel_smem(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                               const char* what, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = pdl ? 1 : 0;
-  note_error(cudaLaunchKernelEx(&cfg, kernel, args...), "kernel launch");
+  note_error(cudaLaunchKernelEx(&cfg, kernel, args...), what);
+}
+template <typename... KArgs, typename... Args>
+inline void launch_kernel(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  launch_kernel_smem(pdl, kernel, grid, block, 0, s, "kernel launch", args...);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

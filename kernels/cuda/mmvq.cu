@@ -269,6 +269,22 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_g_kernel(VGroup g, size_t ro
 
 __device__ __forceinline__ int byte_of(uint32_t w, int i) { return (int)((w >> (8 * i)) & 0xFFu); }
 
+// get_scale_min_k4 for sub-blocks 2j and 2j + 1 of a q4_K super-block whose first 16 bytes are hd (x: d, dmin;
+// y, z, w: the 12 scale bytes).
+__device__ __forceinline__ void q4k_scale_min_pair(const uint4 hd, int j, int sc[2], int mn[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int sb = 2 * j + h;
+    if (sb < 4) {
+      sc[h] = byte_of(hd.y, sb) & 63;
+      mn[h] = byte_of(hd.z, sb) & 63;
+    } else {
+      sc[h] = (byte_of(hd.w, sb - 4) & 0xF) | ((byte_of(hd.y, sb - 4) >> 6) << 4);
+      mn[h] = (byte_of(hd.w, sb - 4) >> 4) | ((byte_of(hd.z, sb - 4) >> 6) << 4);
+    }
+  }
+}
+
 // Q4_K: super-blocks of 256 values (144 bytes, 16-byte aligned in rows of whole super-blocks): d, dmin (halves),
 // 12 bytes of 6-bit scales and mins of the eight 32-value sub-blocks, 128 bytes of nibbles. A work item is one pair
 // of sub-blocks (2j, 2j+1: the low and high nibbles of qs[32j..32j+31]), so a 4096-long row gives 64 items: a lane
@@ -329,19 +345,8 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
           const uint4 hd = head[u][rr];
           const float d = __half2float(__ushort_as_half((uint16_t)(hd.x & 0xFFFFu)));
           const float dmin = __half2float(__ushort_as_half((uint16_t)(hd.x >> 16)));
-          // get_scale_min_k4 for sub-blocks 2j and 2j + 1 (bytes 0-3: y, 4-7: z, 8-11: w of the head)
           int sc[2], mn[2];
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int sb = 2 * j + h;
-            if (sb < 4) {
-              sc[h] = byte_of(hd.y, sb) & 63;
-              mn[h] = byte_of(hd.z, sb) & 63;
-            } else {
-              sc[h] = (byte_of(hd.w, sb - 4) & 0xF) | ((byte_of(hd.y, sb - 4) >> 6) << 4);
-              mn[h] = (byte_of(hd.w, sb - 4) >> 4) | ((byte_of(hd.z, sb - 4) >> 6) << 4);
-            }
-          }
+          q4k_scale_min_pair(hd, j, sc, mn);
           const uint32_t qw[8] = {q0[u][rr].x, q0[u][rr].y, q0[u][rr].z, q0[u][rr].w,
                                   q1[u][rr].x, q1[u][rr].y, q1[u][rr].z, q1[u][rr].w};
           int s0 = 0, s1 = 0;
@@ -547,17 +552,7 @@ __device__ __forceinline__ float tma_item(const uint8_t* row, int it, int ig, co
     const float d = __half2float(__ushort_as_half((uint16_t)(hd.x & 0xFFFFu)));
     const float dmin = __half2float(__ushort_as_half((uint16_t)(hd.x >> 16)));
     int sc[2], mn[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int sb = 2 * j + h;
-      if (sb < 4) {
-        sc[h] = byte_of(hd.y, sb) & 63;
-        mn[h] = byte_of(hd.z, sb) & 63;
-      } else {
-        sc[h] = (byte_of(hd.w, sb - 4) & 0xF) | ((byte_of(hd.y, sb - 4) >> 6) << 4);
-        mn[h] = (byte_of(hd.w, sb - 4) >> 4) | ((byte_of(hd.z, sb - 4) >> 6) << 4);
-      }
-    }
+    q4k_scale_min_pair(hd, j, sc, mn);
     const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
     int s0 = 0, s1 = 0;
 #pragma unroll
@@ -741,18 +736,8 @@ bool launch_tma_w(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t
     }
     opted = smem;
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3((CW + 1) * 32);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = dev.pdl_gemv ? 1 : 0;
-  note_error(cudaLaunchKernelEx(&cfg, mmvq_tma_kernel<TYPE, CW>, g, (uint32_t)rb, K, xq, xds, ni, (uint32_t)chunk, chunks, S),
-             "mmvq_tma launch");
+  launch_kernel_smem(dev.pdl_gemv, mmvq_tma_kernel<TYPE, CW>, dim3(grid), dim3((CW + 1) * 32), smem, s, "mmvq_tma launch", g,
+                     (uint32_t)rb, K, xq, xds, ni, (uint32_t)chunk, chunks, S);
   return true;
 }
 
@@ -842,18 +827,8 @@ bool launch_st(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb
     const int chunks = (int)((rb + chunk - 1) / chunk);
     const size_t smem = (size_t)kWarps * (chunk + 16);
     const dim3 grid(ceil_div(g.row0[3], kWarps)), block(kWarps * 32);
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = dev.pdl_gemv ? 1 : 0;
-    note_error(cudaLaunchKernelEx(&cfg, mmvq_st_kernel<TYPE>, g, (uint32_t)rb, K, xq, xds, ni, (uint32_t)chunk, chunks),
-               "mmvq_st launch");
+    launch_kernel_smem(dev.pdl_gemv, mmvq_st_kernel<TYPE>, grid, block, smem, s, "mmvq_st launch", g, (uint32_t)rb, K,
+                       xq, xds, ni, (uint32_t)chunk, chunks);
     return true;
   }
 }
