@@ -202,9 +202,8 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
     for (int p = 0; p < tp; ++p) xa[p] = xact + (size_t)(p0 + p) * pair_i16;
     for (int64_t j = 0; j < nq; ++j) {
       // long x4 rows: the chunks' partial sums added in column order, as qmatmul_x4_rows does
-      const int nc = TYPE == TW_TYPE_Q5_K ? 1 : x4_chunks(TYPE, K);
-      for (int c = 0; c < nc; ++c) {
-        const X4Chunk ch = TYPE == TW_TYPE_Q5_K ? X4Chunk{0, K, 0} : x4_chunk(TYPE, K, R, c);
+      for (int c = 0; c < x4_chunks(TYPE, K); ++c) {  // (q5_K rows, not x4, are one chunk)
+        const X4Chunk ch = x4_chunk(TYPE, K, R, c);
         const int16_t* pq = pan + j * quad_i16 + panel_quad_i16(kTile, ch.k0);
         const int16_t* xc[kPanelTilePairs];
         for (int p = 0; p < tp; ++p) xc[p] = xa[p] + panel_pair_i16(ch.k0);
@@ -503,8 +502,7 @@ class CpuBackend final : public Backend {
     const size_t kv_dim = (size_t)s.n_head_kv * hd;
     const int n_tasks = b.n_tokens * s.n_head_kv;
     if ((int)scores_.size() < pool_.size()) scores_.resize(pool_.size());
-    if ((int)vbuf_.size() < pool_.size()) vbuf_.resize(pool_.size());
-    if ((int)gathered_.size() < pool_.size()) gathered_.resize(pool_.size());
+    if ((int)rowbuf_.size() < pool_.size()) rowbuf_.resize(pool_.size());
     int64_t work = 0;
     for (int t = 0; t < b.n_tokens; ++t) work += (int64_t)(b.host_pos[t] + 1) * hd * s.n_head * 2;
     // F16 cache: a sequence with several tokens in this batch (a prompt chunk) would convert each of its K/V rows once
@@ -542,19 +540,21 @@ class CpuBackend final : public Backend {
       const int n_ctx = b.host_pos[t] + 1;
       const int32_t* table = b.host_block_tables + (size_t)b.host_seq_idx[t] * b.blocks_per_seq;
       std::vector<float>& sc = scores_[thread];
-      std::vector<float>& vb = vbuf_[thread];
+      std::vector<float>& rb = rowbuf_[thread];  // up to 4 K or V rows converted from an F16 cache
       if (sc.size() < (size_t)n_ctx * group) sc.resize((size_t)n_ctx * group);
-      if ((int)vb.size() < hd) vb.resize(hd);
+      if (rb.size() < (size_t)4 * hd) rb.resize((size_t)4 * hd);
       const float* q0 = q + ((size_t)t * s.n_head + (size_t)hk * group) * hd;  // first query head of the group
       float* o0 = out + ((size_t)t * s.n_head + (size_t)hk * group) * hd;
       const int64_t converted = seq_rows_[b.host_seq_idx[t]];
-      auto row = [&](const void* base, int p) -> const float* {
+      // This head's K or V row at position p as floats: the prompt chunk's converted rows, the F32 cache itself, or
+      // converted from the F16 cache into buf (hd floats).
+      auto row = [&](const void* base, int p, float* buf) -> const float* {
         if (converted >= 0)
           return kvf_.data() + ((size_t)converted + p) * kv_dim * 2 + (base == kv.v ? kv_dim : 0) + (size_t)hk * hd;
         const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
         if (s.kv_type == TW_TYPE_F32) return (const float*)base + slot * kv_dim + (size_t)hk * hd;
-        f16_row_to_f32((const uint16_t*)base + slot * kv_dim + (size_t)hk * hd, vb.data(), hd);
-        return vb.data();
+        f16_row_to_f32((const uint16_t*)base + slot * kv_dim + (size_t)hk * hd, buf, hd);
+        return buf;
       };
 #if defined(__wasm_simd128__)
       // Head sizes of real models (a multiple of 16): positions in blocks of four, each block's K rows (and later V
@@ -565,26 +565,10 @@ class CpuBackend final : public Backend {
       // 128-value heads). The speed is that of the gathered version (both ~7.7 GMAC/s per thread at 1k positions:
       // f32 has no multiply-add in SIMD128, and V8 adds about as many scalar instructions; bench/NOTES.md).
       const bool blocked = hd % 16 == 0;
-      std::vector<float>& kb = gathered_[thread];
       auto rows4 = [&](const void* base, int p0, int np, const float* out4[4]) {
-        for (int i = 0; i < np; ++i) {
-          const int p = p0 + i;
-          if (converted >= 0) {
-            out4[i] = kvf_.data() + ((size_t)converted + p) * kv_dim * 2 + (base == kv.v ? kv_dim : 0) + (size_t)hk * hd;
-            continue;
-          }
-          const size_t slot = (size_t)table[p / s.block_size] * s.block_size + p % s.block_size;
-          if (s.kv_type == TW_TYPE_F32) {
-            out4[i] = (const float*)base + slot * kv_dim + (size_t)hk * hd;
-          } else {
-            float* dst = kb.data() + (size_t)i * hd;
-            f16_row_to_f32((const uint16_t*)base + slot * kv_dim + (size_t)hk * hd, dst, hd);
-            out4[i] = dst;
-          }
-        }
+        for (int i = 0; i < np; ++i) out4[i] = row(base, p0 + i, rb.data() + (size_t)i * hd);
       };
       if (blocked) {
-        if (kb.size() < (size_t)4 * hd) kb.resize((size_t)4 * hd);
         for (int p0 = 0; p0 < n_ctx; p0 += 4) {
           const int np = std::min(4, n_ctx - p0);
           const float* k4[4];
@@ -615,7 +599,7 @@ class CpuBackend final : public Backend {
 #endif
       {
         for (int p = 0; p < n_ctx; ++p) {
-          const float* kr = row(kv.k, p);
+          const float* kr = row(kv.k, p, rb.data());
           for (int g = 0; g < group; ++g) sc[(size_t)g * n_ctx + p] = dot_f32(kr, q0 + (size_t)g * hd, hd) * s.scale;
         }
       }
@@ -667,7 +651,7 @@ class CpuBackend final : public Backend {
       }
 #endif
       for (int p = 0; p < n_ctx; ++p) {
-        const float* vr = row(kv.v, p);
+        const float* vr = row(kv.v, p, rb.data());
         for (int g = 0; g < group; ++g) axpy_f32(o0 + (size_t)g * hd, sc[(size_t)g * n_ctx + p], vr, hd);
       }
     });
@@ -780,7 +764,7 @@ class CpuBackend final : public Backend {
       const Tensor& w = *W[i];
       jobs[i].fn = qmatmul_fn(w);
       jobs[i].base = (const char*)w.data;
-      jobs[i].rb = w.layout == kLayoutX4 ? x4_row_stride(w.type, K) : row_bytes(w.type, K);
+      jobs[i].rb = w.layout == kLayoutX4 ? 0 : row_bytes(w.type, K);  // x4 quads: addressed through repack.h
       jobs[i].R = w.ne1;
       jobs[i].rpt = rows_per_task(w.ne1, K, n, pool_.size());
       jobs[i].first_task = n_tasks;
@@ -857,7 +841,7 @@ class CpuBackend final : public Backend {
   std::vector<std::vector<float>> float_panels_;  // F16 / BF16 prompts: per pool thread, its task's converted quads
   std::vector<int16_t> panel_act_;               // prompts: token pairs' interleaved activations (panel.h)
   std::vector<std::vector<int16_t>> panels_;     // prompts: per pool thread, its task's widened quads (panel.h)
-  std::vector<std::vector<float>> scores_, vbuf_, gathered_;
+  std::vector<std::vector<float>> scores_, rowbuf_;  // per pool thread: attention scores, K/V rows as floats
   std::vector<float> kvf_;         // F16 K/V rows of prompt chunks converted once per attention call
   std::vector<int64_t> seq_rows_;  // per sequence of the batch: first row in kvf_, or -1
 };

@@ -34,8 +34,8 @@
 //   q4_0x4: 4 little-endian u16x8 words W_c (16 bytes each); nibble i of lane L of W_c is lane L of P_{4c+i}
 //           (so P = (W >> 4i) & 15: one shift and one mask per pair vector; values 0..15, the -8 comes later)
 //   q8_0x4: 8 int8x16 vectors V_m; bytes 0..7 are P_{2m}'s lanes, bytes 8..15 are P_{2m+1}'s (sign-extend low/high)
-// q4_0 / q8_0 / q4_K / q6_K records are 8 / 8 / 16 / 256 bytes larger than the 4 GGUF blocks they replace
-// (11 % / 6 % / 3 % / 30 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
+// q4_0 / q8_0 / q4_K / q6_K records are 8 / 8 / 32 / 288 bytes larger than the 4 GGUF blocks they replace
+// (11 % / 6 % / 6 % / 34 %), so the backend repacks a tensor into a new buffer (x4_tensor_bytes).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -75,9 +75,9 @@ inline size_t x4_flat_bytes(int32_t type, int64_t K, int64_t R) {
 // its rows' part of one chunk (one forward stream) with that chunk's 4 KB of activations staying in L1; with whole
 // rows a pair's weights and activations (q4_K at K = 5632: 27 + 12 KB) overflowed L1 between two uses of an activation
 // line, and those misses held up the weight stream: long-row products ran 15-35 % slower (bench/NOTES.md, session 6).
-// q4_0 (measured 5 % slower chunked) keeps whole rows.
+// q4_0 keeps whole rows: chunked, its TinyLlama decode measured 0.94x of llama.cpp's against 0.99x whole.
 constexpr int64_t kX4ChunkCols = 2048;
-inline bool x4_chunked(int32_t type, int64_t K) { return K > kX4ChunkCols && type != TW_TYPE_Q4_0; }
+inline bool x4_chunked(int32_t type, int64_t K) { return K > kX4ChunkCols && x4_type(type) && type != TW_TYPE_Q4_0; }
 inline int x4_chunks(int32_t type, int64_t K) {
   return x4_chunked(type, K) ? (int)((K + kX4ChunkCols - 1) / kX4ChunkCols) : 1;
 }
@@ -95,8 +95,6 @@ inline size_t x4_tensor_bytes(int32_t type, int64_t K, int64_t R) {
   const X4Chunk last = x4_chunk(type, K, R, nc - 1);
   return last.offset + x4_flat_bytes(type, last.K, R);
 }
-// Stride of one row in x4 layout (a quad is 4 rows): what the matmul loops step by.
-inline size_t x4_row_stride(int32_t type, int64_t K) { return x4_quad_bytes(type, K) / 4; }
 
 // Quads are stored in pairs, the two quads' records of a group side by side (quad 2p's record g, then quad 2p+1's,
 // then group g+1's): the decode kernel reads a pair (8 rows) as one forward stream. Two quads 5 KB apart were two
@@ -121,14 +119,7 @@ inline T* x4_quad_ptr(T* data, int32_t type, int64_t K, int64_t R, int64_t q) {
 // DRAM (bench/NOTES.md, session 6): the q4_K decode kernel ran 14.5 GMAC/s per thread with its records' 64-byte nibble
 // groups on cache-line boundaries and 19 GMAC/s with them 16 bytes past one; q4_0 / q8_0 records (80 / 144 bytes) drift
 // across lines anyway and did not care.
-#if defined(TW_X4_OFFSET_TEST)
-extern int tw_x4_offset_test[4];
-inline size_t x4_base_offset(int32_t type) {
-  return (size_t)tw_x4_offset_test[type == TW_TYPE_Q4_K ? 0 : type == TW_TYPE_Q6_K ? 1 : type == TW_TYPE_Q4_0 ? 2 : 3];
-}
-#else
 inline size_t x4_base_offset(int32_t type) { return type == TW_TYPE_Q4_K ? 16 : 0; }
-#endif
 
 // q4_0 / q8_0 record: offset of the f32 scales.
 inline size_t x4_scales_offset(int32_t type) { return x4_record_bytes(type) - 16; }
