@@ -172,15 +172,15 @@ void qmatmul_x4_rows(const char* base, size_t rb, int64_t r0, int64_t r1, const 
 
 #if defined(__wasm_simd128__)
 // Rows [r0, r1) (whole quads) of an x4 weight (or GGUF q5_K rows) times n activation rows on row-pair panels (panel.h):
-// the task's quads widened once into pan, then tiles of up to kPanelTilePairs token pairs (xact: the pairs'
-// interleaved activations, panel_pair_i16(K) apart) against each quad.
+// the task's quads widened once into pan, then tiles of up to kPanelTilePairs token pairs (xact: the tiles'
+// interleaved activations, panel_tile_i16(K) apart) against each quad.
 template <int TYPE>
 void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, int n, int64_t K, int64_t R,
                 int16_t* pan, float* y) {
   const uint8_t* data = (const uint8_t*)base;
   const int64_t nq = (r1 - r0) / 4;
   constexpr int32_t kTile = panel_layout(TYPE);
-  const size_t quad_i16 = panel_quad_i16(kTile, K), pair_i16 = panel_pair_i16(K);
+  const size_t quad_i16 = panel_quad_i16(kTile, K), tile_i16 = panel_tile_i16(K);
   for (int64_t j = 0; j < nq; ++j) {
     const int64_t q = r0 / 4 + j;
     if constexpr (TYPE == TW_TYPE_Q5_K) {
@@ -198,15 +198,13 @@ void panel_rows(const char* base, int64_t r0, int64_t r1, const int16_t* xact, i
   float out[2 * kPanelTilePairs * 4];
   for (int p0 = 0; p0 < npairs; p0 += kPanelTilePairs) {
     const int tp = std::min(kPanelTilePairs, npairs - p0);
-    const int16_t* xa[kPanelTilePairs];
-    for (int p = 0; p < tp; ++p) xa[p] = xact + (size_t)(p0 + p) * pair_i16;
+    const int16_t* xt = xact + (size_t)(p0 / kPanelTilePairs) * tile_i16;
     for (int64_t j = 0; j < nq; ++j) {
       // long x4 rows: the chunks' partial sums added in column order, as qmatmul_x4_rows does
       for (int c = 0; c < x4_chunks(TYPE, K); ++c) {  // (q5_K rows, not x4, are one chunk)
         const X4Chunk ch = x4_chunk(TYPE, K, R, c);
         const int16_t* pq = pan + j * quad_i16 + panel_quad_i16(kTile, ch.k0);
-        const int16_t* xc[kPanelTilePairs];
-        for (int p = 0; p < tp; ++p) xc[p] = xa[p] + panel_pair_i16(ch.k0);
+        const int16_t* xc = xt + panel_tile_i16(ch.k0);
         switch (tp) {
           case 4: panel_tile<kTile, 4>(pq, xc, ch.K / QA, out); break;
           case 3: panel_tile<kTile, 3>(pq, xc, ch.K / QA, out); break;
@@ -782,12 +780,13 @@ class CpuBackend final : public Backend {
 #if defined(__wasm_simd128__)
     const int16_t* xact = nullptr;
     if (panel_i16 > 0) {
-      const int npairs = (n + 1) / 2;
-      const size_t pair_i16 = panel_pair_i16(K);
-      if (panel_act_.size() < npairs * pair_i16 + 8) panel_act_.resize(npairs * pair_i16 + 8);
+      const int npairs = (n + 1) / 2, ntiles = (npairs + kPanelTilePairs - 1) / kPanelTilePairs;
+      const size_t tile_i16 = panel_tile_i16(K);
+      if (panel_act_.size() < ntiles * tile_i16 + 8) panel_act_.resize(ntiles * tile_i16 + 8);
       int16_t* xbase = (int16_t*)(((uintptr_t)panel_act_.data() + 15) & ~(uintptr_t)15);
       run(npairs, (int64_t)n * K * 8, [&](int p, int) {
-        panel_interleave_pair(acts_[2 * p], acts_[std::min(2 * p + 1, n - 1)], K / QA, xbase + (size_t)p * pair_i16);
+        panel_interleave_pair(acts_[2 * p], acts_[std::min(2 * p + 1, n - 1)], K / QA, p % kPanelTilePairs,
+                              xbase + (size_t)(p / kPanelTilePairs) * tile_i16);
       });
       xact = xbase;
       if (panels_.size() < (size_t)pool_.size()) panels_.resize(pool_.size());
@@ -839,7 +838,7 @@ class CpuBackend final : public Backend {
   std::vector<ActRow> acts_;
   std::vector<float> float_tiles_;                // F16 / BF16 prompts: token tiles' interleaved activations
   std::vector<std::vector<float>> float_panels_;  // F16 / BF16 prompts: per pool thread, its task's converted quads
-  std::vector<int16_t> panel_act_;               // prompts: token pairs' interleaved activations (panel.h)
+  std::vector<int16_t> panel_act_;               // prompts: token tiles' interleaved activations (panel.h)
   std::vector<std::vector<int16_t>> panels_;     // prompts: per pool thread, its task's widened quads (panel.h)
   std::vector<std::vector<float>> scores_, rowbuf_;  // per pool thread: attention scores, K/V rows as floats
   std::vector<float> kvf_;         // F16 K/V rows of prompt chunks converted once per attention call

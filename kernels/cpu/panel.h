@@ -18,8 +18,10 @@
 //     and for the K-quants, after every 8 groups (a super-block), kPanelSuper int16: q4_K d then dmin (f32 pairs of
 //     vectors as above), q6_K d (f32)
 //   q5_K (kept in GGUF blocks) is widened from its rows into the q4_K layout (panel_widen_q5k_rows)
-//   activations, per token pair and group (kPanelActGroup): 16 k-pairs x [t0 k, t0 k', t1 k, t1 k'], then the two
-//     tokens' group sums as int32 [s_t0, s_t1, s_t0, s_t1] (q4_K's mins term), then their scales as f32 likewise
+//   activations, per tile of kPanelTilePairs token pairs and group (kPanelTileGroup): 16 k-pairs x the tile's pairs
+//     x [t0 k, t0 k', t1 k, t1 k'] (a k-pair's broadcasts side by side, so the tile's loop walks one pointer: V8 then
+//     computes no address per load — 36.6 -> 38.5 GMAC/s per thread, bench/NOTES.md session 7), then per pair the two
+//     tokens' group sums as int32 [s_t0, s_t1, s_t0, s_t1] (q4_K's mins term), then per pair their scales as f32 likewise
 // The integer sums equal qdot_x4's and the float products run in its order, so for the x4 types both paths give the
 // same floats (q5_K's row kernels order their sums differently).
 #pragma once
@@ -34,8 +36,11 @@ namespace tw {
 
 constexpr int kPanelMinTokens = 16;
 constexpr int kPanelSuper = 32;
-constexpr int kPanelActGroup = 16 * 4 + 8 + 8;
 constexpr int kPanelTilePairs = 4;  // token pairs per tile: 8 running sums (16 vector registers on x86)
+constexpr int kPanelKpStride = 4 * kPanelTilePairs;  // int16 between a tile's k-pairs
+constexpr int kPanelSums = 16 * kPanelKpStride;       // a tile group's sums (8 int16 per pair), then its scales
+constexpr int kPanelScales = kPanelSums + 8 * kPanelTilePairs;
+constexpr int kPanelTileGroup = kPanelScales + 8 * kPanelTilePairs;
 
 constexpr bool panel_type(int32_t type) {
   return type == TW_TYPE_Q4_0 || type == TW_TYPE_Q8_0 || type == TW_TYPE_Q4_K || type == TW_TYPE_Q6_K;
@@ -53,7 +58,8 @@ constexpr int panel_super_i16(int32_t type) { return 8 * panel_group_i16(type) +
 inline size_t panel_quad_i16(int32_t type, int64_t K) {
   return panel_kquant(type) ? (size_t)(K / 256) * panel_super_i16(type) : (size_t)(K / QA) * panel_group_i16(type);
 }
-inline size_t panel_pair_i16(int64_t K) { return (size_t)(K / QA) * kPanelActGroup; }
+// A tile's interleaved activations (kPanelTilePairs token pairs over K values).
+inline size_t panel_tile_i16(int64_t K) { return (size_t)(K / QA) * kPanelTileGroup; }
 
 }  // namespace tw
 
@@ -182,40 +188,46 @@ inline void panel_widen_q5k_rows(const uint8_t* row0, size_t rb, int64_t K, int1
   }
 }
 
-// Two tokens' 8-bit activations (qdot.h) -> their interleaved panel rows. a0 and a1 may be the same row (an odd
-// token count's last pair).
-inline void panel_interleave_pair(const ActRow& a0, const ActRow& a1, int64_t ngroups, int16_t* out) {
-  for (int64_t g = 0; g < ngroups; ++g, out += kPanelActGroup) {
-    for (int h = 0; h < 4; ++h) {
+// Two tokens' 8-bit activations (qdot.h) -> their slot of a tile's interleaved activations (tile: the tile's first
+// group). a0 and a1 may be the same row (an odd token count's last pair).
+inline void panel_interleave_pair(const ActRow& a0, const ActRow& a1, int64_t ngroups, int slot, int16_t* tile) {
+  for (int64_t g = 0; g < ngroups; ++g, tile += kPanelTileGroup) {
+    int16_t* x = tile + 4 * slot;
+    for (int h = 0; h < 4; ++h) {  // k-pairs 4h .. 4h + 3
       const v128_t A = wasm_v128_load(a0.q + g * QA + 8 * h), B = wasm_v128_load(a1.q + g * QA + 8 * h);
-      wasm_v128_store(out + 16 * h, wasm_i32x4_shuffle(A, B, 0, 4, 1, 5));
-      wasm_v128_store(out + 16 * h + 8, wasm_i32x4_shuffle(A, B, 2, 6, 3, 7));
+      const v128_t lo = wasm_i32x4_shuffle(A, B, 0, 4, 1, 5), hi = wasm_i32x4_shuffle(A, B, 2, 6, 3, 7);
+      wasm_v128_store64_lane(x + (4 * h + 0) * kPanelKpStride, lo, 0);
+      wasm_v128_store64_lane(x + (4 * h + 1) * kPanelKpStride, lo, 1);
+      wasm_v128_store64_lane(x + (4 * h + 2) * kPanelKpStride, hi, 0);
+      wasm_v128_store64_lane(x + (4 * h + 3) * kPanelKpStride, hi, 1);
     }
     const int32_t s[4] = {a0.sq[g], a1.sq[g], a0.sq[g], a1.sq[g]};
     const float d[4] = {a0.d[g], a1.d[g], a0.d[g], a1.d[g]};
-    std::memcpy(out + 64, s, sizeof s);
-    std::memcpy(out + 72, d, sizeof d);
+    std::memcpy(tile + kPanelSums + 8 * slot, s, sizeof s);
+    std::memcpy(tile + kPanelScales + 8 * slot, d, sizeof d);
   }
 }
 
-// Integer sums of k-pairs [kp0, kp1) of one group: acc[rp][p] += W_rp . x_p
+// Integer sums of k-pairs [kp0, kp1) of one group (pg: the quad's group, xg: the tile's): acc[rp][p] += W_rp . x_p
 template <int TP>
-inline void panel_dots(const int16_t* pg, const int16_t* const* xa, int64_t xo, int kp0, int kp1, v128_t (&acc)[2][TP]) {
+inline void panel_dots(const int16_t* pg, const int16_t* xg, int kp0, int kp1, v128_t (&acc)[2][TP]) {
+  const int16_t* w = pg + 16 * kp0;
+  const int16_t* x = xg + kPanelKpStride * kp0;
 #pragma clang loop unroll(disable)
-  for (int kp = kp0; kp < kp1; ++kp) {
-    const v128_t w01 = wasm_v128_load(pg + 16 * kp), w23 = wasm_v128_load(pg + 16 * kp + 8);
+  for (int kp = kp0; kp < kp1; ++kp, w += 16, x += kPanelKpStride) {
+    const v128_t w01 = wasm_v128_load(w), w23 = wasm_v128_load(w + 8);
     for (int p = 0; p < TP; ++p) {
-      const v128_t x = wasm_v128_load64_splat(xa[p] + xo + 4 * kp);
-      acc[0][p] = wasm_i32x4_add(acc[0][p], wasm_i32x4_dot_i16x8(w01, x));
-      acc[1][p] = wasm_i32x4_add(acc[1][p], wasm_i32x4_dot_i16x8(w23, x));
+      const v128_t xv = wasm_v128_load64_splat(x + 4 * p);
+      acc[0][p] = wasm_i32x4_add(acc[0][p], wasm_i32x4_dot_i16x8(w01, xv));
+      acc[1][p] = wasm_i32x4_add(acc[1][p], wasm_i32x4_dot_i16x8(w23, xv));
     }
   }
 }
 
-// One quad's panel times TP token pairs (xa[p]: pair p's interleaved activations) -> out[4 (rp * TP + p) + lane]:
+// One quad's panel times the first TP token pairs of a tile (xt: its interleaved activations) -> out[4 (rp * TP + p) + lane]:
 // rp = row pair (quad rows 2 rp, 2 rp + 1), lanes (ra, t0), (ra, t1), (rb, t0), (rb, t1).
 template <int TYPE, int TP>
-inline void panel_tile(const int16_t* pan, const int16_t* const* xa, int64_t ngroups, float* out) {
+inline void panel_tile(const int16_t* pan, const int16_t* xt, int64_t ngroups, float* out) {
   constexpr int G = panel_group_i16(TYPE);
   v128_t accf[2][TP];
   for (int p = 0; p < TP; ++p) accf[0][p] = accf[1][p] = wasm_f32x4_splat(0);
@@ -223,11 +235,11 @@ inline void panel_tile(const int16_t* pan, const int16_t* const* xa, int64_t ngr
     for (int64_t g = 0; g < ngroups; ++g, pan += G) {
       v128_t acc[2][TP];
       for (int p = 0; p < TP; ++p) acc[0][p] = acc[1][p] = wasm_i32x4_splat(0);
-      const int64_t xo = g * kPanelActGroup;
-      panel_dots<TP>(pan, xa, xo, 0, 16, acc);
+      const int16_t* xg = xt + g * kPanelTileGroup;
+      panel_dots<TP>(pan, xg, 0, 16, acc);
       const v128_t d[2] = {wasm_v128_load(pan + 256), wasm_v128_load(pan + 264)};
       for (int p = 0; p < TP; ++p) {
-        const v128_t da = wasm_v128_load(xa[p] + xo + 72);
+        const v128_t da = wasm_v128_load(xg + kPanelScales + 8 * p);
         for (int rp = 0; rp < 2; ++rp)
           accf[rp][p] = wasm_f32x4_add(accf[rp][p], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[rp][p]), da), d[rp]));
       }
@@ -238,12 +250,12 @@ inline void panel_tile(const int16_t* pan, const int16_t* const* xa, int64_t ngr
       for (int p = 0; p < TP; ++p) S[0][p] = S[1][p] = M[0][p] = M[1][p] = wasm_i32x4_splat(0);
       for (int j = 0; j < 8; ++j) {
         const int16_t* pg = pan + j * G;
-        const int64_t xo = (sb * 8 + j) * kPanelActGroup;
+        const int16_t* xg = xt + (sb * 8 + j) * kPanelTileGroup;
         v128_t acc[2][TP];
         for (int h = 0; h < (TYPE == TW_TYPE_Q6_K ? 2 : 1); ++h) {  // q6_K: sub-blocks of 8 k-pairs
           for (int p = 0; p < TP; ++p) acc[0][p] = acc[1][p] = wasm_i32x4_splat(0);
-          if constexpr (TYPE == TW_TYPE_Q6_K) panel_dots<TP>(pg, xa, xo, 8 * h, 8 * h + 8, acc);
-          else panel_dots<TP>(pg, xa, xo, 0, 16, acc);
+          if constexpr (TYPE == TW_TYPE_Q6_K) panel_dots<TP>(pg, xg, 8 * h, 8 * h + 8, acc);
+          else panel_dots<TP>(pg, xg, 0, 16, acc);
           const v128_t sc[2] = {wasm_v128_load(pg + 256 + 16 * h), wasm_v128_load(pg + 264 + 16 * h)};
           for (int p = 0; p < TP; ++p)
             for (int rp = 0; rp < 2; ++rp) S[rp][p] = wasm_i32x4_add(S[rp][p], wasm_i32x4_mul(sc[rp], acc[rp][p]));
@@ -251,15 +263,15 @@ inline void panel_tile(const int16_t* pan, const int16_t* const* xa, int64_t ngr
         if constexpr (TYPE == TW_TYPE_Q4_K) {
           const v128_t m[2] = {wasm_v128_load(pg + 272), wasm_v128_load(pg + 280)};
           for (int p = 0; p < TP; ++p) {
-            const v128_t s = wasm_v128_load(xa[p] + xo + 64);
+            const v128_t s = wasm_v128_load(xg + kPanelSums + 8 * p);
             for (int rp = 0; rp < 2; ++rp) M[rp][p] = wasm_i32x4_add(M[rp][p], wasm_i32x4_mul(m[rp], s));
           }
         }
       }
       const int16_t* ps = pan + 8 * G;
-      const int64_t xo = sb * 8 * kPanelActGroup;
+      const int16_t* xs = xt + sb * 8 * kPanelTileGroup;
       for (int p = 0; p < TP; ++p) {
-        const v128_t da = wasm_v128_load(xa[p] + xo + 72);
+        const v128_t da = wasm_v128_load(xs + kPanelScales + 8 * p);
         for (int rp = 0; rp < 2; ++rp) {
           const v128_t d = wasm_v128_load(ps + 8 * rp);
           if constexpr (TYPE == TW_TYPE_Q4_K) {  // qdot_q4k_x4's order: (d S - dmin M) d_a
