@@ -304,36 +304,37 @@ inline void qdot_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngroups
   v128_t accf[2] = {wasm_f32x4_splat(0), wasm_f32x4_splat(0)};
   for (int64_t g = 0; g < ngroups; ++g) {
     const uint8_t* rec[2] = {pair + 2 * g * kRec, pair + (2 * g + 1) * kRec};
-    // per quad: rows 0-1 / 2-3; q4_0: pair vector 1 (rows 2-3) x16 in b23, pair vector 2 (rows 0-1) x256 in b01
-    v128_t a01[2], a23[2], b01[2], b23[2];
-    for (int h = 0; h < 2; ++h) a01[h] = a23[h] = b01[h] = b23[h] = wasm_i32x4_splat(0);
+    // per quad: rows 0-1 / 2-3; q4_0: all of rows 0-1 x256, all of rows 2-3 x16 (pair vectors 1 and 2 come out of
+    // their masks as 16 n and 256 n, pair vectors 0 and 3 meet activations shifted to match: |256 x| <= 32512)
+    v128_t a01[2], a23[2];
+    for (int h = 0; h < 2; ++h) a01[h] = a23[h] = wasm_i32x4_splat(0);
+    // walking pointers (q, r): V8 computes no address per load (it did from c: 5 instructions per step)
+    const int16_t* q = aq + g * QA;
+    const uint8_t* r = rec[0];
 #pragma clang loop unroll(disable)
-    for (int c = 0; c < 4; ++c) {
-      const int16_t* q = aq + g * QA + 8 * c;
+    for (int c = 0; c < 4; ++c, q += 8, r += kQ4 ? 16 : 32) {
       const v128_t x0 = wasm_v128_load64_splat(q), x1 = wasm_v128_load64_splat(q + 4);
+      const v128_t x0s = kQ4 ? wasm_i16x8_shl(x0, 8) : x0, x1s = kQ4 ? wasm_i16x8_shl(x1, 4) : x1;
       for (int h = 0; h < 2; ++h) {
         if constexpr (kQ4) {
-          const v128_t w = wasm_v128_load(rec[h] + 16 * c);
-          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m0), x0));
-          b23[h] = wasm_i32x4_add(b23[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m1), x0));
-          b01[h] = wasm_i32x4_add(b01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m2), x1));
-          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_u16x8_shr(w, 12), x1));
+          const v128_t w = wasm_v128_load(r + h * kRec);
+          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m0), x0s));
+          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m1), x0));
+          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m2), x1));
+          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_u16x8_shr(w, 12), x1s));
         } else {
-          const uint8_t* r = rec[h] + 32 * c;
-          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(r), x0));
-          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(r + 8), x0));
-          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(r + 16), x1));
-          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(r + 24), x1));
+          const uint8_t* rh = r + h * kRec;
+          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rh), x0));
+          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rh + 8), x0));
+          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rh + 16), x1));
+          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rh + 24), x1));
         }
         issue_order_fence();
       }
     }
     const v128_t da = wasm_v128_load32_splat(ad + g);
     for (int h = 0; h < 2; ++h) {
-      if constexpr (kQ4) {
-        a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_shr(b01[h], 8));
-        a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_shr(b23[h], 4));
-      }
+      if constexpr (kQ4) a01[h] = wasm_i32x4_shr(a01[h], 8), a23[h] = wasm_i32x4_shr(a23[h], 4);  // exact
       v128_t isum = fold_rows(a01[h], a23[h]);
       if constexpr (kQ4) isum = wasm_i32x4_add(isum, wasm_v128_load32_splat(aneg8sq + g));
       accf[h] = wasm_f32x4_add(accf[h], wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), da),
@@ -356,26 +357,27 @@ inline void qdot_q4k_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngr
     v128_t S[2] = {wasm_i32x4_splat(0), wasm_i32x4_splat(0)};
     for (int j = 0; j < 8; ++j) {
       const int64_t g = sb * 8 + j;
-      v128_t a01[2], a23[2], b01[2], b23[2];  // as in qdot_x4_pair
-      for (int h = 0; h < 2; ++h) a01[h] = a23[h] = b01[h] = b23[h] = wasm_i32x4_splat(0);
+      v128_t a01[2], a23[2];  // x256 and x16, as in qdot_x4_pair
+      for (int h = 0; h < 2; ++h) a01[h] = a23[h] = wasm_i32x4_splat(0);
+      const int16_t* q = aq + g * QA;  // walking pointers, as in qdot_x4_pair
+      const uint8_t* r = rec[0] + 64 * j;
 #pragma clang loop unroll(disable)
-      for (int c = 0; c < 4; ++c) {
-        const int16_t* q = aq + g * QA + 8 * c;
+      for (int c = 0; c < 4; ++c, q += 8, r += 16) {
         const v128_t x0 = wasm_v128_load64_splat(q), x1 = wasm_v128_load64_splat(q + 4);
+        const v128_t x0s = wasm_i16x8_shl(x0, 8), x1s = wasm_i16x8_shl(x1, 4);
         for (int h = 0; h < 2; ++h) {
-          const v128_t w = wasm_v128_load(rec[h] + 64 * j + 16 * c);
-          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m0), x0));
-          b23[h] = wasm_i32x4_add(b23[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m1), x0));
-          b01[h] = wasm_i32x4_add(b01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m2), x1));
-          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_u16x8_shr(w, 12), x1));
+          const v128_t w = wasm_v128_load(r + h * kRec);
+          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m0), x0s));
+          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m1), x0));
+          a01[h] = wasm_i32x4_add(a01[h], wasm_i32x4_dot_i16x8(wasm_v128_and(w, m2), x1));
+          a23[h] = wasm_i32x4_add(a23[h], wasm_i32x4_dot_i16x8(wasm_u16x8_shr(w, 12), x1s));
           issue_order_fence();
         }
       }
       for (int h = 0; h < 2; ++h) {
         const v128_t scp = wasm_u16x8_load8x8(rec[h] + kQ4KScales + 8 * (j / 2));
         const v128_t sc = (j & 1) ? wasm_u32x4_shr(scp, 16) : wasm_v128_and(scp, wasm_i32x4_splat(0xFFFF));
-        const v128_t isum = fold_rows(wasm_i32x4_add(a01[h], wasm_i32x4_shr(b01[h], 8)),
-                                      wasm_i32x4_add(a23[h], wasm_i32x4_shr(b23[h], 4)));
+        const v128_t isum = fold_rows(wasm_i32x4_shr(a01[h], 8), wasm_i32x4_shr(a23[h], 4));
         S[h] = wasm_i32x4_add(S[h], wasm_i32x4_mul(sc, isum));
       }
     }
@@ -403,7 +405,7 @@ inline void qdot_q6k_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngr
   const int16_t* aq = act.q;
   v128_t accf[2] = {wasm_f32x4_splat(0), wasm_f32x4_splat(0)};
   for (int64_t sb = 0; sb < ngroups / 8; ++sb) {
-    const uint8_t* rec[2] = {pair + 2 * sb * kRec, pair + 2 * sb * kRec + 128};
+    const uint8_t* rec[2] = {pair + 2 * sb * kRec, pair + 2 * sb * kRec + 128};  // the partner quad: +128 (repack.h)
     v128_t S[2];
     for (int h = 0; h < 2; ++h) {  // S starts at -32 * sum_sub sc_sub * sum(q of sub)
       v128_t o = wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(rec[h] + kQ6KScales), wasm_v128_load32_splat(act.sq16h + sb * 16));
@@ -416,14 +418,15 @@ inline void qdot_q6k_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngr
       const int64_t g = sb * 8 + j;
       v128_t s[2][2];  // [quad][sub-block]
       for (int h = 0; h < 2; ++h) s[h][0] = s[h][1] = wasm_i32x4_splat(0);
+      const int16_t* q = aq + g * QA;  // walking pointers, as in qdot_x4_pair
+      const uint8_t* r = rec[0] + kQ6KGroupStride * j;
 #pragma clang loop unroll(disable)
-      for (int c = 0; c < 4; ++c) {
-        const int16_t* q = aq + g * QA + 8 * c;
+      for (int c = 0; c < 4; ++c, q += 8, r += 32) {
         const int sub = c / 2;
         for (int i = 0; i < 4; ++i) {
           const v128_t x = wasm_v128_load32_splat(q + 2 * i);
           for (int h = 0; h < 2; ++h)
-            s[h][sub] = wasm_i32x4_add(s[h][sub], wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(rec[h] + kQ6KGroupStride * j + 32 * c + 8 * i), x));
+            s[h][sub] = wasm_i32x4_add(s[h][sub], wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(r + 128 * h + 8 * i), x));
         }
         issue_order_fence();
       }
