@@ -417,19 +417,22 @@ inline void qdot_q6k_x4_pair(const uint8_t* pair, const ActRow& act, int64_t ngr
     for (int j = 0; j < 8; ++j) {
       const int64_t g = sb * 8 + j;
       v128_t s[2][2];  // [quad][sub-block]
-      for (int h = 0; h < 2; ++h) s[h][0] = s[h][1] = wasm_i32x4_splat(0);
+      v128_t t[2] = {wasm_i32x4_splat(0), wasm_i32x4_splat(0)};  // the current sub-block's sums
       const int16_t* q = aq + g * QA;  // walking pointers, as in qdot_x4_pair
       const uint8_t* r = rec[0] + kQ6KGroupStride * j;
+      // Sub-block A's sums move out at c = 2: indexed by c / 2 instead, LLVM kept them in memory (a load and a
+      // store per step on each chain), and with the sub-block loop unrolled V8 hoisted and spilled the loads.
 #pragma clang loop unroll(disable)
       for (int c = 0; c < 4; ++c, q += 8, r += 32) {
-        const int sub = c / 2;
+        if (c == 2) s[0][0] = t[0], s[1][0] = t[1], t[0] = t[1] = wasm_i32x4_splat(0);
         for (int i = 0; i < 4; ++i) {
           const v128_t x = wasm_v128_load32_splat(q + 2 * i);
           for (int h = 0; h < 2; ++h)
-            s[h][sub] = wasm_i32x4_add(s[h][sub], wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(r + 128 * h + 8 * i), x));
+            t[h] = wasm_i32x4_add(t[h], wasm_i32x4_dot_i16x8(wasm_u16x8_load8x8(r + 128 * h + 8 * i), x));
         }
         issue_order_fence();
       }
+      s[0][1] = t[0], s[1][1] = t[1];
       for (int h = 0; h < 2; ++h) {
         const v128_t scp = wasm_i16x8_load8x8(rec[h] + kQ6KScales + 8 * j);  // int32 lanes: scale A | scale B << 16
         const v128_t scA = wasm_i32x4_shr(wasm_i32x4_shl(scp, 16), 16), scB = wasm_i32x4_shr(scp, 16);
