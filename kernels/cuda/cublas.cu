@@ -106,7 +106,7 @@ bool cublas_matmul(cudaStream_t s, MatmulScratch& scratch, const Tensor& W, cons
     if (!w16) return false;
     const int64_t units = (int64_t)M * (K / 32);
     const int blocks = (int)std::min<int64_t>((units + 255) / 256, 1 << 16);
-    dequant_f16_kernel<<<blocks, 256, 0, s>>>(W.type, (const uint8_t*)W.data, row_bytes(W.type, K), M, K, w16);
+    dequant_f16_kernel<<<blocks, 256, 0, s>>>(kernel_type(W), (const uint8_t*)W.data, row_bytes(W.type, K), M, K, w16);
     TWC_LAUNCHED("dequant_f16");
     A = w16;
   }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <set>
@@ -238,6 +239,10 @@ class CudaBackend final : public Backend {
     mm_.free_all();
     attn_.free_all();
     topk_.free_all();
+    for (auto& sl : slots_) {
+      if (sl.ev) cudaEventDestroy(sl.ev);
+      if (sl.buf) cudaFreeHost(sl.buf);
+    }
     staging_.destroy();
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -269,6 +274,18 @@ class CudaBackend final : public Backend {
     prof_.begin(stream_, "upload");
     staging_.upload(stream_, dst, src, n);
     prof_.end(stream_);
+  }
+  // Q4_0 weights of whole 256-value groups are rearranged in place for the decode products (repack.cu).
+  bool prepare_weight(Tensor& w) override {
+    abort_step_graph();
+    flush();
+    cuda::prepare_weight(stream_, w);
+    return true;
+  }
+  void read_weight(const Tensor& w, void* dst) override {
+    download(dst, w.data, w.nbytes);
+    synchronize();
+    cuda::weight_to_gguf(w, dst);
   }
   void download(void* dst, const void* src, size_t n) override {
     if (track(Hash().s("download").p(src).i(n))) {
@@ -420,6 +437,35 @@ class CudaBackend final : public Backend {
     pending_.clear();
     mm_.clear_pre();  // x may be rewritten from here on
   }
+  // Pipelined decode (tw_engine_submit_top): a replayed step's top-k results go into a pinned slot of their own,
+  // followed by an event, and the call returns; wait_step copies the oldest step's out. The next step's uploads,
+  // its chained tokens (chain_tokens: the best ids, device to device) and its graph queue behind it on the stream,
+  // so the GPU does not wait for the host between steps (bench/NOTES.md run 20).
+  bool async_steps() const override { return true; }
+  void end_step_async() override {
+    const size_t before = inflight_.size();
+    async_end_ = true;
+    end_step();
+    async_end_ = false;
+    if (inflight_.size() == before) inflight_.push_back(Inflight{});  // its results were copied out already
+  }
+  void wait_step() override {
+    if (inflight_.empty()) return;
+    const Inflight f = std::move(inflight_.front());
+    inflight_.pop_front();
+    if (f.slot < 0) return;
+    const ResultSlot& sl = slots_[f.slot];
+    TWC_CHECK(cudaEventSynchronize(sl.ev));
+    for (const auto& p : f.pieces) std::memcpy(p.dst, (const uint8_t*)sl.buf + p.off, p.n);
+  }
+  bool chain_tokens(int32_t* tokens, int n, int k) override {
+    if (!last_ids_) return false;
+    abort_step_graph();
+    flush();
+    mm_.clear_pre();
+    TWC_CHECK(cudaMemcpy2DAsync(tokens, 4, last_ids_, (size_t)k * 4, 4, n, cudaMemcpyDeviceToDevice, stream_));
+    return true;
+  }
   void copy(void* dst, const void* src, size_t n) override {
     abort_step_graph();
     flush();
@@ -516,6 +562,7 @@ class CudaBackend final : public Backend {
         abort_step_graph();  // runs the deferred ops, this one included, eagerly
         return;
       }
+      last_ids_ = di;
       pending_.push_back({vals, dv, (size_t)rows * k * 4});
       pending_.push_back({ids, di, (size_t)rows * k * 4});
       return;
@@ -582,6 +629,10 @@ class CudaBackend final : public Backend {
   // The step's results (top-k ids and values, or logits rows): through pinned memory with one wait where they fit
   // (each copy into pageable memory waited for itself: a second round trip to the GPU per step), else directly.
   void finish_downloads() {
+    if (async_end_ && mode_ == Mode::Replay && download_async()) {
+      pending_.clear();
+      return;
+    }
     std::vector<Staging::Piece> pieces;
     pieces.reserve(pending_.size());
     for (const auto& d : pending_) pieces.push_back({d.dst, d.src, d.n});
@@ -590,6 +641,42 @@ class CudaBackend final : public Backend {
       TWC_CHECK(cudaStreamSynchronize(stream_));
     }
     pending_.clear();
+  }
+  // The step's pending downloads into the next result slot (pinned, its own event) for wait_step; false: not
+  // possible (no pinned memory), copy them out now instead.
+  bool download_async() {
+    size_t total = 0;
+    for (const auto& d : pending_) total += (d.n + 15) / 16 * 16;
+    ResultSlot& sl = slots_[next_slot_];
+    if (sl.ev) TWC_CHECK(cudaEventSynchronize(sl.ev));  // its step was waited for: at most two are in flight
+    if (sl.bytes < total) {
+      if (sl.buf) cudaFreeHost(sl.buf);
+      sl.buf = nullptr;
+      sl.bytes = 0;
+      if (cudaHostAlloc(&sl.buf, total, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        sl.buf = nullptr;
+        return false;
+      }
+      sl.bytes = total;
+    }
+    if (!sl.ev && cudaEventCreateWithFlags(&sl.ev, cudaEventDisableTiming) != cudaSuccess) {
+      cudaGetLastError();
+      sl.ev = nullptr;
+      return false;
+    }
+    Inflight f;
+    f.slot = next_slot_;
+    size_t off = 0;
+    for (const auto& d : pending_) {
+      TWC_CHECK(cudaMemcpyAsync((uint8_t*)sl.buf + off, d.src, d.n, cudaMemcpyDeviceToHost, stream_));
+      f.pieces.push_back({d.dst, off, d.n});
+      off += (d.n + 15) / 16 * 16;
+    }
+    TWC_CHECK(cudaEventRecord(sl.ev, stream_));
+    inflight_.push_back(std::move(f));
+    next_slot_ ^= 1;
+    return true;
   }
   // The step's ops so far, eagerly (after a graph that did not match, or when something a graph cannot hold
   // happens mid-step); the rest of the step then runs eagerly too.
@@ -624,7 +711,7 @@ class CudaBackend final : public Backend {
       add_ = {};
       norm_ = {};
       sw_ = {};
-      mm_q_.count = 0;
+      mm_q_ = {};
       mm_.clear_pre();
       thaw_all();
       run_deferred_eagerly();
@@ -667,8 +754,16 @@ class CudaBackend final : public Backend {
     record_capture([=] { rms_norm_impl(x, w, out, n, dim, eps); });
     note_ptrs({x, w.data, out});
     flush_rope();
-    const bool with_add = add_.x && add_.x == x && add_.n == (size_t)n * dim;  // then nothing else is pending
+    const bool with_add = add_.x && add_.x == x && add_.n == (size_t)n * dim;  // then at most its product is pending
     if (!with_add) flush();
+    if (with_add && mm_q_.count) {  // the product that writes the add's input (add_impl): add and norm in its launch
+      if (split_norm(add_.x, add_.y, w, out, n, dim, eps, true)) {
+        add_ = {};
+        return;
+      }
+      flush_matmuls();
+      mm_.clear_pre();  // as add_impl does where nothing stays pending
+    }
     // (without the add, x is only read: the const_cast is for the shared NormOut)
     if (split_norm(with_add ? add_.x : const_cast<float*>(x), with_add ? add_.y : nullptr, w, out, n, dim, eps)) {
       if (with_add) add_ = {};
@@ -705,7 +800,10 @@ class CudaBackend final : public Backend {
   // The split norm (norm_fused.cuh; decode rows, TWINFER_CUDA_SPLIT_NORM=0: off): the block kernel (with the residual
   // add of y) writes u and the block sums; `out` is written by the products that read it (or by finish_norm).
   // False (nothing launched) where the shape or the scratch does not allow it.
-  bool split_norm(float* x, const float* y, const Tensor& w, float* out, int n, int dim, float eps) {
+  // product: the pending product (mm_q_) writes y; its launch also does the add and the block kernel's work where
+  // mmvq can (one token, 32-row blocks: norm_out_epilogue), else it is launched first and the block kernel after it.
+  bool split_norm(float* x, const float* y, const Tensor& w, float* out, int n, int dim, float eps,
+                  bool product = false) {
     // out may be y (the engine adds h into x and normalizes into h): the block kernel reads y before any product
     // writes out. out == x (a norm in place) would let the products' h overwrite x while others still read it.
     if (!split_norm_enabled_ || n > 2 || dim % 32 != 0 || dim > 8192 || out == x || w.type != 0 || norm_.out)
@@ -726,9 +824,19 @@ class CudaBackend final : public Backend {
     no.q = (int8_t*)(rb + ssq_bytes + uf_bytes);
     no.ds = (float2*)((char*)no.q + qbytes);
     no.dim = dim;
-    prof_.begin(stream_, y ? "add+norm blocks" : "norm blocks");
-    cuda::norm_blocks(stream_, no, n, dev_.pdl_gemv);
-    prof_.end(stream_);
+    bool fused = false;
+    if (product) {
+      prof_.begin(stream_, "matmul+add+norm blocks");
+      fused = cuda::matmul_norm(stream_, dev_, mm_, mm_q_.W[0], mm_q_.x, mm_q_.up, mm_q_.y[0], no);
+      prof_.end(stream_);
+      if (fused) mm_q_ = {};
+      else flush_matmuls();
+    }
+    if (!fused) {
+      prof_.begin(stream_, y ? "add+norm blocks" : "norm blocks");
+      cuda::norm_blocks(stream_, no, n, dev_.pdl_gemv);
+      prof_.end(stream_);
+    }
     mm_.clear_pre();
     mm_.pre_x = out;
     mm_.pre_n = n;
@@ -760,19 +868,33 @@ class CudaBackend final : public Backend {
     if (sw_.out && sw_.out == x && sw_.n == (size_t)n * W.ne0 && cuda::tc_eligible(W)) {
       // The pending SwiGLU's product is this matmul's input: computed as the activations are loaded instead of
       // through memory. sw_.out is then never written; the forward pass reads it only here.
+      if (fuse_norm_enabled_ && n == 1 && !mm_q_.count && !add_.x && !norm_.out) {
+        // One token: held like a grouped product, so that the residual add and norm that follow can run in its
+        // launch (rms_norm_impl, mmvq's norm_out_epilogue).
+        mm_q_ = {};
+        mm_q_.x = sw_.gate;
+        mm_q_.up = sw_.up;
+        mm_q_.n = n;
+        mm_q_.W[0] = W;
+        mm_q_.y[0] = y;
+        mm_q_.count = 1;
+        sw_ = {};
+        return;
+      }
       prof_.begin(stream_, n <= 8 ? "matmul+swiglu n<=8" : "matmul+swiglu n>8");
       cuda::matmul_swiglu(stream_, dev_, mm_, W, sw_.gate, sw_.up, n, y);
       prof_.end(stream_);
       sw_ = {};
       return;
     }
-    if (mm_q_.count > 0 && mm_q_.count < 3 && mm_q_.x == x && mm_q_.n == n &&
+    if (mm_q_.count > 0 && mm_q_.count < 3 && mm_q_.x == x && mm_q_.n == n && !mm_q_.up &&
         cuda::matmul_groupable(mm_q_.W[0], W)) {
       mm_q_.W[mm_q_.count] = W;
       mm_q_.y[mm_q_.count++] = y;
       return;
     }
     flush(norm_.out && x == norm_.out);  // a product of the split norm's output: the norm stays split
+    mm_q_ = {};
     mm_q_.x = x;
     mm_q_.n = n;
     mm_q_.W[0] = W;
@@ -867,9 +989,18 @@ class CudaBackend final : public Backend {
   void add_impl(float* x, const float* y, size_t n) {
     record_capture([=] { add_impl(x, y, n); });
     note_ptrs({x, y});
+    if (product_for_add(y, n)) {  // stays pending: the add (and the norm after it) may run in its launch
+      add_ = {x, y, n};
+      return;
+    }
     flush();
     mm_.clear_pre();  // x may be rewritten from here on
     add_ = {x, y, n};
+  }
+  // The pending product is one token's single product writing y, the add's whole input, and nothing else is pending.
+  bool product_for_add(const float* y, size_t n) const {
+    return fuse_norm_enabled_ && mm_q_.count == 1 && mm_q_.n == 1 && mm_q_.y[0] == y &&
+           n == (size_t)mm_q_.W[0].ne1 && !rope_.pending && !sw_.out && !add_.x && !norm_.out;
   }
   void gather_rows_impl(const float* x, const int32_t* rows, int n, int width, float* out) {
     record_capture([=] { gather_rows_impl(x, rows, n, width, out); });
@@ -909,9 +1040,11 @@ class CudaBackend final : public Backend {
         abort_step_graph();  // runs the step so far eagerly, this selection included
         return;
       }
+      last_ids_ = nullptr;  // selected on the host: no device ids to chain from
       Backend::top_k(x, rows, width, k, ids, vals);
       return;
     }
+    last_ids_ = di;
     prof_.begin(stream_, "top_k");
     cuda::topk(stream_, x, rows, width, k, sc, dv, di);
     prof_.end(stream_);
@@ -946,6 +1079,29 @@ class CudaBackend final : public Backend {
   // keep_norm: the op that flushes is a product of the split norm's output (matmul_impl): the norm stays split.
   void flush(bool keep_norm = false) {
     flush_rope();
+    flush_matmuls();
+    if (sw_.out) {
+      prof_.begin(stream_, "swiglu");
+      cuda::swiglu(stream_, sw_.gate, sw_.up, sw_.out, sw_.n);
+      prof_.end(stream_);
+      sw_ = {};
+    }
+    if (add_.x) {
+      prof_.begin(stream_, "add");
+      cuda::add(stream_, add_.x, add_.y, add_.n);
+      prof_.end(stream_);
+      add_ = {};
+      mm_.clear_pre();  // as add_impl does where nothing stays pending
+    }
+    if (!keep_norm) finish_norm();
+  }
+  void flush_matmuls() {
+    if (mm_q_.count && mm_q_.up) {  // a held down projection (matmul_impl)
+      prof_.begin(stream_, "matmul+swiglu n<=8");
+      cuda::matmul_swiglu(stream_, dev_, mm_, mm_q_.W[0], mm_q_.x, mm_q_.up, mm_q_.n, mm_q_.y[0]);
+      prof_.end(stream_);
+      mm_q_ = {};
+    }
     if (mm_q_.count) {
       // Products of the split norm's output take u and write the output themselves where they can; else it is
       // written first.
@@ -959,21 +1115,8 @@ class CudaBackend final : public Backend {
       prof_.begin(stream_, mm_q_.n <= 8 ? "matmul n<=8" : "matmul n>8");
       cuda::matmul_group(stream_, dev_, mm_, w, mm_q_.y, mm_q_.count, mm_q_.x, mm_q_.n);
       prof_.end(stream_);
-      mm_q_.count = 0;
+      mm_q_ = {};
     }
-    if (sw_.out) {
-      prof_.begin(stream_, "swiglu");
-      cuda::swiglu(stream_, sw_.gate, sw_.up, sw_.out, sw_.n);
-      prof_.end(stream_);
-      sw_ = {};
-    }
-    if (add_.x) {
-      prof_.begin(stream_, "add");
-      cuda::add(stream_, add_.x, add_.y, add_.n);
-      prof_.end(stream_);
-      add_ = {};
-    }
-    if (!keep_norm) finish_norm();
   }
   struct PendingAdd {
     float* x = nullptr;
@@ -982,6 +1125,7 @@ class CudaBackend final : public Backend {
   };
   struct PendingMatmuls {
     const float* x = nullptr;
+    const float* up = nullptr;  // set: one down projection of silu(x) * up (matmul_impl holds it for the add after)
     int n = 0;
     int count = 0;
     Tensor W[3];
@@ -1031,6 +1175,12 @@ class CudaBackend final : public Backend {
   // Steps of up to 8 tokens (decode, batched decode of up to 8 sequences). Larger steps are GPU-bound, and F16
   // products from 16 tokens go through cuBLAS, which is not captured here. TWINFER_CUDA_GRAPHS=0: never.
   static constexpr int kGraphMaxTokens = 8;
+  // A one-token product followed by the residual add and split norm runs them in its own launch (mmvq.cu's
+  // norm_out_epilogue) unless TWINFER_CUDA_FUSE_NORM=0. Read per backend (per model load: decode-ab A/B).
+  const bool fuse_norm_enabled_ = [] {
+    const char* v = std::getenv("TWINFER_CUDA_FUSE_NORM");
+    return !(v && v[0] == '0');
+  }();
   const bool graphs_enabled_ = [] {
     const char* v = std::getenv("TWINFER_CUDA_GRAPHS");
     return !(v && v[0] == '0');
@@ -1046,6 +1196,25 @@ class CudaBackend final : public Backend {
   std::set<uint64_t> seen_;  // keys of steps that ran eagerly and cleanly
   std::set<void*> graph_ptrs_;
   std::vector<std::function<void()>> deferred_;
+  // Pipelined decode: steps whose results are still on their way (wait_step), two pinned result slots.
+  struct ResultPiece {
+    void* dst;
+    size_t off, n;
+  };
+  struct Inflight {
+    int slot = -1;  // -1: finished when submitted
+    std::vector<ResultPiece> pieces;
+  };
+  struct ResultSlot {
+    void* buf = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t ev = nullptr;
+  };
+  std::deque<Inflight> inflight_;
+  ResultSlot slots_[2];
+  int next_slot_ = 0;
+  bool async_end_ = false;          // end_step_async in progress
+  const int32_t* last_ids_ = nullptr;  // the last top_k's ids in device memory (chain_tokens)
   std::vector<PendingCopy> pending_;
   long captured_ = 0, replayed_ = 0, replay_misses_ = 0;
   // The backend's copy of the step's block tables (tab_pitch_ entries per sequence row) and what it replaces.

@@ -67,9 +67,22 @@ __device__ __forceinline__ float warp_max(float v) {
 // fp16 bits -> float through the hardware conversion: exact, so identical to fp16_to_f32, in one instruction.
 __device__ __forceinline__ float h2f(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
 
-// Element j (0-based within the row) of a weight row in GGUF block layout, as F32: exact (ggml's arithmetic).
+// Type code the kernels dispatch on for Q4_0 weights that prepare_weight rearranged (Tensor::layout 1, repack.cu):
+// 256-value groups of 144 bytes, 16 chunks of 8 nibble bytes (chunk p: values 16p..16p+15, byte i holds value i
+// in its low and value i + 8 in its high nibble), then the group's eight fp16 scales. kernel_type() (cuda_ops.h)
+// maps a tensor to it.
+constexpr int32_t kQ4_0T = 0x1002;
+
+// Element j (0-based within the row) of a weight row in GGUF block layout (or kQ4_0T's), as F32: exact (ggml's
+// arithmetic).
 __device__ __forceinline__ float load_elem(int32_t type, const uint8_t* row, int64_t j) {
   switch (type) {
+    case kQ4_0T: {
+      const uint8_t* g = row + (j / 256) * 144;
+      const int e = (int)(j % 256), m = e % 16;
+      const int q = (g[8 * (e / 16) + (m & 7)] >> (4 * (m >> 3))) & 0x0F;
+      return (q - 8) * h2f(*reinterpret_cast<const uint16_t*>(g + 128 + 2 * (e / 32)));
+    }
     case 0: return reinterpret_cast<const float*>(row)[j];
     case 1: return h2f(reinterpret_cast<const uint16_t*>(row)[j]);
     case 30: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[j]);

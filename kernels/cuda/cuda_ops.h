@@ -116,6 +116,17 @@ struct DeviceInfo {
   int tma_warps = 8;  // consumer warps per CTA of the pipeline: 8 or 16 (TWINFER_CUDA_TMA_WARPS)
 };
 
+// ---- repack.cu ----
+// The type code the kernels dispatch on: the GGUF type, or kQ4_0T (cuda_common.cuh) for a rearranged Q4_0 weight.
+int32_t kernel_type(const Tensor& w);
+// Backend::prepare_weight: Q4_0 weights whose rows are whole 256-value groups are rearranged in place into kQ4_0T's
+// layout (same bytes, same size) unless TWINFER_CUDA_Q4_0_TILES=0; returns whether it rearranged w.
+bool prepare_weight(cudaStream_t s, Tensor& w);
+// Backend::read_weight's second half: host bytes downloaded from a rearranged weight back to GGUF blocks, in place.
+void weight_to_gguf(const Tensor& w, void* host);
+// op_test's A/B: -1 the environment's choice, 0 off, 1 on.
+void set_q4_0_tiles(int mode);
+
 // ---- elementwise.cu ----
 void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, float* out);
 // q / ds (optional): also write out as int8 blocks for the integer-dot decode kernel (mmvq.cu); returns whether it
@@ -149,6 +160,10 @@ void matmul_group(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch,
 // y = W (silu(gate) * up): the SwiGLU product computed as the activations are loaded (tensor-core path only).
 void matmul_swiglu(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* gate,
                    const float* up, int n, float* y);
+// One token's y = W x (x = silu(x) * up when up is given), then no.x += y and the split norm's block work on it
+// (NormOut, as norm_blocks) in the same launch: mmvq's integer-dot kernels; false, with nothing launched, elsewhere.
+bool matmul_norm(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x,
+                 const float* up, float* y, const NormOut& no);
 // CTAs per SM that split-K aims for in the tensor-core kernels (default 2; a tuning knob for op_test).
 void set_matmul_split_target(int ctas_per_sm);
 // Warps (4 or 8, x 16 weight rows) per CTA of the decode matmul for every type; 0 = per type (the default).
@@ -166,10 +181,16 @@ bool mmvq_supported(const Tensor& W, int n);
 // The one-token bulk-copy pipeline on (1), off (0) or as the device decided at init (-1), with these sizes (0: the
 // device's): op_test's A/B.
 void set_mmvq_tma(int mode, int smem_kb = 0, int tile = 0, int ctas = 0);
+// op_test: rows per warp of the warp-per-row integer-dot kernels (1 or 2; 0 the per-type default; -1 the environment's).
+void set_mmvq_rows(int rows);
+// op_test: tiles per lane in flight for rearranged Q4_0 rows longer than 4096 (4, 7 or 14).
+void set_mmvq_q4t_unroll(int u);
 // y[i] = W[i] x for i < count (same type and K), x = silu(x) * up when up is given; false if no scratch (then the
 // caller takes another kernel). Activations the norm already quantized (scratch.pre_x == x) are used as they are.
+// no (one token, one weight of M % 32 == 0 rows, no.dim == M): the residual add and split norm of y in the same
+// launch (no.x += y, then as norm_blocks); false, with nothing launched, where that kernel does not apply.
 bool mmvq(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
-          const float* x, const float* up, int n);
+          const float* x, const float* up, int n, const NormOut* no = nullptr);
 
 // ---- gemv.cu ----
 // F16 weights at n <= 2 tokens (16-byte-aligned rows and x): a plain GEMV with F32 activations (TWINFER_CUDA_GEMV=0:

@@ -221,7 +221,7 @@ int grid_for(size_t n, int threads) {
 
 void get_rows(cudaStream_t s, const Tensor& table, const int32_t* ids, int n, float* out) {
   if (n <= 0) return;
-  get_rows_kernel<<<n, 256, 0, s>>>(table.type, (const uint8_t*)table.data, row_bytes(table.type, table.ne0), ids,
+  get_rows_kernel<<<n, 256, 0, s>>>(kernel_type(table), (const uint8_t*)table.data, row_bytes(table.type, table.ne0), ids,
                                     table.ne0, out);
   TWC_LAUNCHED("get_rows");
 }

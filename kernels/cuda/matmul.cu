@@ -45,6 +45,7 @@ int g_decode_warps = [] {  // 0: per type
 // stage; SBB: bytes of one super-block (K-quants, whose stage is exactly one super-block).
 template <int TYPE> struct TC;
 template <> struct TC<2> { static constexpr int UB = 18, KU = 8, SBB = 0; };   // Q4_0
+template <> struct TC<kQ4_0T> { static constexpr int UB = 18, KU = 8, SBB = 0; };  // Q4_0 in groups (repack.cu)
 template <> struct TC<3> { static constexpr int UB = 20, KU = 8, SBB = 0; };   // Q4_1
 template <> struct TC<6> { static constexpr int UB = 22, KU = 8, SBB = 0; };   // Q5_0
 template <> struct TC<7> { static constexpr int UB = 24, KU = 8, SBB = 0; };   // Q5_1
@@ -145,6 +146,18 @@ template <> __device__ __forceinline__ void unit_frags<2>(const uint8_t* s0, con
   q4_pair(ld16(r1 + 2 + 2 * t), d1, f0[1], f1[1]);
   q4_pair(ld16(r0 + 10 + 2 * t), d0, f0[2], f1[2]);
   q4_pair(ld16(r1 + 10 + 2 * t), d1, f0[3], f1[3]);
+}
+// Q4_0 rearranged (repack.cu): a stage is one 144-byte group; unit u's values 0..15 are chunk 2u (byte i: value i
+// low, value i + 8 high nibble), values 16..31 chunk 2u + 1, its scale at byte 128 + 2u. Same loads as GGUF's.
+template <> __device__ __forceinline__ void unit_frags<kQ4_0T>(const uint8_t* s0, const uint8_t* s1, int u, int t,
+                                                               uint32_t* f0, uint32_t* f1) {
+  const __half2 d0 = dup_half(ld16(s0 + 128 + 2 * u)), d1 = dup_half(ld16(s1 + 128 + 2 * u));
+  const uint8_t* c0 = s0 + 16 * u + 2 * t;
+  const uint8_t* c1 = s1 + 16 * u + 2 * t;
+  q4_pair(ld16(c0), d0, f0[0], f0[2]);
+  q4_pair(ld16(c1), d1, f0[1], f0[3]);
+  q4_pair(ld16(c0 + 8), d0, f1[0], f1[2]);
+  q4_pair(ld16(c1 + 8), d1, f1[1], f1[3]);
 }
 // Q4_1: the nibble layout of Q4_0, value = q * d + m (one rounding in the fused multiply-add).
 __device__ __forceinline__ void q4m_pair(uint32_t w, __half2 d, __half2 m, uint32_t& lo, uint32_t& hi) {
@@ -689,8 +702,11 @@ void dispatch_tc(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, 
       }
     }
     // Q4_0 / Q8_0 / Q4_K: integer dot products on int8 activations (mmvq.cu), unless turned off or out of scratch.
-    if ((TYPE == 2 || TYPE == 8 || TYPE == 12 || TYPE == 14) && mmvq_supported(*W[0], n) && mmvq(s, dev, scratch, W, y, count, x, xup, n)) return;
-    const int warps = g_decode_warps ? g_decode_warps : (TYPE == 2 || TYPE == 12 || TYPE == 14) ? 8 : 4;
+    if ((TYPE == 2 || TYPE == kQ4_0T || TYPE == 8 || TYPE == 12 || TYPE == 14) && mmvq_supported(*W[0], n) &&
+        mmvq(s, dev, scratch, W, y, count, x, xup, n))
+      return;
+    const int warps =
+        g_decode_warps ? g_decode_warps : (TYPE == 2 || TYPE == kQ4_0T || TYPE == 12 || TYPE == 14) ? 8 : 4;
     if (warps == 8) launch_tc<TYPE, 1, 8>(s, dev, scratch, W, y, count, x, xup, n);
     else launch_tc<TYPE, 1, 4>(s, dev, scratch, W, y, count, x, xup, n);
     return;
@@ -740,14 +756,15 @@ bool tc_eligible(const Tensor& W) {
 }
 
 bool matmul_groupable(const Tensor& a, const Tensor& b) {
-  return tc_eligible(a) && tc_eligible(b) && a.type == b.type && a.ne0 == b.ne0;
+  return tc_eligible(a) && tc_eligible(b) && a.type == b.type && a.layout == b.layout && a.ne0 == b.ne0;
 }
 
 // The tensor-core kernels for one type; false if the type has none.
 bool dispatch_any(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W,
                   float* const* y, int count, const float* x, const float* xup, int n) {
-  switch (W[0]->type) {
+  switch (kernel_type(*W[0])) {
     case 2: dispatch_tc<2>(s, dev, scratch, W, y, count, x, xup, n); return true;
+    case kQ4_0T: dispatch_tc<kQ4_0T>(s, dev, scratch, W, y, count, x, xup, n); return true;
     case 8: dispatch_tc<8>(s, dev, scratch, W, y, count, x, xup, n); return true;
     case 1: dispatch_tc<1>(s, dev, scratch, W, y, count, x, xup, n); return true;
     case 30: dispatch_tc<30>(s, dev, scratch, W, y, count, x, xup, n); return true;
@@ -777,15 +794,24 @@ void matmul_group(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch,
     const size_t rb = row_bytes(w.type, w.ne0);
     if (n <= 8) {
       const int rows_per_block = 8;
-      mm_simt<<<ceil_div(w.ne1, rows_per_block), rows_per_block * 32, 0, s>>>(w.type, (const uint8_t*)w.data, rb,
+      mm_simt<<<ceil_div(w.ne1, rows_per_block), rows_per_block * 32, 0, s>>>(kernel_type(w), (const uint8_t*)w.data, rb,
                                                                               (int)w.ne1, (int)w.ne0, x, n, y[i]);
       TWC_LAUNCHED("mm_simt");
     } else {
       dim3 grid(ceil_div(n, SB), ceil_div(w.ne1, SB));
-      mm_simt_tiled<<<grid, 256, 0, s>>>(w.type, (const uint8_t*)w.data, rb, (int)w.ne1, (int)w.ne0, x, n, y[i]);
+      mm_simt_tiled<<<grid, 256, 0, s>>>(kernel_type(w), (const uint8_t*)w.data, rb, (int)w.ne1, (int)w.ne0, x, n, y[i]);
       TWC_LAUNCHED("mm_simt_tiled");
     }
   }
+}
+
+bool matmul_norm(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor& W, const float* x,
+                 const float* up, float* y, const NormOut& no) {
+  const int32_t t = kernel_type(W);
+  if (getenv_simt() || !tc_eligible(W) || !(t == 2 || t == kQ4_0T || t == 8 || t == 12) || !mmvq_supported(W, 1))
+    return false;
+  const Tensor* w = &W;
+  return mmvq(s, dev, scratch, &w, &y, 1, x, up, 1, &no);
 }
 
 bool norm_in_supported(const Tensor& W, const float* uf, int n) {

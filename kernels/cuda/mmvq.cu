@@ -99,11 +99,39 @@ __device__ __forceinline__ void store_rows(const VGroup& g, int i, int r, int la
     }
 }
 
+// The residual add and split norm after a one-token product (no.q set; mmvq(..., no)): the CTA's 32 rows are one
+// 32-value block of y, so once they are all in shared memory one warp does norm_block's work on them (x += y, u = x w
+// as int8 and F32, the block's sum of squares) — the norm_blocks launch that would follow saved. y is written too.
+// xv / wv: this lane's x and w, loaded at the PDL wait (wait_prefetch).
+template <int R>
+__device__ __forceinline__ void norm_out_epilogue(const VGroup& g, int r, int lane, float (&acc)[R][1],
+                                                  const NormOut& no, float xv, float wv) {
+  __shared__ float ys[32];
+  const int warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr) {
+    const float v = warp_sum(acc[rr][0]);
+    if (lane == 0) {
+      g.y[0][r + rr] = v;
+      ys[warp * R + rr] = v;
+    }
+  }
+  __syncthreads();
+  if (warp == 0) norm_block_out(no, blockIdx.x, (size_t)blockIdx.x * 32 + lane, lane, xv + ys[lane], wv, true);
+}
+
 // store_rows, or for a split norm's output (ni, norm_fused.cuh): rows scaled by its s, h written by every warp of the
-// grid (also those without rows: active == false). pre: what the lane loaded at its pdl_wait (norm_prefetch).
+// grid (also those without rows: active == false), or (no.q) the residual add and norm that follow (norm_out_epilogue).
+// pre: what the lane loaded at its pdl_wait (norm_prefetch, or x and w for no).
 template <int NC, int R>
 __device__ __forceinline__ void epilogue(const VGroup& g, int i, int r, int lane, bool active, float (&acc)[R][NC],
-                                         const NormIn& ni, const NormPre<NC>& pre) {
+                                         const NormIn& ni, const NormPre<NC>& pre, const NormOut& no = NormOut()) {
+  if constexpr (NC == 1) {
+    if (no.q) {
+      norm_out_epilogue<R>(g, r, lane, acc, no, pre.hx, pre.hw);
+      return;
+    }
+  }
   if (!ni.ssq) {
     if (active) store_rows<NC, R>(g, i, r, lane, acc);
     return;
@@ -121,20 +149,27 @@ __device__ __forceinline__ void epilogue(const VGroup& g, int i, int r, int lane
   norm_write_h<NC>(ni, pre, s, lane);
 }
 
-// pdl_wait, then (split norm) the loads of norm_prefetch, while this lane's first weights are on their way.
+// pdl_wait, then (split norm) the loads of norm_prefetch, or (no.q, norm_out_epilogue) the block's x and w for warp
+// 0, while this lane's first weights are on their way.
 template <int NC>
-__device__ __forceinline__ void wait_prefetch(const NormIn& ni, int lane, NormPre<NC>& pre) {
+__device__ __forceinline__ void wait_prefetch(const NormIn& ni, int lane, NormPre<NC>& pre,
+                                              const NormOut& no = NormOut()) {
   pdl_wait();
   if (ni.ssq) norm_prefetch<NC>(ni, lane, pre);
+  if (no.q && threadIdx.x < 32) {
+    pre.hx = __ldcg(no.x + (size_t)blockIdx.x * 32 + lane);
+    pre.hw = no.w[blockIdx.x * 32 + lane];
+  }
 }
 
 // R rows per warp share each x load (the activations were half of the loads a block cost with one row per warp).
-template <int TYPE, int NC, int R>
-__global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_bytes, int K,
-                                                           const int8_t* __restrict__ xq,
-                                                           const float2* __restrict__ xds, NormIn ni) {
+// CW warps per CTA: kWarps, or 32 / R with a NormOut (norm_out_epilogue: a CTA is one 32-row block of y).
+template <int TYPE, int NC, int R, int CW = kWarps>
+__global__ void __launch_bounds__(CW * 32) mmvq_kernel(VGroup g, size_t row_bytes, int K,
+                                                       const int8_t* __restrict__ xq,
+                                                       const float2* __restrict__ xds, NormIn ni, NormOut no) {
   pdl_trigger();
-  const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;  // first of the warp's R rows (one weight)
+  const int row = (blockIdx.x * CW + (threadIdx.x >> 5)) * R;  // first of the warp's R rows (one weight)
   const int lane = threadIdx.x & 31;
   const bool active = row < g.row0[3];
   if (!active && !ni.ssq) return;
@@ -160,7 +195,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
       for (int rr = 0; rr < R; ++rr)
         if (b0 + 32 * u < nb)
           load_words<NW>(wrow + rr * row_bytes + (size_t)(b0 + 32 * u) * VQ<TYPE>::BYTES, w[u][rr], sh[u][rr]);
-    if (b0 == lane) wait_prefetch<NC>(ni, lane, pre);  // weights in flight; activations only once the previous kernel is done
+    if (b0 == lane) wait_prefetch<NC>(ni, lane, pre, no);  // weights in flight; activations only once the previous kernel is done
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int b = b0 + 32 * u;
@@ -176,8 +211,97 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_kernel(VGroup g, size_t row_
       }
     }
   }
-  if (nbl <= lane) wait_prefetch<NC>(ni, lane, pre);
-  epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre);
+  if (nbl <= lane) wait_prefetch<NC>(ni, lane, pre, no);
+  epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre, no);
+}
+
+// Q4_0 rearranged into 256-value groups (repack.cu, kQ4_0T: 16 chunks of 8 nibble bytes, then 8 scales). A warp
+// covers 1024 values of a row per tile (four groups): lane l takes values 16l..16l+15 (group l / 16 of the tile,
+// chunk l % 16) and 512 + 16l.. (group 2 + l / 16), so per lane and tile two 8-byte weight loads, two 2-byte scale
+// loads and two 16-byte activation loads; a warp's weight load covers 2 x 128 contiguous bytes and its activation
+// load 512 (the GGUF-block kernel above: five 4-byte loads per block, lanes 18 bytes apart, and activation loads 32
+// bytes apart). A chunk is half a 32-value block, so the block's offset term (8 d_w d_x sum q_x) is taken by the
+// even lane of the pair. Bytes past K (K % 1024 != 0) are neither loaded nor counted.
+__device__ __forceinline__ float q4t_chunk(uint2 q, uint32_t d, int4 x, float2 xs, float off) {
+  int s = __dp4a((int)(q.x & 0x0F0F0F0Fu), x.x, 0);          // values 0..3 of the chunk
+  s = __dp4a((int)(q.y & 0x0F0F0F0Fu), x.y, s);              // 4..7
+  s = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), x.z, s);       // 8..11
+  s = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), x.w, s);       // 12..15
+  return __half2float(__ushort_as_half((uint16_t)d)) * (xs.x * (float)s - off * xs.y);
+}
+
+// Four CTAs (32 warps) per SM at one row and one token (68 registers unbounded: three).
+template <int NC, int R, int U, int CW = kWarps>
+__global__ void __launch_bounds__(CW * 32, NC == 1 && R == 1 && U <= 4 && CW == kWarps ? 4 : 0)
+    mmvq_q4t_kernel(VGroup g, size_t row_bytes, int K, const int8_t* __restrict__ xq, const float2* __restrict__ xds,
+                    NormIn ni, NormOut no) {
+  pdl_trigger();
+  const int row = (blockIdx.x * CW + (threadIdx.x >> 5)) * R;
+  const int lane = threadIdx.x & 31;
+  const bool active = row < g.row0[3];
+  if (!active && !ni.ssq) return;
+  NormPre<NC> pre;
+  const int i = row >= g.row0[2] ? 2 : row >= g.row0[1] ? 1 : 0;
+  const int r = row - (i == 2 ? g.row0[2] : i == 1 ? g.row0[1] : 0);
+  const uint8_t* wrow = (i == 2 ? g.W[2] : i == 1 ? g.W[1] : g.W[0]) + (size_t)r * row_bytes;
+  const int ng = K / 256, nb = K / 32;
+  const int tiles = active ? (ng + 3) / 4 : 0;
+  const int half = lane >> 4, p = lane & 15;
+  const float off = (lane & 1) ? 0.0f : 8.0f;
+  float acc[R][NC];
+#pragma unroll
+  for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[rr][c] = 0.0f;
+  // U: tiles per lane loaded before use (4: a 4096-long row at once)
+  for (int t0 = 0; t0 < tiles; t0 += U) {
+    uint2 qa[U][R], qb[U][R];
+    uint32_t da[U][R], db[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int ga = 4 * (t0 + u) + half, gb = ga + 2;
+#pragma unroll
+      for (int rr = 0; rr < R; ++rr) {
+        const uint8_t* base = wrow + rr * row_bytes;
+        qa[u][rr] = qb[u][rr] = make_uint2(0u, 0u);
+        da[u][rr] = db[u][rr] = 0u;
+        if (ga < ng) {
+          qa[u][rr] = __ldg(reinterpret_cast<const uint2*>(base + (size_t)ga * 144 + 8 * p));
+          da[u][rr] = __ldg(reinterpret_cast<const unsigned short*>(base + (size_t)ga * 144 + 128 + 2 * (p >> 1)));
+        }
+        if (gb < ng) {
+          qb[u][rr] = __ldg(reinterpret_cast<const uint2*>(base + (size_t)gb * 144 + 8 * p));
+          db[u][rr] = __ldg(reinterpret_cast<const unsigned short*>(base + (size_t)gb * 144 + 128 + 2 * (p >> 1)));
+        }
+      }
+    }
+    if (t0 == 0) wait_prefetch<NC>(ni, lane, pre, no);  // weights in flight; activations only once the previous kernel is done
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int t = t0 + u;
+      const int ga = 4 * t + half, gb = ga + 2;
+      const int ea = 1024 * t + 16 * lane;  // first value of chunk a; chunk b's is ea + 512
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        const int8_t* xc = xq + (size_t)c * K;
+        int4 xa = make_int4(0, 0, 0, 0), xb = make_int4(0, 0, 0, 0);
+        float2 sa = make_float2(0.0f, 0.0f), sb = make_float2(0.0f, 0.0f);
+        if (ga < ng) {
+          xa = __ldg(reinterpret_cast<const int4*>(xc + ea));
+          sa = __ldg(xds + (size_t)c * nb + (ea >> 5));
+        }
+        if (gb < ng) {
+          xb = __ldg(reinterpret_cast<const int4*>(xc + ea + 512));
+          sb = __ldg(xds + (size_t)c * nb + ((ea + 512) >> 5));
+        }
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr)
+          acc[rr][c] += q4t_chunk(qa[u][rr], da[u][rr], xa, sa, off) + q4t_chunk(qb[u][rr], db[u][rr], xb, sb, off);
+      }
+    }
+  }
+  if (tiles == 0) wait_prefetch<NC>(ni, lane, pre, no);
+  epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre, no);
 }
 
 // Q4_0 / Q8_0 with 16-byte loads. Eight blocks (144 / 272 bytes) are a whole number of 16-byte chunks, and rows
@@ -290,12 +414,12 @@ __device__ __forceinline__ void q4k_scale_min_pair(const uint4 hd, int j, int sc
 // of sub-blocks (2j, 2j+1: the low and high nibbles of qs[32j..32j+31]), so a 4096-long row gives 64 items: a lane
 // loads the block's 16-byte head and its 32 bytes of nibbles with three 16-byte loads. Per sub-block s:
 //   sum_i (d sc_s q_i - dmin m_s) x_i  with x_i = dx_s qx_i  =  d sc_s dx_s sum(q qx) - dmin m_s (dx_s sum qx).
-template <int NC, int R>
-__global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t row_bytes, int K,
-                                                               const int8_t* __restrict__ xq,
-                                                               const float2* __restrict__ xds, NormIn ni) {
+template <int NC, int R, int CW = kWarps>
+__global__ void __launch_bounds__(CW * 32) mmvq_q4k_kernel(VGroup g, size_t row_bytes, int K,
+                                                           const int8_t* __restrict__ xq,
+                                                           const float2* __restrict__ xds, NormIn ni, NormOut no) {
   pdl_trigger();
-  const int row = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * R;
+  const int row = (blockIdx.x * CW + (threadIdx.x >> 5)) * R;
   const int lane = threadIdx.x & 31;
   const bool active = row < g.row0[3];
   if (!active && !ni.ssq) return;
@@ -326,7 +450,7 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
         }
       }
     }
-    if (it0 == lane) wait_prefetch<NC>(ni, lane, pre);
+    if (it0 == lane) wait_prefetch<NC>(ni, lane, pre, no);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int it = it0 + 32 * u;
@@ -361,8 +485,8 @@ __global__ void __launch_bounds__(kWarps * 32) mmvq_q4k_kernel(VGroup g, size_t 
       }
     }
   }
-  if (items <= lane) wait_prefetch<NC>(ni, lane, pre);
-  epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre);
+  if (items <= lane) wait_prefetch<NC>(ni, lane, pre, no);
+  epilogue<NC, R>(g, i, r, lane, active, acc, ni, pre, no);
 }
 
 // Q6_K: super-blocks of 256 values (210 bytes: ql[128] low nibbles, qh[64] high 2-bit pairs, 16 int8 scales of 16
@@ -698,6 +822,13 @@ __global__ void __launch_bounds__((CW + 1) * 32) mmvq_tma_kernel(VGroup g, uint3
 }
 
 // set_mmvq_tma (op_test's A/B sweeps): mode -1 the device's choice, else on / off with these sizes.
+// Tiles per lane in flight for rearranged Q4_0 rows longer than 4096 (set_mmvq_q4t_unroll; 4, 7 or 14).
+int g_q4t_long_u = [] {
+  const char* v = std::getenv("TWINFER_CUDA_Q4T_U");
+  return v ? std::atoi(v) : 4;
+}();
+int g_rows = -1;  // set_mmvq_rows: rows per warp of the warp-per-row kernels (0 per type, -1 the environment's)
+
 struct TmaOverride {
   int mode = -1, smem_kb = 0, tile = 0, ctas = 0;
 };
@@ -833,13 +964,24 @@ bool launch_st(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb
   }
 }
 
-template <int TYPE, int NC, int R>
+// CW warps per CTA (kWarps, or 32 / R for norm_out_epilogue: then every CTA is one 32-row block).
+template <int TYPE, int NC, int R, int CW = kWarps>
 void launch_r(cudaStream_t s, bool pdl, const VGroup& g, size_t rb, int K, const int8_t* xq, const float2* xds,
-              const NormIn& ni) {
-  const dim3 grid(ceil_div(g.row0[3], kWarps * R)), block(kWarps * 32);
-  if constexpr (TYPE == 12) launch_kernel(pdl, mmvq_q4k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds, ni);
+              const NormIn& ni, const NormOut& no = NormOut()) {
+  const dim3 grid(ceil_div(g.row0[3], CW * R)), block(CW * 32);
+  if constexpr (TYPE == 12) launch_kernel(pdl, mmvq_q4k_kernel<NC, R, CW>, grid, block, s, g, rb, K, xq, xds, ni, no);
+  else if constexpr (TYPE == kQ4_0T) {
+    const int u = K > 4096 && CW == kWarps ? g_q4t_long_u : 4;  // 7 / 14 need more than the 64 registers of CW = 32
+    if constexpr (CW == kWarps) {
+      if (u == 14) launch_kernel(pdl, mmvq_q4t_kernel<NC, R, 14>, grid, block, s, g, rb, K, xq, xds, ni, no);
+      else if (u == 7) launch_kernel(pdl, mmvq_q4t_kernel<NC, R, 7>, grid, block, s, g, rb, K, xq, xds, ni, no);
+      else launch_kernel(pdl, mmvq_q4t_kernel<NC, R, 4>, grid, block, s, g, rb, K, xq, xds, ni, no);
+    } else {
+      launch_kernel(pdl, mmvq_q4t_kernel<NC, R, 4, CW>, grid, block, s, g, rb, K, xq, xds, ni, no);
+    }
+  }
   else if constexpr (TYPE == 14) launch_kernel(pdl, mmvq_q6k_kernel<NC, R>, grid, block, s, g, rb, K, xq, xds, ni);
-  else launch_kernel(pdl, mmvq_kernel<TYPE, NC, R>, grid, block, s, g, rb, K, xq, xds, ni);
+  else launch_kernel(pdl, mmvq_kernel<TYPE, NC, R, CW>, grid, block, s, g, rb, K, xq, xds, ni, no);
   TWC_LAUNCHED("mmvq");
 }
 
@@ -876,38 +1018,54 @@ bool launch_groups(cudaStream_t s, const VGroup& g, size_t rb, int K, const int8
   return true;
 }
 
+template <int TYPE>
+bool two_rows(const VGroup& g) {
+  static const int env_rows = [] {
+    const char* v = std::getenv("TWINFER_CUDA_MMVQ_ROWS");
+    return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
+  }();
+  const int forced = g_rows >= 0 ? g_rows : env_rows;
+  const bool two = forced ? forced == 2 : TYPE != 2 && TYPE != 14 && TYPE != kQ4_0T;
+  return two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0;
+}
+
+// no: the warp-per-row kernel with norm_out_epilogue (mmvq checked that it applies: one token, Q4_0 / Q8_0 / Q4_K).
 template <int TYPE, int NC>
 void launch(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
-            const float2* xds, const NormIn& ni) {
+            const float2* xds, const NormIn& ni, const NormOut* no) {
   const bool pdl = dev.pdl_gemv;
-  if constexpr (NC == 1) {
+  if constexpr (NC == 1 && TYPE != 14) {
+    if (no) {
+      if (two_rows<TYPE>(g)) launch_r<TYPE, 1, 2, 16>(s, pdl, g, rb, K, xq, xds, ni, *no);
+      else launch_r<TYPE, 1, 1, 32>(s, pdl, g, rb, K, xq, xds, ni, *no);
+      return;
+    }
+  }
+  if constexpr (NC == 1 && TYPE != kQ4_0T) {
     if (launch_tma<TYPE>(s, dev, g, rb, K, xq, xds, ni)) return;
     if (launch_st<TYPE>(s, dev, g, rb, K, xq, xds, ni)) return;
   }
   if constexpr (TYPE == 2 || TYPE == 8) {
     if (!ni.ssq && launch_groups<TYPE, NC>(s, g, rb, K, xq, xds)) return;
   }
-  static const int forced = [] {
-    const char* v = std::getenv("TWINFER_CUDA_MMVQ_ROWS");
-    return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
-  }();
-  const bool two = forced ? forced == 2 : TYPE != 2 && TYPE != 14;
-  if (two && g.M[0] % 2 == 0 && g.M[1] % 2 == 0 && g.M[2] % 2 == 0) launch_r<TYPE, NC, 2>(s, pdl, g, rb, K, xq, xds, ni);
+  if (two_rows<TYPE>(g)) launch_r<TYPE, NC, 2>(s, pdl, g, rb, K, xq, xds, ni);
   else launch_r<TYPE, NC, 1>(s, pdl, g, rb, K, xq, xds, ni);
 }
 
 template <int TYPE>
 void launch_nc(cudaStream_t s, const DeviceInfo& dev, const VGroup& g, size_t rb, int K, const int8_t* xq,
-               const float2* xds, int n, const NormIn& ni) {
+               const float2* xds, int n, const NormIn& ni, const NormOut* no) {
   switch (n) {
-    case 1: launch<TYPE, 1>(s, dev, g, rb, K, xq, xds, ni); break;
-    default: launch<TYPE, 2>(s, dev, g, rb, K, xq, xds, ni); break;
+    case 1: launch<TYPE, 1>(s, dev, g, rb, K, xq, xds, ni, no); break;
+    default: launch<TYPE, 2>(s, dev, g, rb, K, xq, xds, ni, nullptr); break;
   }
 }
 
 }  // namespace
 
 void set_mmvq_tma(int mode, int smem_kb, int tile, int ctas) { g_tma = TmaOverride{mode, smem_kb, tile, ctas}; }
+void set_mmvq_rows(int rows) { g_rows = rows; }
+void set_mmvq_q4t_unroll(int u) { g_q4t_long_u = u; }
 
 bool mmvq_enabled() {
   static const bool on = [] {
@@ -935,8 +1093,13 @@ bool mmvq_supported(const Tensor& W, int n) {
 }
 
 bool mmvq(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const Tensor* const* W, float* const* y, int count,
-          const float* x, const float* up, int n) {
+          const float* x, const float* up, int n, const NormOut* no) {
   const int K = (int)W[0]->ne0;
+  if (no) {  // norm_out_epilogue: one weight whose rows are the norm's whole row, 32-row CTAs, no split norm as input
+    const bool pre_norm = !up && scratch.pre_x == x && scratch.pre_norm.ssq;
+    if (count != 1 || n != 1 || W[0]->type == 14 || W[0]->ne1 % 32 != 0 || W[0]->ne1 != no->dim || pre_norm)
+      return false;
+  }
   const int64_t blocks = (int64_t)n * (K / 32);
   const size_t qbytes = ((size_t)n * K + 15) / 16 * 16;
   const int8_t* xq;
@@ -966,10 +1129,11 @@ bool mmvq(cudaStream_t s, const DeviceInfo& dev, MatmulScratch& scratch, const T
     g.row0[i + 1] = g.row0[i] + (i < count ? (int)W[i]->ne1 : 0);
   }
   const size_t rb = row_bytes(W[0]->type, K);
-  if (W[0]->type == 2) launch_nc<2>(s, dev, g, rb, K, xq, xds, n, ni);
-  else if (W[0]->type == 12) launch_nc<12>(s, dev, g, rb, K, xq, xds, n, ni);
-  else if (W[0]->type == 14) launch_nc<14>(s, dev, g, rb, K, xq, xds, n, ni);
-  else launch_nc<8>(s, dev, g, rb, K, xq, xds, n, ni);
+  if (kernel_type(*W[0]) == kQ4_0T) launch_nc<kQ4_0T>(s, dev, g, rb, K, xq, xds, n, ni, no);
+  else if (W[0]->type == 2) launch_nc<2>(s, dev, g, rb, K, xq, xds, n, ni, no);
+  else if (W[0]->type == 12) launch_nc<12>(s, dev, g, rb, K, xq, xds, n, ni, no);
+  else if (W[0]->type == 14) launch_nc<14>(s, dev, g, rb, K, xq, xds, n, ni, nullptr);
+  else launch_nc<8>(s, dev, g, rb, K, xq, xds, n, ni, no);
   return true;
 }
 

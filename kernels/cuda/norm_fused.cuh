@@ -13,20 +13,11 @@
 namespace tw {
 namespace cuda {
 
-// One warp per 32-value block of x (all tokens): x += y (y may be null), u = x * w as int8 blocks and in F32, and
-// the block's sum of squares. Launched where the add + RMSNorm kernel ran (one CTA for a whole row, ~4-6 us per
-// decode norm on an H100); here every block is one L2 round trip in parallel and the row's sum is left to the
-// products that read u.
-__device__ __forceinline__ void norm_block(const NormOut& no, int gb, int lane) {
-  const int nblk = no.dim >> 5;
-  const int c = gb / nblk, b = gb - c * nblk;
-  const size_t e = (size_t)c * no.dim + 32 * b + lane;
-  float xv = no.x[e];
-  const float wv = no.w[32 * b + lane];
-  if (no.y) {
-    xv += no.y[e];  // add_kernel's x + y
-    no.x[e] = xv;
-  }
+// Block gb's value of this lane after the residual add (xv, written back when `add`), times w (wv): u's int8 block,
+// its F32 values and the block's sum of squares.
+__device__ __forceinline__ void norm_block_out(const NormOut& no, int gb, size_t e, int lane, float xv, float wv,
+                                               bool add) {
+  if (add) no.x[e] = xv;
   const float u = xv * wv;
   const float amax = warp_max(fabsf(u));
   const float d = amax / 127.0f;
@@ -39,6 +30,19 @@ __device__ __forceinline__ void norm_block(const NormOut& no, int gb, int lane) 
     no.ds[gb] = make_float2(d, d * sq);
     no.ssq[gb] = ss;
   }
+}
+// One warp per 32-value block of x (all tokens): x += y (y may be null), u = x * w as int8 blocks and in F32, and
+// the block's sum of squares. Launched where the add + RMSNorm kernel ran (one CTA for a whole row, ~4-6 us per
+// decode norm on an H100); here every block is one L2 round trip in parallel and the row's sum is left to the
+// products that read u.
+__device__ __forceinline__ void norm_block(const NormOut& no, int gb, int lane) {
+  const int nblk = no.dim >> 5;
+  const int c = gb / nblk, b = gb - c * nblk;
+  const size_t e = (size_t)c * no.dim + 32 * b + lane;
+  float xv = no.x[e];
+  const float wv = no.w[32 * b + lane];
+  if (no.y) xv += no.y[e];  // add_kernel's x + y
+  norm_block_out(no, gb, e, lane, xv, wv, no.y != nullptr);
 }
 
 // Consumer side: this lane's share of token c's block sums (blocks lane, lane + 32, ...), all loads in flight at once.

@@ -98,8 +98,15 @@ static std::vector<uint8_t> random_weights(int32_t type, int64_t ne0, int64_t ne
   return w;
 }
 
+// Weights go through Backend::prepare_weight (the CUDA backend rearranges Q4_0 there: repack.cu), as the engine's
+// are once loaded; off for the tests before the rearranged ones, so their random draws and kernels stay.
+static bool g_prepare = false;
+
 struct Dev {
   Backend* be;
+  void prep(Tensor& w) {
+    if (g_prepare) be->prepare_weight(w);
+  }
   template <typename T> T* put(const std::vector<T>& v) {
     T* p = (T*)be->alloc(v.size() * sizeof(T));
     be->upload(p, v.data(), v.size() * sizeof(T));
@@ -139,6 +146,7 @@ static void test_matmul(Dev& d, int32_t type, int M, int K, int n) {
   W.ne1 = M;
   W.nbytes = wb.size();
   W.data = d.put(wb);
+  d.prep(W);
   float* dx = d.put(x);
   std::vector<float> poison((size_t)n * M, NAN);
   float* dy = d.put(poison);
@@ -148,7 +156,7 @@ static void test_matmul(Dev& d, int32_t type, int M, int K, int n) {
   // Q8_0 / Q4_K at one token (Q4_0: two), whose integer-dot kernel rounds the activations to int8 per 32 values (~5e-3, as llama.cpp).
   const double tol = type == 0 ? 1e-5 : int8_acts(type, n) ? 1.2e-2 : 3e-3;
   char name[128];
-  std::snprintf(name, sizeof name, "matmul %-4s M=%d K=%d n=%d", tname(type), M, K, n);
+  std::snprintf(name, sizeof name, "matmul %-4s%s M=%d K=%d n=%d", tname(type), W.layout ? " (layout 1)" : "", M, K, n);
   report(name, rel_err(y, ref), tol);
   d.be->release(W.data);
   d.be->release(dx);
@@ -180,6 +188,7 @@ static void test_grouped(Dev& d, int32_t type, int n) {
     W[i].ne0 = K;
     W[i].ne1 = Ms[i];
     W[i].data = d.put(wb);
+    d.prep(W[i]);
     std::vector<float> poison((size_t)n * Ms[i], NAN);
     dy[i] = d.put(poison);
   }
@@ -215,7 +224,9 @@ static void test_swiglu_matmul(Dev& d, int32_t type, int n) {
   W.type = type;
   W.ne0 = K;
   W.ne1 = M;
+  W.nbytes = wb.size();
   W.data = d.put(wb);
+  d.prep(W);
   float *dg = d.put(g), *du = d.put(u);
   float* tmp = (float*)d.be->alloc((size_t)n * K * 4);
   std::vector<float> poison((size_t)n * M, NAN);
@@ -263,6 +274,7 @@ static void test_ffn(Dev& d, int32_t type, int n) {
   Dn.ne0 = F, Dn.ne1 = D;
   G.data = d.put(wg), U.data = d.put(wu), Dn.data = d.put(wd);
   G.nbytes = wg.size(), U.nbytes = wu.size(), Dn.nbytes = wd.size();
+  d.prep(G), d.prep(U), d.prep(Dn);
   float* dx = d.put(x);
   std::vector<float> pf((size_t)n * F, NAN), pd((size_t)n * D, NAN);
   float *dg = d.put(pf), *du = d.put(pf), *dy = d.put(pd);
@@ -374,6 +386,7 @@ static void test_norm_matmul(Dev& d, int32_t type, int n) {
   }
   Tensor W, G;
   W.type = type, W.ne0 = K, W.ne1 = M, W.nbytes = wb.size(), W.data = d.put(wb);
+  d.prep(W);
   G.type = 0, G.ne0 = K, G.ne1 = 1, G.data = d.put(g);
   float *dx = d.put(x), *dy = d.put(y);
   float* dh = (float*)d.be->alloc((size_t)n * K * 4);
@@ -446,6 +459,7 @@ static void test_split_norm(Dev& d, int32_t type, int32_t ctype, int n, bool ffn
   Wq.ne0 = D, Wq.ne1 = M, Wq.nbytes = wq.size(), Wq.data = d.put(wq);
   Wg.ne0 = Wu.ne0 = A, Wg.ne1 = Wu.ne1 = A, Wg.nbytes = wg.size(), Wu.nbytes = wu.size();
   Wg.data = d.put(wg), Wu.data = d.put(wu);
+  d.prep(Wo), d.prep(Wq), d.prep(Wg), d.prep(Wu);
   G.type = 0, G.ne0 = D, G.ne1 = 1, G.data = d.put(g);
   std::vector<float> poison((size_t)n * D, NAN);
   float *dx = d.put(x), *da = d.put(a), *dh = d.put(poison), *dy = d.put(poison);
@@ -491,7 +505,9 @@ static void test_get_rows(Dev& d, int32_t type) {
   W.type = type;
   W.ne0 = K;
   W.ne1 = M;
+  W.nbytes = wb.size();
   W.data = d.put(wb);
+  d.prep(W);
   int32_t* dids = d.put(ids);
   float* out = (float*)d.be->alloc((size_t)n * K * 4);
   d.be->get_rows(W, dids, n, out);
@@ -500,6 +516,49 @@ static void test_get_rows(Dev& d, int32_t type) {
   d.be->release(W.data);
   d.be->release(dids);
   d.be->release(out);
+}
+
+// prepare_weight then read_weight gives back the GGUF bytes exactly (tw_tensor_dequantize reads weights this way).
+static void test_read_weight(Dev& d, int32_t type, int M, int K) {
+  auto wb = random_weights(type, K, M);
+  Tensor W;
+  W.type = type, W.ne0 = K, W.ne1 = M, W.nbytes = wb.size(), W.data = d.put(wb);
+  d.prep(W);
+  std::vector<uint8_t> back(wb.size());
+  d.be->read_weight(W, back.data());
+  size_t ndiff = 0;
+  for (size_t i = 0; i < wb.size(); ++i) ndiff += back[i] != wb[i];
+  char name[128];
+  std::snprintf(name, sizeof name, "read_weight %-4s M=%d K=%d layout %d (differing bytes)", tname(type), M, K, W.layout);
+  report(name, (double)ndiff, 0);
+  d.be->release(W.data);
+}
+
+// A one-token product then the residual add of its output, with no norm after it: the backend holds the product
+// for the add (it may run the add and norm in its launch) and must still run both in order when nothing follows.
+static void test_product_add(Dev& d, int32_t type) {
+  const int K = 1024, M = 512;
+  auto x = randn(K, 1.0f), r = randn(M, 1.0f);
+  auto wb = random_weights(type, K, M);
+  std::vector<float> wf((size_t)M * K);
+  for (int i = 0; i < M; ++i) dequantize_row(type, wb.data() + i * row_bytes(type, K), wf.data() + (size_t)i * K, K);
+  std::vector<double> ref(M);
+  for (int i = 0; i < M; ++i) {
+    double s = 0;
+    for (int k = 0; k < K; ++k) s += (double)wf[(size_t)i * K + k] * x[k];
+    ref[i] = r[i] + s;
+  }
+  Tensor W;
+  W.type = type, W.ne0 = K, W.ne1 = M, W.nbytes = wb.size(), W.data = d.put(wb);
+  d.prep(W);
+  std::vector<float> poison(M, NAN);
+  float *dx = d.put(x), *dr = d.put(r), *dy = d.put(poison);
+  d.be->matmul(W, dx, 1, dy);
+  d.be->add(dr, dy, M);
+  char name[128];
+  std::snprintf(name, sizeof name, "product then add, no norm %-4s M=%d K=%d", tname(type), M, K);
+  report(name, rel_err(d.get(dr, M), ref), int8_acts(type, 1) ? 1.2e-2 : 3e-3);
+  for (void* p : {W.data, (void*)dx, (void*)dr, (void*)dy}) d.be->release(p);
 }
 
 static void test_elementwise(Dev& d) {
@@ -718,6 +777,7 @@ static void test_attention(Dev& d, int n_head, int n_head_kv, int hd, int kv_typ
     Tensor Wo;
     auto wob = random_weights(2, qd, 64);
     Wo.type = 2, Wo.ne0 = qd, Wo.ne1 = 64, Wo.nbytes = wob.size(), Wo.data = d.put(wob);
+    d.prep(Wo);
     std::vector<float> poison2((size_t)2 * 64, NAN);
     float *p1 = d.put(poison2), *p2 = d.put(poison2);  // uploads: ordered after the attention, before the products
     d.be->rope_store_kv(dq2, dk2, dv2, b2, kv, sh, rope_mode, theta, fs);
@@ -758,6 +818,7 @@ static void time_matmul(Dev& d, int32_t type, int n, bool per_shape = false) {
     W.nbytes = row_bytes(type, s[1]) * s[0];
     W.data = d.be->alloc(W.nbytes);
     cudaMemset(W.data, 0x11, W.nbytes);  // not zeros: arbitrary finite codes
+    d.prep(W);
     bytes += W.nbytes;
     flops += 2.0 * s[0] * s[1] * n;
     ws.push_back(W);
@@ -772,6 +833,8 @@ static void time_matmul(Dev& d, int32_t type, int n, bool per_shape = false) {
     for (auto& W : layers[r]) {
       W.data = d.be->alloc(W.nbytes);
       cudaMemset(W.data, 0x11, W.nbytes);
+      W.layout = 0;
+      d.prep(W);
     }
   cudaDeviceSynchronize();
   auto run = [&]() {
@@ -896,6 +959,24 @@ static void time_copy() {
 // mmvq's one-token kernels (mmvq.cu): warp per row (0), staged for Q6_K (3, the default), staged for Q4_0 / Q4_K /
 // Q6_K (2), bulk-copy pipeline (1; shared memory KiB, bytes per stage, CTAs per SM): one 8B layer per type.
 static void sweep_tma(Dev& d) {
+  // Q4_0 in GGUF blocks vs rearranged (repack.cu): rows per warp, tiles in flight for the 14336-long rows; twice.
+  const int q4[][3] = {{0, 1, 4}, {1, 1, 4}, {1, 2, 4}, {1, 1, 7}, {1, 2, 7}, {1, 1, 14}};
+  for (int round = 0; round < 2; ++round)
+    for (auto& c : q4) {
+      g_prepare = c[0] == 1;
+      tw::cuda::set_q4_0_tiles(c[0]);
+      tw::cuda::set_mmvq_rows(c[1]);
+      tw::cuda::set_mmvq_q4t_unroll(c[2]);
+      std::printf("q4_0 %s, %d row(s) per warp, long rows %d tiles per lane:\n", c[0] ? "rearranged" : "GGUF blocks",
+                  c[1], c[2]);
+      time_matmul(d, 2, 1, round == 0);
+      if (round == 0 && c[1] == 1 && c[2] == 4) time_matmul(d, 2, 2);
+    }
+  g_prepare = false;
+  tw::cuda::set_q4_0_tiles(-1);
+  tw::cuda::set_mmvq_rows(-1);
+  tw::cuda::set_mmvq_q4t_unroll(4);
+  if (std::getenv("TW_SWEEP_Q4T_ONLY")) return;
   const int cfgs[][4] = {{0, 0, 0, 0}, {3, 0, 0, 0}, {2, 0, 0, 0}, {4, 0, 0, 0}, {1, 96, 24576, 1},
                          {0, 0, 0, 0}, {3, 0, 0, 0}, {4, 0, 0, 0}};
   for (auto& c : cfgs) {
@@ -1026,6 +1107,41 @@ int main(int argc, char** argv) {
   tw::cuda::set_mmvq_tma(0);  // and the warp-per-row kernels
   for (int32_t t : {2, 8, 12, 14}) test_matmul(d, t, 1000, 4096, 1);
   tw::cuda::set_mmvq_tma(-1);
+  // Q4_0 rearranged at load time (repack.cu) through every path that reads it: the one- and two-token integer-dot
+  // kernel (whole and partial 1024-value tiles, one and two rows per warp), the tensor-core kernels, get_rows, fused
+  // SwiGLU / split norm, read-back. K = 320 is not rearranged (rows not whole groups).
+  g_prepare = true;
+  tw::cuda::set_q4_0_tiles(1);
+  test_read_weight(d, 2, 300, 4096);
+  test_read_weight(d, 2, 7, 768);
+  test_get_rows(d, 2);
+  for (int n : {1, 2, 3, 8, 9, 64, 100}) test_matmul(d, 2, 200, 512, n);
+  for (int n : {1, 2, 64, 200}) test_matmul(d, 2, 300, 4096, n);
+  for (int n : {1, 2, 20}) test_matmul(d, 2, 300, 14336, n);
+  for (int n : {1, 2}) test_matmul(d, 2, 201, 768, n);
+  test_matmul(d, 2, 72, 320, 5);
+  tw::cuda::set_mmvq_rows(2);
+  test_matmul(d, 2, 1000, 4096, 1);
+  test_matmul(d, 2, 300, 14336, 2);
+  test_matmul(d, 2, 200, 768, 1);
+  tw::cuda::set_mmvq_rows(-1);
+  for (int u : {7, 14}) {
+    tw::cuda::set_mmvq_q4t_unroll(u);
+    test_matmul(d, 2, 300, 14336, 1);
+    test_matmul(d, 2, 100, 5376, 2);  // 5.25 tiles
+  }
+  tw::cuda::set_mmvq_q4t_unroll(4);
+  for (int n : {1, 8, 40}) test_grouped(d, 2, n);
+  for (int n : {1, 5, 40}) test_swiglu_matmul(d, 2, n);
+  for (int n : {1, 2, 3}) test_ffn(d, 2, n);
+  for (int n : {1, 2}) test_norm_matmul(d, 2, n);
+  for (int n : {1, 2})
+    for (bool ffn : {false, true}) test_split_norm(d, 2, 2, n, ffn);
+  test_attention(d, 32, 8, 128, 1, 0);  // and the Q4_0 output product after the decode attention
+  test_product_add(d, 2);
+  g_prepare = false;
+  for (int32_t t : {2, 8, 12, 14, 1}) test_product_add(d, t);
+  tw::cuda::set_q4_0_tiles(-1);
   const char* e = twcuda_take_error();
   if (e[0]) {
     std::printf("FAIL cuda error: %s\n", e);
