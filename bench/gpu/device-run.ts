@@ -248,7 +248,12 @@ async function cmdDecodeAB(model: string, label: string, name: string, vals: str
   for (const graphs of [...vals, ...vals]) {
     if (graphs === '') delete process.env[name];
     else process.env[name] = graphs;
-    const m = await loadModel(model, { backend: 'cuda', kvCacheType: 'f16', contextSize: 1024, maxSequences: 8, maxBatchTokens: 512 });
+    // --ab TWINFER_PIPELINE: pipelined greedy decode (LoadOptions.pipelineDecode) off / on
+    const pipe = process.env.TWINFER_PIPELINE;
+    const m = await loadModel(model, {
+      backend: 'cuda', kvCacheType: 'f16', contextSize: 1024, maxSequences: 8, maxBatchTokens: 512,
+      pipelineDecode: pipe === undefined || pipe === '' ? undefined : pipe !== '0',
+    });
     const bos = m.tokenizer.bosId ?? 1;
     await m.generate(promptIds(16, bos, m.info.vocabSize, 11), { maxNewTokens: 8, temperature: 0 });
     const tg: number[] = [];

@@ -163,6 +163,16 @@ TW_API int tw_engine_forward(tw_engine* e, const tw_batch* b);
  * repetition penalty: k = wanted + penalized ids) choose the same tokens from it while only k values per row
  * leave the device. 1 <= k <= n_vocab. */
 TW_API int tw_engine_forward_top(tw_engine* e, const tw_batch* b, int32_t k, int32_t* top_ids, float* top_logits);
+/* Pipelined decode: the step of tw_engine_forward_top, started without waiting for its results where the backend
+ * can (CUDA; a host backend finishes it before returning). tw_engine_wait_top waits for the oldest submitted step;
+ * its results are then in the top_ids / top_logits given at its submission (which must stay valid until then). At
+ * most two steps are in flight (a third submission first waits for the oldest); tw_engine_forward and
+ * tw_engine_forward_top wait for all of them first. chain != 0: b->tokens is not read (may be NULL): token i is the
+ * best id (top_ids[i * k]) of output row i of the step submitted just before, taken where it was computed, so step
+ * N+1 can be queued before step N's results reach the host; n_tokens must equal that step's n_outputs. */
+TW_API int tw_engine_submit_top(tw_engine* e, const tw_batch* b, int32_t k, int32_t chain, int32_t* top_ids,
+                                float* top_logits);
+TW_API int tw_engine_wait_top(tw_engine* e);
 /* Copy the K/V of physical block src into dst in every layer (copy-on-write for shared prefixes). */
 TW_API int tw_kv_copy_block(tw_engine* e, int32_t src, int32_t dst);
 /* Bytes used by weights, by the KV cache, and by scratch buffers. */

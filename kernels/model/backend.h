@@ -73,6 +73,15 @@ struct Backend {
   // Called at the start and end of a forward step (e.g. to capture/replay graphs or bracket thread-pool work).
   virtual void begin_step(const BatchView& /*b*/) {}
   virtual void end_step() {}
+  // Pipelined decode (tw_engine_submit_top). A backend whose steps can finish after the call returns says so here;
+  // end_step_async() then leaves the step's top-k downloads in flight (into the host buffers given to top_k) and
+  // wait_step() completes the oldest such step. chain_tokens() writes the best id of each of the last top_k's
+  // first n rows (stride k) into tokens (backend memory), in stream order, without the host seeing them: false if
+  // those ids are not in backend memory. The defaults (host backends) finish every step at once.
+  virtual bool async_steps() const { return false; }
+  virtual void end_step_async() { end_step(); }
+  virtual void wait_step() {}
+  virtual bool chain_tokens(int32_t* /*tokens*/, int /*n*/, int /*k*/) { return false; }
 
   // ---- ops ----
   // out[t] = table row ids[t], converted to F32.

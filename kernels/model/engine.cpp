@@ -142,9 +142,12 @@ int tw_engine_create(const tw_hparams* hp, const tw_runtime_config* rc, tw_engin
             (e->gate = (float*)scratch(e, T * hp->n_ff * 4)) && (e->up = (float*)scratch(e, T * hp->n_ff * 4)) &&
             (e->rows = (float*)scratch(e, O * hp->n_embd * 4)) &&
             (e->logits = (float*)scratch(e, O * (size_t)hp->n_vocab * 4)) &&
-            (e->d_tokens = (int32_t*)scratch(e, T * 4)) && (e->d_pos = (int32_t*)scratch(e, T * 4)) &&
-            (e->d_seq = (int32_t*)scratch(e, T * 4)) && (e->d_slot = (int32_t*)scratch(e, T * 4)) &&
-            (e->d_out_rows = (int32_t*)scratch(e, O * 4));
+            (e->d_meta = (int32_t*)scratch(e, (4 * T + O) * 4));
+  if (ok) {
+    e->d_tokens = e->d_meta, e->d_pos = e->d_meta + T, e->d_seq = e->d_meta + 2 * T, e->d_slot = e->d_meta + 3 * T;
+    e->d_out_rows = e->d_meta + 4 * T;
+    e->h_meta.assign(4 * T + O, 0);
+  }
   if (!ok) {
     tw_engine_free(e);
     return tw::fail(TW_ERR_OUT_OF_MEMORY, "out of memory allocating activation buffers");
@@ -286,6 +289,22 @@ int tw_engine_memory(tw_engine* e, double* weights, double* kv_cache, double* sc
 }
 
 int tw_engine_forward(tw_engine* e, const tw_batch* b) { return tw::forward(e, b); }
+
+int tw_engine_submit_top(tw_engine* e, const tw_batch* b, int32_t k, int32_t chain, int32_t* top_ids, float* top_logits) {
+  if (!e || !b) return tw::fail(TW_ERR_INVALID_ARGUMENT, "null argument");
+  if (k < 1 || k > e->hp.n_vocab)
+    return tw::fail(TW_ERR_INVALID_ARGUMENT, "top k " + std::to_string(k) + " outside 1.." + std::to_string(e->hp.n_vocab));
+  if (b->n_outputs > 0 && (!top_ids || !top_logits)) return tw::fail(TW_ERR_INVALID_ARGUMENT, "null top-k output");
+  return tw::forward(e, b, k, top_ids, top_logits, true, chain != 0);
+}
+
+int tw_engine_wait_top(tw_engine* e) {
+  if (!e) return tw::fail(TW_ERR_INVALID_ARGUMENT, "null engine");
+  if (e->inflight == 0) return tw::fail(TW_ERR_INVALID_ARGUMENT, "no submitted step to wait for");
+  e->be->wait_step();
+  --e->inflight;
+  return TW_OK;
+}
 
 int tw_engine_forward_top(tw_engine* e, const tw_batch* b, int32_t k, int32_t* top_ids, float* top_logits) {
   if (!e || !b) return tw::fail(TW_ERR_INVALID_ARGUMENT, "null argument");

@@ -31,6 +31,9 @@ struct tw_engine {
   float* up = nullptr;      // [T][n_ff]
   float* rows = nullptr;    // gathered output rows [max_outputs][n_embd]
   float* logits = nullptr;  // [max_outputs][n_vocab]
+  // The step's per-token arrays in one backend buffer (one upload per step: a pipelined step's uploads must not wait
+  // for the step before it), tokens | pos | seq | slot at max_batch_tokens apart, then the output rows.
+  int32_t* d_meta = nullptr;
   int32_t* d_tokens = nullptr;
   int32_t* d_pos = nullptr;
   int32_t* d_seq = nullptr;
@@ -39,8 +42,14 @@ struct tw_engine {
   int32_t* d_block_tables = nullptr;
   size_t block_table_capacity = 0;  // int32 entries
 
-  // Host staging of per-step metadata.
-  std::vector<int32_t> h_slot, h_out_rows;
+  // Host staging of per-step metadata (d_meta's layout).
+  std::vector<int32_t> h_meta;
+
+  // Pipelined decode (tw_engine_submit_top): steps submitted and not yet waited for, and what a chained step takes
+  // its tokens from — the previous submitted step's output count and k, and (host backends) its best ids.
+  int inflight = 0;
+  int32_t chain_rows = 0, chain_k = 0;
+  std::vector<int32_t> chain_ids;
 
   std::vector<void*> scratch_allocs;
   size_t bytes_weights = 0, bytes_kv = 0, bytes_scratch = 0;
@@ -49,7 +58,11 @@ struct tw_engine {
 namespace tw {
 // The transformer step, written once against the op interface (forward.cpp).
 // top_k > 0: return the top_k logits of each output row (and their ids) instead of whole rows (tw_engine_forward_top).
-int forward(tw_engine* e, const tw_batch* b, int32_t top_k = 0, int32_t* top_ids = nullptr, float* top_logits = nullptr);
+// submit: tw_engine_submit_top's step (chain: tokens from the previous step's best ids; results may arrive later).
+int forward(tw_engine* e, const tw_batch* b, int32_t top_k = 0, int32_t* top_ids = nullptr, float* top_logits = nullptr,
+            bool submit = false, bool chain = false);
+// Waits for every submitted step (their results land where their submissions said).
+void drain(tw_engine* e);
 // Sets the thread-local error message returned by tw_last_error; returns code.
 int fail(int code, const std::string& message);
 }  // namespace tw

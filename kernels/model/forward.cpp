@@ -11,7 +11,7 @@ namespace tw {
 
 namespace {
 
-int validate(tw_engine* e, const tw_batch* b, bool want_logits) {
+int validate(tw_engine* e, const tw_batch* b, bool want_logits, bool chain) {
   const tw_runtime_config& rc = e->rc;
   if (b->n_tokens <= 0 || b->n_tokens > rc.max_batch_tokens)
     return fail(TW_ERR_INVALID_ARGUMENT, "batch of " + std::to_string(b->n_tokens) + " tokens (max " +
@@ -19,7 +19,7 @@ int validate(tw_engine* e, const tw_batch* b, bool want_logits) {
   if (b->n_outputs < 0 || b->n_outputs > rc.max_outputs)
     return fail(TW_ERR_INVALID_ARGUMENT, "batch asks for " + std::to_string(b->n_outputs) + " outputs (max " +
                                              std::to_string(rc.max_outputs) + ")");
-  if (b->n_seqs <= 0 || b->blocks_per_seq <= 0 || !b->tokens || !b->pos || !b->seq_idx || !b->out_idx ||
+  if (b->n_seqs <= 0 || b->blocks_per_seq <= 0 || (!chain && !b->tokens) || !b->pos || !b->seq_idx || !b->out_idx ||
       !b->block_tables || (want_logits && b->n_outputs > 0 && !b->logits))
     return fail(TW_ERR_INVALID_ARGUMENT, "incomplete batch");
   const int64_t table_entries = (int64_t)b->n_seqs * b->blocks_per_seq;
@@ -29,7 +29,7 @@ int validate(tw_engine* e, const tw_batch* b, bool want_logits) {
   }
   int outputs_seen = 0;
   for (int i = 0; i < b->n_tokens; ++i) {
-    if (b->tokens[i] < 0 || b->tokens[i] >= e->hp.n_vocab)
+    if (!chain && (b->tokens[i] < 0 || b->tokens[i] >= e->hp.n_vocab))
       return fail(TW_ERR_INVALID_ARGUMENT, "token id " + std::to_string(b->tokens[i]) + " outside the vocabulary");
     if (b->seq_idx[i] < 0 || b->seq_idx[i] >= b->n_seqs) return fail(TW_ERR_INVALID_ARGUMENT, "bad sequence row");
     const int32_t p = b->pos[i];
@@ -52,24 +52,39 @@ const Tensor& output_matrix(tw_engine* e) {
 
 }  // namespace
 
-int forward(tw_engine* e, const tw_batch* b, int32_t top_k, int32_t* top_ids, float* top_logits) {
+void drain(tw_engine* e) {
+  for (; e->inflight > 0; --e->inflight) e->be->wait_step();
+}
+
+int forward(tw_engine* e, const tw_batch* b, int32_t top_k, int32_t* top_ids, float* top_logits, bool submit,
+            bool chain) {
   if (!e || !b) return fail(TW_ERR_INVALID_ARGUMENT, "null argument");
-  if (int rc = validate(e, b, top_k <= 0)) return rc;
+  if (int rc = validate(e, b, top_k <= 0, chain)) return rc;
+  if (chain && (e->chain_rows == 0 || b->n_tokens != e->chain_rows))
+    return fail(TW_ERR_INVALID_ARGUMENT, "a chained step takes one token per output row of the step submitted before it");
   Backend& be = *e->be;
+  // At most two steps in flight (the one computing, the one queued behind it); plain steps run after all of them.
+  if (!submit) drain(e);
+  else if (e->inflight >= 2) be.wait_step(), --e->inflight;
   const tw_hparams& hp = e->hp;
   const int T = b->n_tokens;
   const int D = hp.n_embd;
   const int B = e->rc.kv_block_size;
+  const int TM = e->rc.max_batch_tokens;  // d_meta's pitch
 
-  // Per-token cache slots and the list of rows that want logits, computed on the host.
-  e->h_slot.resize(T);
-  e->h_out_rows.assign(b->n_outputs, 0);
+  // Per-token cache slots and the list of rows that want logits, computed on the host, with the tokens, positions
+  // and sequence rows in d_meta's layout; a chained step's tokens come from the previous step's best ids.
+  int32_t* m = e->h_meta.data();
+  const bool device_chain = chain && be.async_steps();
+  for (int i = 0; i < T; ++i) m[i] = !chain ? b->tokens[i] : device_chain ? 0 : e->chain_ids[i];
   int32_t max_pos = 0;
   for (int i = 0; i < T; ++i) {
     const int32_t p = b->pos[i];
     const int32_t blk = b->block_tables[(int64_t)b->seq_idx[i] * b->blocks_per_seq + p / B];
-    e->h_slot[i] = blk * B + p % B;
-    if (b->out_idx[i] >= 0) e->h_out_rows[b->out_idx[i]] = i;
+    m[TM + i] = p;
+    m[2 * TM + i] = b->seq_idx[i];
+    m[3 * TM + i] = blk * B + p % B;
+    if (b->out_idx[i] >= 0) m[4 * TM + b->out_idx[i]] = i;
     if (p > max_pos) max_pos = p;
   }
 
@@ -80,12 +95,10 @@ int forward(tw_engine* e, const tw_batch* b, int32_t top_k, int32_t* top_ids, fl
     e->block_table_capacity = e->d_block_tables ? table_entries : 0;
     if (!e->d_block_tables) return fail(TW_ERR_OUT_OF_MEMORY, "out of memory for block tables");
   }
-  be.upload(e->d_tokens, b->tokens, T * 4);
-  be.upload(e->d_pos, b->pos, T * 4);
-  be.upload(e->d_seq, b->seq_idx, T * 4);
-  be.upload(e->d_slot, e->h_slot.data(), T * 4);
+  be.upload(e->d_meta, m, (4 * (size_t)TM + b->n_outputs) * 4);
+  if (device_chain && !be.chain_tokens(e->d_tokens, T, e->chain_k))
+    return fail(TW_ERR_BACKEND, "the previous step's best ids are not on the device; submit this step unchained");
   be.upload(e->d_block_tables, b->block_tables, table_entries * 4);
-  if (b->n_outputs > 0) be.upload(e->d_out_rows, e->h_out_rows.data(), b->n_outputs * 4);
 
   BatchView view;
   view.n_tokens = T;
@@ -147,7 +160,19 @@ int forward(tw_engine* e, const tw_batch* b, int32_t top_k, int32_t* top_ids, fl
     if (top_k > 0) be.top_k(e->logits, b->n_outputs, hp.n_vocab, top_k, top_ids, top_logits);
     else be.download(b->logits, e->logits, (size_t)b->n_outputs * hp.n_vocab * 4);
   }
-  be.end_step();
+  // What a chained step after this one reads: the output count and k, and on a host backend the best ids now.
+  e->chain_rows = top_k > 0 ? b->n_outputs : 0;
+  e->chain_k = top_k;
+  if (top_k > 0 && !be.async_steps()) {
+    e->chain_ids.resize(b->n_outputs);
+    for (int r = 0; r < b->n_outputs; ++r) e->chain_ids[r] = top_ids[(size_t)r * top_k];
+  }
+  if (submit) {
+    be.end_step_async();
+    ++e->inflight;
+  } else {
+    be.end_step();
+  }
   return TW_OK;
 }
 

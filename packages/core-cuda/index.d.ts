@@ -48,6 +48,10 @@ export interface CoreEngine {
   forward(batch: CoreBatch): Float32Array;
   /** The k largest logits of each output row and their ids, best first (tw_engine_forward_top). */
   forwardTop(batch: CoreBatch, k: number): { ids: Int32Array; logits: Float32Array };
+  /** Pipelined decode: queues the step; its arrays hold the results once waitTop() returned for it. */
+  submitTop(batch: CoreBatch, k: number, chain: boolean): { ids: Int32Array; logits: Float32Array };
+  waitTop(): void;
+  readonly asyncSteps: boolean;
   copyKVBlock(src: number, dst: number): void;
   memory(): CoreMemory;
   dispose(): void;

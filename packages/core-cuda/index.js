@@ -83,6 +83,10 @@ export function createEngine(hp, rc) {
     ready: () => guard(() => native.ready()),
     forward: (batch) => guard(() => native.forward(batch)),
     forwardTop: (batch, k) => guard(() => native.forwardTop(batch, k)),
+    // pipelined decode: the step is queued on the GPU and its results arrive at waitTop (tw_engine_submit_top)
+    submitTop: (batch, k, chain) => guard(() => native.submitTop(batch, k, chain)),
+    waitTop: () => guard(() => native.waitTop()),
+    asyncSteps: true,
     copyKVBlock: (src, dst) => guard(() => native.copyKVBlock(src, dst)),
     memory: () => guard(() => native.memory()),
     dispose: () => {

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <cstring>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -108,6 +109,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
                         InstanceMethod("dequantizeTensor", &Engine::DequantizeTensor),
                         InstanceMethod("ready", &Engine::Ready), InstanceMethod("forward", &Engine::Forward),
                         InstanceMethod("forwardTop", &Engine::ForwardTop),
+                        InstanceMethod("submitTop", &Engine::SubmitTop), InstanceMethod("waitTop", &Engine::WaitTop),
                         InstanceMethod("copyKVBlock", &Engine::CopyKVBlock),
                         InstanceMethod("memory", &Engine::Memory), InstanceMethod("dispose", &Engine::Dispose)});
   }
@@ -226,6 +228,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Float32Array logits = Napi::Float32Array::New(env, (size_t)tb.n_outputs * n_vocab_);
     tb.logits = logits.Data();
     check(env, tw_engine_forward(live(env), &tb), device_);
+    submitted_.clear();  // a plain step waits for every submitted one first
     return logits;
   }
   // forwardTop(batch, k) -> { ids: Int32Array, logits: Float32Array }, n_outputs x k each (tw_engine_forward_top):
@@ -239,10 +242,36 @@ class Engine : public Napi::ObjectWrap<Engine> {
     Napi::Int32Array ids = Napi::Int32Array::New(env, n);
     Napi::Float32Array vals = Napi::Float32Array::New(env, n);
     check(env, tw_engine_forward_top(live(env), &tb, k, ids.Data(), vals.Data()), device_);
+    submitted_.clear();
     Napi::Object r = Napi::Object::New(env);
     r.Set("ids", ids);
     r.Set("logits", vals);
     return r;
+  }
+  // submitTop(batch, k, chain) -> { ids, logits } filled once waitTop() has returned for this step
+  // (tw_engine_submit_top / tw_engine_wait_top: pipelined decode). The arrays are held here until then.
+  Napi::Value SubmitTop(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    tw_batch tb{};
+    read_batch(env, info[0].As<Napi::Object>(), tb);
+    const int32_t k = info[1].As<Napi::Number>().Int32Value();
+    const bool chain = info[2].ToBoolean().Value();
+    const size_t n = (size_t)tb.n_outputs * (size_t)(k > 0 ? k : 0);
+    Napi::Int32Array ids = Napi::Int32Array::New(env, n);
+    Napi::Float32Array vals = Napi::Float32Array::New(env, n);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("ids", ids);
+    r.Set("logits", vals);
+    check(env, tw_engine_submit_top(live(env), &tb, k, chain ? 1 : 0, ids.Data(), vals.Data()), device_);
+    submitted_.push_back(Napi::Persistent(r));
+    if (submitted_.size() > 2) submitted_.pop_front();  // the engine waited for it (at most two in flight)
+    return r;
+  }
+  Napi::Value WaitTop(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check(env, tw_engine_wait_top(live(env)), device_);
+    if (!submitted_.empty()) submitted_.pop_front();
+    return env.Undefined();
   }
   Napi::Value CopyKVBlock(const Napi::CallbackInfo& info) {
     check(info.Env(),
@@ -269,6 +298,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   tw_engine* e_ = nullptr;
   int device_ = 0;
   int32_t n_vocab_ = 0;
+  std::deque<Napi::ObjectReference> submitted_;  // submitTop results not yet waited for
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -50,6 +50,8 @@ interface EmModule {
   _tw_tensor_dequantize(e: number, role: number, layer: number, out: number): number;
   _tw_engine_ready(e: number): number;
   _tw_engine_forward(e: number, batch: number): number;
+  _tw_engine_submit_top(e: number, batch: number, k: number, chain: number, ids: number, logits: number): number;
+  _tw_engine_wait_top(e: number): number;
   _tw_kv_copy_block(e: number, src: number, dst: number): number;
   _tw_engine_memory(e: number, w: number, kv: number, s: number): number;
 }
@@ -106,6 +108,8 @@ export class WasmEngine {
   private readonly logitsPtr: number;
   private tablesPtr = 0;
   private tablesCap = 0;
+  private topPtr = 0; // submitTop's ids then logits
+  private topCap = 0; // entries of each
   private disposed = false;
 
   constructor(private readonly mod: EmModule, handle: number, private readonly hp: CoreHParams, private readonly rc: CoreRuntimeConfig) {
@@ -174,6 +178,41 @@ export class WasmEngine {
   forward(b: CoreBatch): Float32Array {
     const m = this.mod;
     const h = this.live();
+    this.writeBatch(b);
+    check(m, m._tw_engine_forward(h, this.batchPtr), 'forward');
+    return f32(m, this.logitsPtr, b.nOutputs * this.hp.nVocab).slice();
+  }
+
+  /**
+   * tw_engine_submit_top: this (host) backend finishes the step before returning, so its results are final at
+   * once; waitTop() only keeps the engine's count of steps in flight. chain: tokens are the previous step's best ids.
+   */
+  submitTop(b: CoreBatch, k: number, chain: boolean): { ids: Int32Array; logits: Float32Array } {
+    const m = this.mod;
+    const h = this.live();
+    const n = b.nOutputs * Math.max(0, k);
+    if (n > this.topCap) {
+      if (this.topPtr) m._free(this.topPtr);
+      this.topCap = Math.max(n, 2 * this.topCap);
+      this.topPtr = malloc(m, this.topCap * 8);
+      if (!this.topPtr) {
+        this.topCap = 0;
+        throw new CoreError(3, 'out of memory for top-k results');
+      }
+    }
+    this.writeBatch(b);
+    const vals = this.topPtr + this.topCap * 4;
+    check(m, m._tw_engine_submit_top(h, this.batchPtr, k, chain ? 1 : 0, this.topPtr, vals), 'submit');
+    return { ids: i32(m, this.topPtr, n).slice(), logits: f32(m, vals, n).slice() };
+  }
+
+  waitTop(): void {
+    check(this.mod, this.mod._tw_engine_wait_top(this.live()), 'wait');
+  }
+
+  /** The batch into WebAssembly memory (batchPtr and the arrays it points to). */
+  private writeBatch(b: CoreBatch): void {
+    const m = this.mod;
     const n = b.tokens.length;
     if (n > this.rc.maxBatchTokens) throw new CoreError(1, `batch of ${n} tokens exceeds ${this.rc.maxBatchTokens}`);
     if (b.nOutputs > this.rc.maxOutputs) throw new CoreError(1, `batch asks for ${b.nOutputs} outputs (max ${this.rc.maxOutputs})`);
@@ -200,8 +239,6 @@ export class WasmEngine {
     s[7] = b.blocksPerSeq;
     s[8] = this.tablesPtr;
     s[9] = this.logitsPtr;
-    check(m, m._tw_engine_forward(h, this.batchPtr), 'forward');
-    return f32(m, this.logitsPtr, b.nOutputs * this.hp.nVocab).slice();
   }
 
   copyKVBlock(src: number, dst: number): void {

@@ -26,6 +26,12 @@ export interface LoadOptions {
    * Exact arithmetic on the stored weights, slower.
    */
   exactActivations?: boolean;
+  /**
+   * Pipelined greedy decode: each next step is queued (its token the device's own best id) before the host has read
+   * the step before, so a GPU does not idle between tokens; the tokens are the same either way. Default: on where
+   * the backend runs steps asynchronously (CUDA), off on WASM (where it would only run ahead).
+   */
+  pipelineDecode?: boolean;
   /** Called while weights stream in. */
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;

@@ -64,6 +64,16 @@ export interface CoreEngine {
    * on the device (CUDA) have it: there it saves copying nVocab floats per sequence to the host.
    */
   forwardTop?(batch: CoreBatch, k: number): { ids: Int32Array; logits: Float32Array };
+  /**
+   * Pipelined decode (tw_engine_submit_top / tw_engine_wait_top): starts the step of forwardTop and returns its
+   * result arrays, which hold the results once waitTop() has returned for it (steps complete in submission order,
+   * at most two in flight). chain: batch.tokens is ignored and token i is the best id of output row i of the step
+   * submitted just before — taken on the device, so the next step is queued before this one's results are read.
+   */
+  submitTop?(batch: CoreBatch, k: number, chain: boolean): { ids: Int32Array; logits: Float32Array };
+  waitTop?(): void;
+  /** Whether submitTop returns before the step has finished (a device core): only then does pipelining pay. */
+  readonly asyncSteps?: boolean;
   copyKVBlock(src: number, dst: number): void;
   memory(): CoreMemory;
   dispose(): void;

@@ -18,6 +18,8 @@ export interface EngineLimits {
   maxBatchTokens: number;
   maxOutputs: number;
   contextSize: number;
+  /** Pipelined decode (LoadOptions.pipelineDecode); default: where the core runs steps asynchronously. */
+  pipeline?: boolean;
 }
 
 /** A sequence resident in the KV cache: the tokens already evaluated and the blocks holding their K/V. */
@@ -52,9 +54,24 @@ function commit(items: readonly StepItem[]): void {
   for (const it of items) for (const t of it.tokens) it.seq.tokens.push(t);
 }
 
+/**
+ * A decode step submitted ahead (pipelined decode, see InferenceEngine.submitDecode): one token of `seq` at position
+ * seq.length + its place among the submitted steps of that sequence. Its token is the best id of the step before
+ * it, so it is known on the host only once that step has been read (`token`, null until then). `top` holds the
+ * step's k best logits once `InferenceEngine.waitSubmitted` has returned for it.
+ */
+export interface SubmittedStep {
+  seq: Sequence;
+  token: number | null;
+  k: number;
+  top: TopLogits;
+}
+
 export class InferenceEngine {
   readonly allocator: BlockAllocator;
   private nextId = 0;
+  /** Submitted decode steps not yet waited for, oldest first (at most two: the core's limit). */
+  readonly submitted: SubmittedStep[] = [];
 
   constructor(readonly core: CoreEngine, readonly hp: CoreHParams, readonly limits: EngineLimits) {
     this.allocator = new BlockAllocator(limits.nBlocks);
@@ -66,6 +83,7 @@ export class InferenceEngine {
 
   releaseSequence(seq: Sequence): void {
     if (seq.released) return;
+    if (this.submitted.some((s) => s.seq === seq)) this.dropSubmitted();
     seq.released = true;
     for (const b of seq.blocks) this.allocator.release(b);
     seq.blocks.length = 0;
@@ -74,6 +92,7 @@ export class InferenceEngine {
 
   /** Drops the sequence's tokens after `length` (e.g. to re-evaluate from a shared prefix). */
   truncate(seq: Sequence, length: number): void {
+    if (this.submitted.some((s) => s.seq === seq)) this.dropSubmitted();
     if (length < 0 || length > seq.length) throw new TwinferError('E_INVALID_ARGUMENT', `cannot truncate to ${length}`);
     seq.tokens.length = length;
     const keep = Math.ceil(length / this.limits.blockSize);
@@ -103,6 +122,60 @@ export class InferenceEngine {
     }
   }
 
+  /** Whether the core runs submitted steps while the host goes on (a device core): then pipelining decode pays. */
+  get canPipeline(): boolean {
+    return (this.limits.pipeline ?? this.core.asyncSteps === true) && typeof this.core.submitTop === 'function' &&
+      typeof this.core.waitTop === 'function';
+  }
+
+  /**
+   * Pipelined decode: submits a one-token step of `seq` behind the steps already submitted (at position seq.length +
+   * their count for this sequence). Its token is `token`, or (null) the best id of the step submitted just before —
+   * a greedy choice the device makes without the host, so this step is queued while the host still reads the last.
+   * Nothing is committed: `acceptSubmitted` does that once the caller has checked the token is the one it wants.
+   */
+  submitDecode(seq: Sequence, k: number, token: number | null): SubmittedStep {
+    const core = this.core;
+    if (!core.submitTop || this.submitted.length >= 2) throw new TwinferError('E_INTERNAL', 'cannot submit another decode step');
+    if (seq.released) throw new TwinferError('E_INVALID_ARGUMENT', 'sequence was released');
+    const ahead = this.submitted.filter((s) => s.seq === seq).length;
+    const pos = seq.length + ahead;
+    this.ensureBlocks(seq, pos + 1);
+    const blockTables = Int32Array.from(seq.blocks);
+    if (token !== null && (!Number.isInteger(token) || token < 0 || token >= this.hp.nVocab)) {
+      throw new TwinferError('E_INVALID_ARGUMENT', `token id ${token} is outside the vocabulary (0..${this.hp.nVocab - 1})`);
+    }
+    const batch: CoreBatch = {
+      tokens: Int32Array.of(token ?? 0), pos: Int32Array.of(pos), seqIdx: new Int32Array(1), outIdx: new Int32Array(1),
+      nOutputs: 1, nSeqs: 1, blocksPerSeq: blockTables.length, blockTables,
+    };
+    // a known token (the first step after a plain one) is uploaded; after that each step chains on the one before
+    const step: SubmittedStep = { seq, token, k, top: core.submitTop(batch, k, token === null) };
+    this.submitted.push(step);
+    return step;
+  }
+
+  /** Waits for the oldest submitted step: its `top` holds its results after this. */
+  waitSubmitted(): SubmittedStep {
+    const step = this.submitted.shift();
+    if (!step) throw new TwinferError('E_INTERNAL', 'no submitted step to wait for');
+    this.core.waitTop!();
+    // the next step of the sequence was chained on this one: its token is this step's best id
+    const next = this.submitted.find((s) => s.seq === step.seq);
+    if (next) next.token = step.top.ids[0]!;
+    return step;
+  }
+
+  /** The oldest submitted step's token is now part of its sequence (its K/V are in the cache). */
+  acceptSubmitted(step: SubmittedStep): void {
+    step.seq.tokens.push(step.token!);
+  }
+
+  /** Waits for every submitted step and drops their results (their cache writes lie past their sequences' ends). */
+  dropSubmitted(): void {
+    while (this.submitted.length > 0) this.waitSubmitted();
+  }
+
   /** Whether the core selects top logits on its own device (forwardTop): then stepTop ships k values per row. */
   get deviceTop(): boolean {
     return typeof this.core.forwardTop === 'function';
@@ -113,6 +186,7 @@ export class InferenceEngine {
    * the logits rows asked for (views into one buffer).
    */
   step(items: readonly StepItem[]): Float32Array[][] {
+    this.dropSubmitted();
     const batch = this.prepare(items);
     if (!batch) return items.map(() => []);
     const logits = this.core.forward(batch);
@@ -135,6 +209,7 @@ export class InferenceEngine {
     if (!Number.isInteger(k) || k < 1 || k > this.hp.nVocab) throw new TwinferError('E_INVALID_ARGUMENT', `top k ${k} outside 1..${this.hp.nVocab}`);
     if (items.some((it) => it.outputs === 'all' && it.tokens.length > 1)) throw new TwinferError('E_INTERNAL', "stepTop takes outputs 'last' or 'none'");
     if (!this.core.forwardTop) return this.step(items).map((rows) => (rows.length > 0 ? topLogits(rows[0]!, k) : null));
+    this.dropSubmitted();
     const batch = this.prepare(items);
     if (!batch) return items.map(() => null);
     const top = this.core.forwardTop(batch, k);

@@ -6,7 +6,18 @@
  * later simply joins the next step.
  */
 import { TwinferError } from '../errors.js';
+import { topLogits } from '../sampling/select.js';
 import type { InferenceEngine, Sequence, StepItem, TopLogits } from './engine.js';
+
+/**
+ * What a generation loop tells the scheduler about its next request, so decode can be pipelined: `chain` — the
+ * token it will ask for next is the best id of this output (greedy, no penalties: what the device picks itself);
+ * `more` — it may ask for another token after this one (not at its token limit).
+ */
+export interface ForwardHints {
+  chain?: boolean;
+  more?: boolean;
+}
 
 /** What a request gets back: the whole logits row, or (asked with top > 0, when the step could) its best logits. */
 export type StepOutput = Float32Array | TopLogits;
@@ -18,6 +29,7 @@ interface Pending {
   done: number;
   /** > 0: the best `top` logits with their ids are enough (see Sampler.topNeeded) */
   top: number;
+  hints: ForwardHints;
   resolve: (out: StepOutput) => void;
   reject: (e: unknown) => void;
 }
@@ -36,10 +48,10 @@ export class StepScheduler {
    * row, or — when `top` > 0 and every request finishing in that step asks for top logits and the core selects
    * them on its device — the best `top` (or more) logits with their ids. Callers handle both.
    */
-  forward(seq: Sequence, tokens: readonly number[], top = 0): Promise<StepOutput> {
+  forward(seq: Sequence, tokens: readonly number[], top = 0, hints: ForwardHints = {}): Promise<StepOutput> {
     if (tokens.length === 0) return Promise.reject(new TwinferError('E_INVALID_ARGUMENT', 'nothing to evaluate'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ seq, tokens, done: 0, top, resolve, reject });
+      this.queue.push({ seq, tokens, done: 0, top, hints, resolve, reject });
       this.kick();
     });
   }
@@ -87,6 +99,19 @@ export class StepScheduler {
     const results: Array<StepOutput | undefined> = allTop && k > 0
       ? this.engine.stepTop(items, k).map((r) => r ?? undefined)
       : this.engine.step(items).map((rows) => rows[0]);
+    // A lone greedy sequence that will ask for this output's best id next: queue that step now (runPipelined).
+    const only = plan.length === 1 ? plan[0]! : undefined;
+    const out = results[0];
+    if (only && !this.pipelineOff && this.engine.canPipeline && only.p.hints.chain && only.p.hints.more &&
+        only.p.done + only.take === only.p.tokens.length && out && this.queue.length === 1 &&
+        this.roomAfter(only.p.seq, 0)) {
+      try {
+        const best = out instanceof Float32Array ? topLogits(out, 1).ids[0]! : out.ids[0]!;
+        this.engine.submitDecode(only.p.seq, Math.max(1, only.p.top), best);
+      } catch (e) {
+        this.pipelineFailed(e);
+      }
+    }
     this.steps++;
     plan.forEach(({ p, take }, i) => {
       p.done += take;
@@ -98,8 +123,64 @@ export class StepScheduler {
     });
   }
 
+  /**
+   * Pipelined decode of a lone greedy sequence (device cores): while the host reads step N's result, step N+1 —
+   * whose token is step N's best id, chosen on the device — is already queued, so the GPU does not wait for the
+   * host between tokens. Runs when the only request is the one token its sequence's oldest submitted step computes;
+   * anything else drops the submitted steps (their results unread, their cache writes past the sequence's end) and
+   * takes the plain path.
+   */
+  private runPipelined(): boolean {
+    const engine = this.engine;
+    if (engine.submitted.length === 0) return false;
+    const p = this.queue.length === 1 ? this.queue[0]! : undefined;
+    const s = engine.submitted[0]!;
+    if (!p || p.seq !== s.seq || p.tokens.length !== 1 || p.tokens[0] !== s.token || p.top <= 0 || p.top > s.k) {
+      engine.dropSubmitted();
+      return false;
+    }
+    try {
+      // the next one first (chained on the newest in flight), then read this one
+      if (p.hints.chain && p.hints.more && engine.submitted.length === 1 && this.roomAfter(p.seq, 1)) {
+        engine.submitDecode(p.seq, s.k, null);
+      }
+      engine.waitSubmitted();
+      engine.acceptSubmitted(s);
+    } catch (e) {
+      this.pipelineFailed(e);
+      return false;
+    }
+    this.queue.length = 0;
+    this.steps++;
+    this.tokens++;
+    p.resolve(s.top);
+    return true;
+  }
+
+  /** Whether the sequence has room for a token `ahead` places past its end (context size). */
+  private roomAfter(seq: Sequence, ahead: number): boolean {
+    return seq.length + ahead + 1 < this.engine.limits.contextSize;
+  }
+
+  /** A core that cannot chain steps (say, its last selection ran on the host) is not asked again. */
+  private pipelineFailed(e: unknown): void {
+    this.pipelineOff = true;
+    try {
+      this.engine.dropSubmitted();
+    } catch {
+      // the plain path reports the core's state on its next step
+    }
+    void e;
+  }
+
+  private pipelineOff = false;
+
   private runStep(): void {
     this.scheduled = false;
+    if (this.runPipelined()) {
+      if (this.queue.length > 0) this.kick();
+      return;
+    }
     const plan = this.plan();
     if (plan.length === 0) return;
     try {

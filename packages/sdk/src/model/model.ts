@@ -185,7 +185,9 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<M
   }
 
   const mem = core.memory();
-  const engine = new InferenceEngine(core, hp, { blockSize: KV_BLOCK_SIZE, nBlocks, maxBatchTokens, maxOutputs, contextSize });
+  const engine = new InferenceEngine(core, hp, {
+    blockSize: KV_BLOCK_SIZE, nBlocks, maxBatchTokens, maxOutputs, contextSize, pipeline: opts.pipelineDecode,
+  });
   const backend: BackendInfo = {
     name: selected.name,
     reason: selected.reason,
@@ -354,7 +356,10 @@ export class Model {
       // Ask for the best k logits instead of whole rows where the sampler can choose from them exactly (greedy,
       // top-k) and no log-probabilities are wanted: on the CUDA backend only k values per sequence leave the GPU.
       const topFor = (h: readonly number[]) => (topLogprobs > 0 ? 0 : sampler.topNeeded(h));
-      let logits = await this.scheduler.forward(seq, promptIds, topFor(promptIds));
+      // Pipelined decode (device cores): the token after each step is its best logit, so the device can feed it
+      // into the next step itself — unless log-probabilities are wanted (whole rows) or the sampler does more.
+      const chain = sampler.takesBest && topLogprobs === 0;
+      let logits = await this.scheduler.forward(seq, promptIds, topFor(promptIds), { chain, more: maxNew > 1 });
       tPrompt = performance.now();
       const history = [...promptIds];
       while (ids.length < maxNew && promptIds.length < this.info.contextSize) {
@@ -387,7 +392,7 @@ export class Model {
         }
         // prompt + generated never exceeds the context: every returned token had (or could have had) a KV slot.
         if (ids.length >= maxNew || seq.length + 1 >= this.info.contextSize) break;
-        logits = await this.scheduler.forward(seq, [id], topFor(history));
+        logits = await this.scheduler.forward(seq, [id], topFor(history), { chain, more: ids.length + 1 < maxNew });
       }
       if (finishReason !== 'stop') {
         const tail = stop.flush(decoder.flush());

@@ -18,6 +18,8 @@ export const DEFAULT_SAMPLING_TEMPERATURE = 0.8;
 export interface Sampler {
   /** true when this sampler always takes the argmax */
   readonly greedy: boolean;
+  /** true when it takes the argmax of the raw row (greedy, no repetition penalty): a core's own best id is its choice */
+  readonly takesBest: boolean;
   /** the seed of the random stream (also set, but unused, when greedy) */
   readonly seed: number;
   /** Chooses a token id from logits[0..vocabSize-1]; `history` is every token so far (prompt + generated). */
@@ -82,6 +84,7 @@ export function createSampler(cfg: SamplerConfig | undefined, vocabSize: number)
 
   return {
     greedy: s.greedy,
+    takesBest: s.greedy && (s.repetitionPenalty === 1 || s.repetitionLastN === 0),
     seed,
     sample(logits: Float32Array, history: readonly number[]): number {
       if (logits.length < n) {
