@@ -75,9 +75,10 @@ inline size_t x4_flat_bytes(int32_t type, int64_t K, int64_t R) {
 // its rows' part of one chunk (one forward stream) with that chunk's 4 KB of activations staying in L1; with whole
 // rows a pair's weights and activations (q4_K at K = 5632: 27 + 12 KB) overflowed L1 between two uses of an activation
 // line, and those misses held up the weight stream: long-row products ran 15-35 % slower (bench/NOTES.md, session 6).
-// q4_0 keeps whole rows: chunked, its TinyLlama decode measured 0.94x of llama.cpp's against 0.99x whole.
+// q4_0 too since its pair kernel holds two sums per quad (session 7): 5632 x 2048 decode products, one thread, whole
+// rows 18.6-18.8 against chunks 21.7-22.0 GMAC/s (session 6's end-to-end 0.94x vs 0.99x, before, was within noise).
 constexpr int64_t kX4ChunkCols = 2048;
-inline bool x4_chunked(int32_t type, int64_t K) { return K > kX4ChunkCols && x4_type(type) && type != TW_TYPE_Q4_0; }
+inline bool x4_chunked(int32_t type, int64_t K) { return K > kX4ChunkCols && x4_type(type); }
 inline int x4_chunks(int32_t type, int64_t K) {
   return x4_chunked(type, K) ? (int)((K + kX4ChunkCols - 1) / kX4ChunkCols) : 1;
 }
