@@ -413,8 +413,9 @@ static void test_norm_matmul(Dev& d, int32_t type, int n) {
 // kernel adds into x and prepares u and the block sums; the product (ctype) scales by s and writes h — or, where it
 // cannot take u (F32 weights), the norm is finished by its own kernel first. x, h and the product are checked
 // against a double reference (the int8 steps of a, of the SwiGLU output and of u set the tolerances).
-static void test_split_norm(Dev& d, int32_t type, int32_t ctype, int n, bool ffn) {
-  const int D = 4096, A = 1024, M = 512;
+// A: the width of the attention output / FFN hidden state (the O / down projection's K).
+static void test_split_norm(Dev& d, int32_t type, int32_t ctype, int n, bool ffn, int A = 1024) {
+  const int D = 4096, M = 512;
   auto x = randn((size_t)n * D, 1.0f), a = randn((size_t)n * A, 1.0f), g = randn(D, 1.0f);
   auto wo = random_weights(type, A, D), wq = random_weights(ctype, D, M);
   auto wg = random_weights(type, A, A), wu = random_weights(type, A, A);
@@ -479,12 +480,14 @@ static void test_split_norm(Dev& d, int32_t type, int32_t ctype, int n, bool ffn
   auto y = d.get(dy, (size_t)n * M), xo = d.get(dx, (size_t)n * D), ho = d.get(dh, (size_t)n * D);
   const bool i8 = int8_acts(type, n), c8 = int8_acts(ctype, n);
   char name[128];
-  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d (x)", ffn ? "ffn" : "attn", tname(type), tname(ctype), n);
+  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d A=%d (x)", ffn ? "ffn" : "attn", tname(type),
+                tname(ctype), n, A);
   report(name, rel_err(xo, xr), i8 ? 2e-2 : 1e-3);
-  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d (h)", ffn ? "ffn" : "attn", tname(type), tname(ctype), n);
+  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d A=%d (h)", ffn ? "ffn" : "attn", tname(type),
+                tname(ctype), n, A);
   report(name, rel_err(ho, hr), i8 ? 2e-2 : 1e-3);
-  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d (product)", ffn ? "ffn" : "attn", tname(type),
-                tname(ctype), n);
+  std::snprintf(name, sizeof name, "split norm %s %-4s -> %-4s n=%d A=%d (product)", ffn ? "ffn" : "attn", tname(type),
+                tname(ctype), n, A);
   report(name, rel_err(y, yr), i8 || c8 ? 3e-2 : 2e-3);
   for (void* p : {Wo.data, Wq.data, Wg.data, Wu.data, G.data, (void*)dx, (void*)da, (void*)dh, (void*)dy, (void*)dg,
                   (void*)du})
@@ -1141,6 +1144,16 @@ int main(int argc, char** argv) {
   test_product_add(d, 2);
   g_prepare = false;
   for (int32_t t : {2, 8, 12, 14, 1}) test_product_add(d, t);
+  // Down projections of longer rows (whole and partial 1024-value tiles) with the add and norm in their launch.
+  for (int32_t t : {2, 8, 12}) test_split_norm(d, t, t, 1, true, 2048);
+  g_prepare = true;
+  tw::cuda::set_q4_0_tiles(1);
+  test_split_norm(d, 2, 2, 1, true, 3072);
+  tw::cuda::set_mmvq_rows(2);
+  test_split_norm(d, 2, 2, 1, true, 2048);
+  tw::cuda::set_mmvq_rows(-1);
+  g_prepare = false;
+  tw::cuda::set_q4_0_tiles(-1);
   tw::cuda::set_q4_0_tiles(-1);
   const char* e = twcuda_take_error();
   if (e[0]) {
