@@ -275,7 +275,7 @@ class CudaBackend final : public Backend {
     staging_.upload(stream_, dst, src, n);
     prof_.end(stream_);
   }
-  // Q4_0 weights of whole 256-value groups are rearranged in place for the decode products (repack.cu).
+  // Q4_0 weights of whole 256-value groups are rearranged in place for the decode products (repack.cu; opt-in).
   bool prepare_weight(Tensor& w) override {
     abort_step_graph();
     flush();

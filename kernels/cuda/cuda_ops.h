@@ -120,7 +120,8 @@ struct DeviceInfo {
 // The type code the kernels dispatch on: the GGUF type, or kQ4_0T (cuda_common.cuh) for a rearranged Q4_0 weight.
 int32_t kernel_type(const Tensor& w);
 // Backend::prepare_weight: Q4_0 weights whose rows are whole 256-value groups are rearranged in place into kQ4_0T's
-// layout (same bytes, same size) unless TWINFER_CUDA_Q4_0_TILES=0; returns whether it rearranged w.
+// layout (same bytes, same size) where TWINFER_CUDA_Q4_0_TILES=1 (opt-in: no gain measured); returns whether it
+// rearranged w.
 bool prepare_weight(cudaStream_t s, Tensor& w);
 // Backend::read_weight's second half: host bytes downloaded from a rearranged weight back to GGUF blocks, in place.
 void weight_to_gguf(const Tensor& w, void* host);

@@ -24,6 +24,9 @@ namespace {
 constexpr int kWarps = 8;  // rows per CTA
 
 // x (or silu(gate) * up) -> int8 q [n][K] and (d, d * sum q) per 32 values [n][K/32]. One warp per 32 values.
+// For the down projection this stays a launch of its own: every CTA of the product quantizing silu(gate) * up into
+// its shared memory instead (each reading all of gate and up from L2 before its first dot product) made one-token
+// decode 6-8 % slower on an H100 (bench/NOTES.md run 20).
 __global__ void __launch_bounds__(256) quantize_q8_kernel(const float* __restrict__ x, const float* __restrict__ up,
                                                           int64_t blocks, int8_t* __restrict__ q,
                                                           float2* __restrict__ ds) {
@@ -102,6 +105,8 @@ __device__ __forceinline__ void store_rows(const VGroup& g, int i, int r, int la
 // The residual add and split norm after a one-token product (no.q set; mmvq(..., no)): the CTA's 32 rows are one
 // 32-value block of y, so once they are all in shared memory one warp does norm_block's work on them (x += y, u = x w
 // as int8 and F32, the block's sum of squares) — the norm_blocks launch that would follow saved. y is written too.
+// H100, decode graph GPU time per step (bench/NOTES.md run 20): q4_0 2154 / 2194 -> 2132 / 2134 us, q8_0 3149 / 3131
+// -> 2993 / 2993 us (TWINFER_CUDA_FUSE_NORM=0 / 1).
 // xv / wv: this lane's x and w, loaded at the PDL wait (wait_prefetch).
 template <int R>
 __device__ __forceinline__ void norm_out_epilogue(const VGroup& g, int r, int lane, float (&acc)[R][1],

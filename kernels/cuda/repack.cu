@@ -10,6 +10,11 @@
 // neighbours' (lanes 0-15 read one group's 128 bytes), and its activations are one 16-byte load at a 16-byte lane
 // stride (4 lines per warp load). The tensor-core kernels (matmul.cu) read a group as one stage of 8 units, as before.
 // Rows must be whole groups (K % 256 == 0, so rows stay 16-byte aligned); other Q4_0 weights keep GGUF blocks.
+//
+// Opt-in (TWINFER_CUDA_Q4_0_TILES=1): measured on H100s (bench/NOTES.md run 20) it did not pay. Per 8B layer at one
+// token 53.6 vs 54.5 us (two rows per warp 52.8 vs 53.5), but decode end to end within noise (graph GPU time
+// 2166-2169 vs 2176-2200 us; with the pipelined decode tg128 436.8-437.0 vs 434.4-438.7 tok/s) and batched8 2-5 %
+// slower (1671-1709 vs 1703-1760 tok/s). So the L1 wavefronts of the GGUF layout were not what bounds the kernel.
 #include <cstdlib>
 #include <cstring>
 
@@ -27,7 +32,7 @@ int g_q4_0_tiles = -1;  // set_q4_0_tiles
 bool q4_0_tiles_enabled() {
   if (g_q4_0_tiles >= 0) return g_q4_0_tiles == 1;
   const char* v = std::getenv("TWINFER_CUDA_Q4_0_TILES");
-  return !(v && v[0] == '0');
+  return v && v[0] == '1';
 }
 
 // One thread per 144-byte group, in place (each thread reads its whole group before writing it).

@@ -5,7 +5,8 @@
 # the fixtures the GPU checks read, and the N-API headers for building the addon there with plain cmake.
 # Everything is compiled HERE (nvcc, no GPU) so the device's time goes to running.
 #
-# Usage: scripts/device/pack.sh            then carry [".device", "packages/core-cuda/dist"] and run
+# Usage: scripts/device/pack.sh            then carry [".device", "packages/core-cuda/dist"] (or [".device"] alone:
+#        the addon also travels compressed in .device/bin) and run
 #        bash scripts/device/run-on-device.sh phase1 (then phase2) on the device machine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -26,6 +27,9 @@ fi
 #    limited to 64 MiB; TWINFER_DEVICE_ARCHS="80;90" builds both).
 ARCHS="${TWINFER_DEVICE_ARCHS:-90}"
 (cd "$ROOT/packages/core-cuda" && TWINFER_CUDA_STRICT=1 CMAKE_CUDA_ARCHITECTURES="$ARCHS" node scripts/build.mjs)
+# The addon xz-compressed as well: carry [".device"] alone when .device plus dist/ would pass the 64 MiB limit
+# (run-on-device.sh unpacks it where dist/ did not travel).
+xz -T0 -6 -c "$ROOT/packages/core-cuda/dist/twinfer_cuda.node" >"$DEV/bin/twinfer_cuda.node.xz"
 NVCC="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 OPT="$ROOT/packages/core-cuda/build/op_test"  # built here, carried xz-compressed (the tree that travels is 64 MiB)
 if [[ ! -x "$OPT" || ! -f "$DEV/bin/op_test.xz" || -n "$(find "$ROOT/kernels/cuda" -newer "$OPT" -name '*.cu*' -o -newer "$OPT" -name '*.h')" ]]; then

@@ -44,6 +44,9 @@ setup_node() {
 # The addon: the carried build, or (BUILD_ADDON=1, or none carried) a plain cmake build here.
 ensure_addon() {
   local dist="$ROOT/packages/core-cuda/dist/twinfer_cuda.node"
+  if [[ -f "$DEV/bin/twinfer_cuda.node.xz" && ( ! -f "$dist" || "$DEV/bin/twinfer_cuda.node.xz" -nt "$dist" ) ]]; then  # carried compressed (pack.sh)
+    mkdir -p "$(dirname "$dist")" && xz -dc "$DEV/bin/twinfer_cuda.node.xz" >"$dist"
+  fi
   if [[ -f "$dist" && "${BUILD_ADDON:-0}" != 1 ]]; then log "addon: carried $(du -h "$dist" | cut -f1)"; return; fi
   log "addon: building with cmake"
   local gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
