@@ -120,6 +120,7 @@ struct AttnArgs {
   // Decode kernel with RoPE fused: request the first chunk's K/V rows below pos before waiting for the previous
   // kernel (TWINFER_CUDA_ATTN_PREFETCH=0: after).
   int prefetch;
+  int self_kv;  // decode kernel with RoPE: the token's own K / V row from shared memory (DeviceInfo::attn_self_kv)
 };
 
 // A CTA owns QG consecutive query tokens of one sequence (QG = 1 for decode batches, 4 for prompt chunks, so each
@@ -337,6 +338,11 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
   __shared__ float qs[G][HD];
   __shared__ float cm[4][G], cl[4][G];
   __shared__ float cacc[4][G][HD];
+  // ROPE: the token's own K and V rows as written to the cache (halves), so the scores and the V sum take them from
+  // here rather than a round trip to the cache row this kernel just wrote (with the prefetch, the only loads left
+  // after the rotation at contexts of up to 128 positions).
+  __shared__ __align__(16) __half kself[ROPE ? HD : 8], vself[ROPE ? HD : 8];
+  const bool self_kv = ROPE && a.self_kv;
   // Positions, slots and block tables are copied in before the step's first kernel, never written by one.
   const int pos = a.pos[t];
   const int32_t* table = a.block_tables + (size_t)a.seq_idx[t] * a.blocks_per_seq;
@@ -381,12 +387,17 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
         const float* x = a.k + ((size_t)t * a.n_head_kv + kvh) * HD;
         const float x0 = x[i0], x1 = x[i1];
         __half* kw = const_cast<__half*>(kc) + sl;
-        kw[i0] = __float2half_rn(x0 * cs - x1 * sn);
-        kw[i1] = __float2half_rn(x0 * sn + x1 * cs);
+        const __half k0 = __float2half_rn(x0 * cs - x1 * sn), k1 = __float2half_rn(x0 * sn + x1 * cs);
+        kw[i0] = k0;
+        kw[i1] = k1;
+        if constexpr (ROPE) kself[i0] = k0, kself[i1] = k1;
       }
     }
-    for (int d = threadIdx.x; d < HD; d += 128)
-      const_cast<__half*>(vc)[sl + d] = __float2half_rn(a.v[((size_t)t * a.n_head_kv + kvh) * HD + d]);
+    for (int d = threadIdx.x; d < HD; d += 128) {
+      const __half vh = __float2half_rn(a.v[((size_t)t * a.n_head_kv + kvh) * HD + d]);
+      const_cast<__half*>(vc)[sl + d] = vh;
+      if constexpr (ROPE) vself[d] = vh;
+    }
   } else {
     for (int i = threadIdx.x; i < G * HD; i += 128)
       qs[i / HD][i % HD] = a.q[((size_t)t * a.n_head + qh0) * HD + i] * a.scale;
@@ -411,7 +422,10 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
       uint4 kv[16];
 #pragma unroll
       for (int c = 0; c < 16; ++c)
-        kv[c] = !live ? make_uint4(0, 0, 0, 0) : first && p < pos ? kpre[pre ? c : 0] : ld_kv16<ROPE>(kr + c);
+        kv[c] = !live                  ? make_uint4(0, 0, 0, 0)
+                : self_kv && p == pos  ? reinterpret_cast<const uint4*>(kself)[c]
+                : first && p < pos     ? kpre[pre ? c : 0]
+                                       : ld_kv16<ROPE>(kr + c);
 #pragma unroll
       for (int c = 0; c < 16; ++c) {
         const uint32_t w[4] = {kv[c].x, kv[c].y, kv[c].z, kv[c].w};
@@ -442,9 +456,10 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnArgs a, const __ha
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
       const int sj = __shfl_sync(0xffffffffu, slot, j);
-      vr[j] = j >= nlive           ? make_uint2(0, 0)
-              : first && p0 + j < pos ? vpre[pre ? j : 0]
-                                      : ld_kv8<ROPE>(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane);
+      vr[j] = j >= nlive                ? make_uint2(0, 0)
+              : self_kv && p0 + j == pos ? reinterpret_cast<const uint2*>(vself)[lane]
+              : first && p0 + j < pos    ? vpre[pre ? j : 0]
+                                         : ld_kv8<ROPE>(reinterpret_cast<const uint2*>(vc + (size_t)sj * kv_dim + kvh * HD) + lane);
     }
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
@@ -811,6 +826,7 @@ bool attention_rope(cudaStream_t s, const DeviceInfo& dev, float* q, const float
   a.freq_scale = freq_scale;
   a.neox = rope_mode == 2 ? 1 : 0;
   a.prefetch = dev.attn_prefetch ? 1 : 0;
+  a.self_kv = dev.attn_self_kv ? 1 : 0;
   a.oq = oq;
   a.ods = ods;
   launch_decode<true>(s, dev.pdl_gemv, dev.attn_split_heads, dev.sm_count, sh.n_head / sh.n_head_kv, dim3(T, sh.n_head_kv), a, (const __half*)kv.k,

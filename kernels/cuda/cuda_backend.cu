@@ -198,6 +198,8 @@ class CudaBackend final : public Backend {
     dev_.attn_split_heads = !(ah && ah[0] == '0');
     const char* ap = std::getenv("TWINFER_CUDA_ATTN_PREFETCH");
     dev_.attn_prefetch = !(ap && ap[0] == '0');
+    const char* as = std::getenv("TWINFER_CUDA_ATTN_SELF");
+    dev_.attn_self_kv = !(as && as[0] == '0');
     const char* gc = std::getenv("TWINFER_CUDA_GEMV_CFG");
     dev_.gemv_cfg = gc ? std::atoi(gc) : 0;
     const char* mt = std::getenv("TWINFER_CUDA_MMVQ_TMA");

@@ -106,6 +106,7 @@ struct DeviceInfo {
   bool attn_split_heads = true;  // decode attention: one CTA per query head (TWINFER_CUDA_ATTN_HEADS=0: per KV head)
   int gemv_cfg = 0;               // F16 GEMV variant (gemv.cu; TWINFER_CUDA_GEMV_CFG, 0 = default)
   bool attn_prefetch = true;      // decode attention with RoPE: K/V rows below pos before the PDL wait (attention.cu)
+  bool attn_self_kv = true;       // ... and the token's own K/V row from shared memory (TWINFER_CUDA_ATTN_SELF=0: off)
   // One-token integer-dot products (mmvq.cu, TWINFER_CUDA_MMVQ_TMA): 0 the warp-per-row kernels, 1 the bulk-copy
   // pipeline (sm_90+), with its shared memory per CTA (KiB, TWINFER_CUDA_TMA_SMEM), bytes per stage aimed at
   // (TWINFER_CUDA_TMA_TILE) and CTAs per SM (TWINFER_CUDA_TMA_CTAS); 2 the staged kernels (coalesced 16-byte loads
