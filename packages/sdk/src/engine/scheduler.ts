@@ -6,7 +6,7 @@
  * later simply joins the next step.
  */
 import { TwinferError } from '../errors.js';
-import { topLogits } from '../sampling/select.js';
+import { argmax } from '../sampling/select.js';
 import type { InferenceEngine, Sequence, StepItem, TopLogits } from './engine.js';
 
 /**
@@ -37,6 +37,8 @@ interface Pending {
 export class StepScheduler {
   private queue: Pending[] = [];
   private scheduled = false;
+  /** set when the core failed to chain a step: pipelined decode is not tried again */
+  private pipelineOff = false;
   /** steps run and tokens processed, for metrics */
   steps = 0;
   tokens = 0;
@@ -105,11 +107,11 @@ export class StepScheduler {
     if (only && !this.pipelineOff && this.engine.canPipeline && only.p.hints.chain && only.p.hints.more &&
         only.p.done + only.take === only.p.tokens.length && out && this.queue.length === 1 &&
         this.roomAfter(only.p.seq, 0)) {
+      const best = out instanceof Float32Array ? argmax(out, out.length) : out.ids[0]!;
       try {
-        const best = out instanceof Float32Array ? topLogits(out, 1).ids[0]! : out.ids[0]!;
-        this.engine.submitDecode(only.p.seq, Math.max(1, only.p.top), best);
-      } catch (e) {
-        this.pipelineFailed(e);
+        if (best >= 0) this.engine.submitDecode(only.p.seq, Math.max(1, only.p.top), best);
+      } catch {
+        this.pipelineFailed();
       }
     }
     this.steps++;
@@ -146,8 +148,8 @@ export class StepScheduler {
       }
       engine.waitSubmitted();
       engine.acceptSubmitted(s);
-    } catch (e) {
-      this.pipelineFailed(e);
+    } catch {
+      this.pipelineFailed();
       return false;
     }
     this.queue.length = 0;
@@ -163,17 +165,14 @@ export class StepScheduler {
   }
 
   /** A core that cannot chain steps (say, its last selection ran on the host) is not asked again. */
-  private pipelineFailed(e: unknown): void {
+  private pipelineFailed(): void {
     this.pipelineOff = true;
     try {
       this.engine.dropSubmitted();
     } catch {
       // the plain path reports the core's state on its next step
     }
-    void e;
   }
-
-  private pipelineOff = false;
 
   private runStep(): void {
     this.scheduled = false;
